@@ -1,0 +1,226 @@
+"""quantize / dequantize / fake_quantize: the block-scaled cast of a tensor to a format.
+
+The tensor is viewed as rows along ``fmt.axis`` (moved last), each row split into
+blocks of ``fmt.block`` (a ragged last block is zero-padded while scaling, never
+stored). Work runs in chunks of rows of about CHUNK elements: the temporaries of
+the elementwise cast stay in cache and peak memory stays near the output size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .catalog import resolve
+from .format import Format, storage_bytes
+from .grids import _values, encode
+from .packing import pack_bits, packed_nbytes, unpack_bits
+from .scales import block_scales, compute_tensor_scale, scale_values
+
+CHUNK = 1 << 18
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+@dataclass
+class Packed:
+    """A tensor stored in a format: the real bytes, nothing fake-quantized.
+
+    ``codes``: element codes, bit-packed, row-major with ``fmt.axis`` moved last.
+    ``scales``: one scale code per block, bit-packed at the scale grid's width.
+    ``selectors``: per-block grid choice (Adaptive Microexponent), bit-packed; empty otherwise.
+    ``tensor_scale``: float32 second-level scale (NVFP4-like formats) or None.
+    """
+
+    fmt: Format
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    codes: torch.Tensor
+    scales: torch.Tensor
+    selectors: torch.Tensor
+    tensor_scale: torch.Tensor | None
+
+    @property
+    def nbytes(self) -> int:
+        ts = 4 if self.tensor_scale is not None else 0
+        return self.codes.numel() + self.scales.numel() + self.selectors.numel() + ts
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def validate(self) -> None:
+        """Refuse a packed object whose buffers do not match its format and shape."""
+        geo = _Geometry(self.shape, self.fmt)
+        expect = {
+            "codes": packed_nbytes(geo.numel, self.fmt.element_bits),
+            "scales": packed_nbytes(geo.blocks, self.fmt.scale.bits),
+            "selectors": packed_nbytes(geo.blocks, self.fmt.selector_bits),
+        }
+        for name, size in expect.items():
+            buf = getattr(self, name)
+            if not isinstance(buf, torch.Tensor) or buf.dtype != torch.uint8 or buf.dim() != 1:
+                raise ValueError(f"packed {name} must be a 1-D uint8 tensor, got {type(buf).__name__} {getattr(buf, 'dtype', '')}")
+            if buf.numel() != size:
+                raise ValueError(
+                    f"packed {name} has {buf.numel()} bytes, but format {self.fmt.name} with shape "
+                    f"{self.shape} needs {size}: the buffer is truncated or belongs to another tensor"
+                )
+        if self.fmt.tensor_scale != (self.tensor_scale is not None):
+            raise ValueError(f"format {self.fmt.name} {'needs' if self.fmt.tensor_scale else 'has no'} a tensor scale")
+        assert self.nbytes == storage_bytes(self.fmt, self.shape)
+
+
+class _Geometry:
+    """Rows, blocks and chunking of a shape under a format."""
+
+    def __init__(self, shape, fmt: Format):
+        self.shape = tuple(int(s) for s in shape)
+        ndim = max(len(self.shape), 1)
+        if not -ndim <= fmt.axis < ndim:
+            raise ValueError(f"format {fmt.name} blocks along axis {fmt.axis}, but the tensor has {len(self.shape)} dimensions")
+        self.axis = fmt.axis % ndim
+        self.numel = math.prod(self.shape)
+        self.row = self.shape[self.axis] if self.shape else 1
+        self.rows = self.numel // self.row if self.row else 0
+        self.block = fmt.block or max(self.row, 1)
+        self.per_row = math.ceil(self.row / self.block) if self.row else 0
+        self.blocks = self.rows * self.per_row
+        # Chunks hold a multiple of 8 elements so each chunk packs to whole bytes.
+        step = 8 // math.gcd(max(self.row, 1), 8)
+        want = max(1, CHUNK // max(self.row, 1))
+        self.chunk_rows = max(step, want - want % step)
+
+    def chunks(self):
+        for r0 in range(0, self.rows, self.chunk_rows):
+            yield r0, min(r0 + self.chunk_rows, self.rows)
+
+
+def _as_rows(x: torch.Tensor, fmt: Format, geo: _Geometry) -> torch.Tensor:
+    xm = x.reshape(1) if x.dim() == 0 else x.movedim(geo.axis, -1)
+    return xm.reshape(geo.rows, geo.row)
+
+
+def _check_input(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"cannot quantize a {x.dtype} tensor: elastiq formats take float32, float16, bfloat16 "
+            f"or float64 input (convert with x.float())"
+        )
+
+
+def _blocks(xc: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """(rows, row) float32 -> (blocks, block), zero-padding the ragged last block."""
+    pad = geo.per_row * geo.block - geo.row
+    if pad:
+        xc = F.pad(xc, (0, pad))
+    return xc.reshape(-1, geo.block)
+
+
+def _unblock(xb: torch.Tensor, geo: _Geometry, nrows: int) -> torch.Tensor:
+    return xb.reshape(nrows, geo.per_row * geo.block)[:, : geo.row]
+
+
+def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
+    """Codes (int32, blocked), scale codes, selectors (or None), dequantized values (or None)."""
+    amax = xb.abs().amax(1)
+    if fmt.scale.special == "none" and torch.isnan(amax).any():
+        raise ValueError(f"input contains NaN, and the scale grid of {fmt.name} has no NaN code to mark the block")
+    best = None
+    for gi, g in enumerate(fmt.grids):
+        scode, deq, qmul = block_scales(amax, g, fmt, ts)
+        codes = encode(xb * qmul[:, None], g)
+        if len(fmt.grids) == 1 and not want_values:
+            return codes, scode, None, None
+        vals = _values(g)[codes.long()] * deq[:, None]
+        if len(fmt.grids) == 1:
+            return codes, scode, None, vals
+        err = torch.nan_to_num(((vals - xb) ** 2).sum(1), nan=0.0, posinf=math.inf)
+        if best is None:
+            best = [codes, scode, torch.zeros_like(scode), vals, err]
+            continue
+        win = err < best[4]
+        best[0] = torch.where(win[:, None], codes, best[0])
+        best[1] = torch.where(win, scode, best[1])
+        best[2] = torch.where(win, gi, best[2])
+        best[3] = torch.where(win[:, None], vals, best[3])
+        best[4] = torch.where(win, err, best[4])
+    return best[0], best[1], best[2], best[3]
+
+
+def _prepare(x, fmt):
+    _check_input(x)
+    fmt = resolve(fmt)
+    geo = _Geometry(x.shape, fmt)
+    rows = _as_rows(x, fmt, geo)
+    ts = compute_tensor_scale(rows, fmt.grid, fmt.scale) if fmt.tensor_scale else None
+    return fmt, geo, rows, ts
+
+
+def quantize(x: torch.Tensor, fmt) -> Packed:
+    """Cast ``x`` to ``fmt`` (a name or a :class:`Format`) and pack it into bytes."""
+    fmt, geo, rows, ts = _prepare(x, fmt)
+    codes, scodes, sels = [], [], []
+    for r0, r1 in geo.chunks():
+        xb = _blocks(rows[r0:r1].to(torch.float32), geo)
+        c, s, sel, _ = _encode_chunk(xb, fmt, ts, want_values=False)
+        codes.append(pack_bits(_unblock(c, geo, r1 - r0).reshape(-1), fmt.element_bits))
+        scodes.append(s)
+        if sel is not None:
+            sels.append(sel)
+    empty = torch.zeros(0, dtype=torch.uint8)
+    packed = Packed(
+        fmt=fmt,
+        shape=geo.shape,
+        dtype=x.dtype,
+        codes=torch.cat(codes) if codes else empty,
+        scales=pack_bits(torch.cat(scodes), fmt.scale.bits) if scodes else empty,
+        selectors=pack_bits(torch.cat(sels), fmt.selector_bits) if sels else empty,
+        tensor_scale=ts,
+    )
+    return packed
+
+
+def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Decode a :class:`Packed` back to a tensor (its original dtype unless ``dtype``)."""
+    if not isinstance(packed, Packed):
+        raise TypeError(f"dequantize takes the Packed object that quantize returned, got {type(packed).__name__}")
+    packed.validate()
+    fmt, geo = packed.fmt, _Geometry(packed.shape, packed.fmt)
+    dtype = dtype or packed.dtype
+    out = torch.empty(geo.rows, geo.row, dtype=torch.float32)
+    deq = scale_values(unpack_bits(packed.scales, fmt.scale.bits, geo.blocks), fmt, packed.tensor_scale)
+    sel = unpack_bits(packed.selectors, fmt.selector_bits, geo.blocks).long() if fmt.selector_bits else None
+    table = torch.cat([_values(g) for g in fmt.grids])
+    bits = fmt.element_bits
+    for r0, r1 in geo.chunks():
+        n0, n1 = r0 * geo.row, r1 * geo.row
+        c = unpack_bits(packed.codes[n0 * bits // 8 : packed_nbytes(n1, bits)], bits, n1 - n0)
+        cb = _blocks(c.view(r1 - r0, geo.row), geo).long()
+        b0, b1 = r0 * geo.per_row, r1 * geo.per_row
+        if sel is not None:
+            cb = cb + (sel[b0:b1, None] << bits)
+        vals = table[cb] * deq[b0:b1, None]
+        out[r0:r1] = _unblock(vals, geo, r1 - r0)
+    return _restore(out, geo, dtype)
+
+
+def fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
+    """Round ``x`` onto ``fmt`` and return it in x's dtype and shape (no packing)."""
+    fmt, geo, rows, ts = _prepare(x, fmt)
+    out = torch.empty(geo.rows, geo.row, dtype=torch.float32)
+    for r0, r1 in geo.chunks():
+        xb = _blocks(rows[r0:r1].to(torch.float32), geo)
+        out[r0:r1] = _unblock(_encode_chunk(xb, fmt, ts, want_values=True)[3], geo, r1 - r0)
+    return _restore(out, geo, x.dtype)
+
+
+def _restore(out: torch.Tensor, geo: _Geometry, dtype) -> torch.Tensor:
+    if not geo.shape:
+        return out.reshape(()).to(dtype)
+    moved = list(geo.shape)
+    moved.append(moved.pop(geo.axis))
+    return out.reshape(moved).movedim(-1, geo.axis).contiguous().to(dtype)

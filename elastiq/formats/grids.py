@@ -1,0 +1,257 @@
+"""Element grids: the set of values one low-bit code can take, and the exact
+round-to-nearest-even cast from float32 onto it.
+
+A grid is plain data (a frozen dataclass). Three kinds:
+
+* ``int``      symmetric two's-complement integers times ``step`` (MXINT8: step 2**-6).
+               The code -2**(bits-1) is never produced; with ``recycle`` it decodes
+               to that extra value instead.
+* ``float``    IEEE-like minifloats: sign, ``ebits`` exponent, ``mbits`` mantissa,
+               ``bias``, subnormals, and a ``special`` policy:
+               ``none`` every code is finite (OCP FP6/FP4), ``fn`` only the all-ones
+               code is NaN (OCP FP8 E4M3, E8M0), ``ieee`` the top exponent holds Inf/NaN.
+               With ``recycle`` the negative-zero code decodes to that extra value.
+* ``codebook`` an arbitrary sorted set of levels (NF4); code = index.
+
+Codes are non-negative integers below 2**bits; sign-magnitude for floats.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+
+F32_MANT = 23
+F32_BIAS = 127
+
+
+@dataclass(frozen=True)
+class Grid:
+    kind: str  # "int" | "float" | "codebook"
+    bits: int
+    ebits: int = 0
+    mbits: int = 0
+    bias: int = 0
+    special: str = "none"  # float only: "none" | "fn" | "ieee"
+    signed: bool = True
+    subnormals: bool = True
+    step: float = 1.0  # int only
+    levels: tuple = ()  # codebook only, ascending
+    recycle: float | None = None  # value of the redundant code (-0 / -2**(bits-1))
+    name: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("int", "float", "codebook"):
+            raise ValueError(f"grid kind must be int, float or codebook, not {self.kind!r}")
+        if not 1 <= self.bits <= (32 if self.kind == "float" else 16):
+            raise ValueError(f"grid {self.name!r}: bits must be in 1..16 (floats up to 32), got {self.bits}")
+        if self.kind == "float":
+            if self.ebits < 1 or self.mbits < 0 or self.ebits > 8 or self.mbits > 23:
+                raise ValueError(f"float grid needs 1 <= ebits <= 8 and 0 <= mbits <= 23, got E{self.ebits}M{self.mbits}")
+            if self.ebits + self.mbits + int(self.signed) != self.bits:
+                raise ValueError(f"float grid E{self.ebits}M{self.mbits} needs {self.ebits + self.mbits + int(self.signed)} bits, not {self.bits}")
+            if self.special not in ("none", "fn", "ieee"):
+                raise ValueError(f"special must be none, fn or ieee, not {self.special!r}")
+        if self.kind == "int" and self.bits < 2:
+            raise ValueError("integer grids need at least 2 bits")
+        if self.kind == "codebook":
+            lv = list(self.levels)
+            if not 2 <= len(lv) <= 2**self.bits or lv != sorted(set(lv)):
+                raise ValueError(f"codebook needs 2..{2**self.bits} distinct ascending levels, got {len(lv)}")
+        if self.recycle is not None and (self.kind == "codebook" or not self.signed):
+            raise ValueError("code recycling needs a signed int or float grid (it reuses -0 / -2**(bits-1))")
+
+    # ---- derived facts -------------------------------------------------
+    @property
+    def redundant_code(self) -> int | None:
+        """The code that the plain grid never produces (negative zero, or -2**(bits-1))."""
+        if self.kind == "codebook" or not self.signed:
+            return None
+        return 1 << (self.bits - 1)
+
+    @property
+    def max_value(self) -> float:
+        """Largest finite value of the base grid (recycled level excluded): the scale target."""
+        return _facts(self)[0]
+
+    @property
+    def emax(self) -> int:
+        """floor(log2(max_value)): the element exponent the OCP scale rule subtracts."""
+        return math.floor(math.log2(self.max_value))
+
+    @property
+    def min_normal(self) -> float:
+        return 2.0 ** (1 - self.bias) if self.subnormals else 2.0 ** (-self.bias)
+
+    def values(self) -> torch.Tensor:
+        """float32 value of every code 0 .. 2**bits-1 (NaN / ±Inf where the grid says)."""
+        return _values(self).clone()
+
+    def __str__(self) -> str:
+        return self.name or f"{self.kind}{self.bits}"
+
+
+@lru_cache(maxsize=None)
+def _values(g: Grid) -> torch.Tensor:
+    if g.bits > 16:
+        raise ValueError(f"grid {g} is too wide for a value table")
+    n = 1 << g.bits
+    out = []
+    for code in range(n):
+        if g.kind == "codebook":
+            out.append(g.levels[code] if code < len(g.levels) else float("nan"))
+        elif g.kind == "int":
+            v = code - n if code >= n // 2 else code
+            out.append(v * g.step)
+        else:
+            out.append(_float_value(g, code))
+    if g.recycle is not None:
+        out[g.redundant_code] = g.recycle
+    return torch.tensor(out, dtype=torch.float64).to(torch.float32)
+
+
+def _float_value(g: Grid, code: int) -> float:
+    sign = -1.0 if g.signed and code >> (g.bits - 1) else 1.0
+    e = (code >> g.mbits) & ((1 << g.ebits) - 1)
+    m = code & ((1 << g.mbits) - 1)
+    top_e = (1 << g.ebits) - 1
+    if g.special == "ieee" and e == top_e:
+        return sign * math.inf if m == 0 else math.nan
+    if g.special == "fn" and e == top_e and m == (1 << g.mbits) - 1:
+        return math.nan
+    if e == 0 and g.subnormals:
+        return sign * m * 2.0 ** (1 - g.bias - g.mbits)
+    return sign * 2.0 ** (e - g.bias) * (1 + m / 2**g.mbits)
+
+
+@lru_cache(maxsize=None)
+def _facts(g: Grid) -> tuple[float]:
+    if g.kind == "int":
+        return ((2 ** (g.bits - 1) - 1) * g.step,)
+    if g.kind == "float":
+        top, full = (1 << g.ebits) - 1, 2 - 2.0 ** -g.mbits
+        if g.special == "none":
+            return (2.0 ** (top - g.bias) * full,)
+        if g.special == "fn" and g.mbits > 0:
+            return (2.0 ** (top - g.bias) * (full - 2.0 ** -g.mbits),)
+        return (2.0 ** (top - 1 - g.bias) * full,)
+    v = _values(g).double()
+    if g.recycle is not None:
+        v = torch.cat([v[: g.redundant_code], v[g.redundant_code + 1 :]])
+    return (float(v[torch.isfinite(v)].abs().max()),)
+
+
+# ---- encoding ---------------------------------------------------------------
+def encode(y: torch.Tensor, g: Grid) -> torch.Tensor:
+    """Round float32 ``y`` (already divided by its scale) to the nearest code of ``g``.
+
+    Ties go to the even code (round-half-even). Finite values beyond the grid, and
+    ±Inf, saturate to ±max. NaN gives the grid's NaN code where it has one (else the
+    code is unspecified: callers mark NaN blocks through the scale). Returns int32 codes.
+    """
+    if g.kind == "int":
+        return _encode_int(y, g)
+    if g.kind == "codebook":
+        return _encode_codebook(y, g)
+    return _encode_float(y, g)
+
+
+def _encode_int(y, g):
+    qmax = 2 ** (g.bits - 1) - 1
+    q = y if g.step == 1.0 else y * (1.0 / g.step)  # step is a power of two: exact
+    q = torch.round(q).clamp_(-qmax, qmax).to(torch.int32)
+    if g.recycle is not None:
+        q = _apply_recycle(y, q, g)
+    return q & ((1 << g.bits) - 1)
+
+
+def _encode_float(y, g):
+    a = y.abs().clamp_(max=g.max_value)  # saturate (NaN stays NaN)
+    mag = magnitude_code(a, g, "even")
+    code = mag
+    if g.signed:
+        # The sign bit is kept on values that round to zero (-0), as hardware and
+        # torchao do, unless -0 is recycled into an extra level.
+        sign = torch.signbit(y) if g.recycle is None else torch.signbit(y) & (mag != 0)
+        code = mag | (sign.to(torch.int32) << (g.bits - 1))
+    if g.special != "none":
+        code = torch.where(torch.isnan(y), _nan_code(g), code)
+    if g.recycle is not None:
+        code = _apply_recycle(y, code, g)
+    return code
+
+
+def magnitude_code(a: torch.Tensor, g: Grid, mode: str = "even") -> torch.Tensor:
+    """Code of a non-negative float32 magnitude ``a`` (already clamped to the grid's
+    range) on a float grid, rounding ``even`` (half-even), ``up`` or ``down``.
+
+    Above the minimum normal the float32 bit pattern is re-biased and its low
+    (23 - mbits) bits are rounded away in integer arithmetic, which is exact and
+    rounds the same way in every binade; below it the value is a multiple of the
+    subnormal step, found with one exact power-of-two multiply.
+    """
+    shift = F32_MANT - g.mbits
+    t = a.view(torch.int32) - ((F32_BIAS - g.bias) << F32_MANT)
+    if shift:
+        if mode == "even":
+            t = t + (((t >> shift) & 1) + ((1 << (shift - 1)) - 1))
+        elif mode == "up":
+            t = t + ((1 << shift) - 1)
+        t = t >> shift
+    if not g.subnormals:
+        return t.clamp_(min=0)
+    k = g.mbits - 1 + g.bias  # 2**k may overflow float32 (fp32-like grids): split it
+    sub = a * 2.0 ** min(k, 100) * 2.0 ** max(k - 100, 0)
+    sub = {"even": torch.round, "up": torch.ceil, "down": torch.floor}[mode](sub).to(torch.int32)
+    return torch.where(a < g.min_normal, sub, t)
+
+
+def _nan_code(g: Grid) -> int:
+    return (1 << (g.ebits + g.mbits)) - 1  # all exponent and mantissa bits set
+
+
+def _apply_recycle(y, code, g):
+    """Give the recycled code to inputs nearer to the extra level than to any base level."""
+    lo, hi = _recycle_window(g)
+    return torch.where((y > lo) & (y < hi), g.redundant_code, code)
+
+
+@lru_cache(maxsize=None)
+def _recycle_window(g: Grid) -> tuple[float, float]:
+    """The extra level r sits between base neighbours b_lo < r < b_hi (or beyond an end);
+    inputs strictly inside ((b_lo+r)/2, (r+b_hi)/2) take it, exact midpoints stay on the base grid.
+    The midpoints of short-mantissa levels are exact in float32, so the test is exact."""
+    base = _values(replace(g, recycle=None)).double()
+    finite = base[torch.isfinite(base)]
+    r = g.recycle
+    below, above = finite[finite < r], finite[finite > r]
+    if (finite == r).any():
+        raise ValueError(f"recycled value {r} is already a level of grid {g}")
+    lo = (float(below.max()) + r) / 2 if len(below) else -math.inf
+    hi = (float(above.min()) + r) / 2 if len(above) else math.inf
+    return lo, hi
+
+
+def _encode_codebook(y, g):
+    lv = torch.tensor(g.levels, dtype=torch.float64)
+    mids = (lv[1:] + lv[:-1]) / 2
+    yd = y.double()
+    idx = torch.bucketize(yd, mids)  # mids[i-1] < y <= mids[i] -> i
+    tie = (idx < len(mids)) & (yd == mids[idx.clamp(max=len(mids) - 1)])
+    idx = torch.where(tie & (idx % 2 == 1), idx + 1, idx)
+    return idx.to(torch.int32)
+
+
+def decode(codes: torch.Tensor, g: Grid) -> torch.Tensor:
+    """float32 values of integer codes (any integer dtype)."""
+    table = _values(g)
+    return table[codes.long()]
+
+
+def extended_range(g: Grid) -> tuple[float, float]:
+    """Lowest and highest finite values, recycled level included."""
+    v = _values(g)
+    v = v[torch.isfinite(v)]
+    return float(v.min()), float(v.max())
