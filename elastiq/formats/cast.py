@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .catalog import resolve
 from .format import Format, storage_bytes
-from .grids import _values, encode
+from .grids import _values, decode, encode
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .scales import block_scales, compute_tensor_scale, scale_values
 
@@ -135,7 +135,7 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
         codes = encode(xb * qmul[:, None], g)
         if len(fmt.grids) == 1 and not want_values:
             return codes, scode, None, None
-        vals = _values(g)[codes.long()] * deq[:, None]
+        vals = decode(codes, g) * deq[:, None]
         if len(fmt.grids) == 1:
             return codes, scode, None, vals
         err = torch.nan_to_num(((vals - xb) ** 2).sum(1), nan=0.0, posinf=math.inf)
@@ -194,16 +194,18 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
     out = torch.empty(geo.rows, geo.row, dtype=torch.float32)
     deq = scale_values(unpack_bits(packed.scales, fmt.scale.bits, geo.blocks), fmt, packed.tensor_scale)
     sel = unpack_bits(packed.selectors, fmt.selector_bits, geo.blocks).long() if fmt.selector_bits else None
-    table = torch.cat([_values(g) for g in fmt.grids])
+    table = torch.cat([_values(g) for g in fmt.grids]) if sel is not None else None
     bits = fmt.element_bits
     for r0, r1 in geo.chunks():
         n0, n1 = r0 * geo.row, r1 * geo.row
         c = unpack_bits(packed.codes[n0 * bits // 8 : packed_nbytes(n1, bits)], bits, n1 - n0)
-        cb = _blocks(c.view(r1 - r0, geo.row), geo).long()
+        cb = _blocks(c.view(r1 - r0, geo.row), geo)
         b0, b1 = r0 * geo.per_row, r1 * geo.per_row
-        if sel is not None:
-            cb = cb + (sel[b0:b1, None] << bits)
-        vals = table[cb] * deq[b0:b1, None]
+        if sel is None:
+            vals = decode(cb, fmt.grid)
+        else:
+            vals = table[cb.long() + (sel[b0:b1, None] << bits)]
+        vals = vals * deq[b0:b1, None]
         out[r0:r1] = _unblock(vals, geo, r1 - r0)
     return _restore(out, geo, dtype)
 

@@ -167,20 +167,46 @@ def _encode_int(y, g):
     return q & ((1 << g.bits) - 1)
 
 
+_NATIVE_FP8 = {(4, 3, 7, "fn"): torch.float8_e4m3fn, (5, 2, 15, "ieee"): torch.float8_e5m2}
+
+
+def _native_dtype(g: Grid):
+    """torch's own float8 dtype when ``g`` is exactly that format (its cast is RNE)."""
+    if g.signed and g.subnormals and g.recycle is None:
+        return _NATIVE_FP8.get((g.ebits, g.mbits, g.bias, g.special))
+    return None
+
+
 def _encode_float(y, g):
+    native = _native_dtype(g)
+    if native is not None:  # clamp first: saturate, as the spec says (NaN passes)
+        return y.clamp(-g.max_value, g.max_value).to(native).view(torch.uint8).to(torch.int32)
     a = y.abs().clamp_(max=g.max_value)  # saturate (NaN stays NaN)
-    mag = magnitude_code(a, g, "even")
-    code = mag
+    code = magnitude_code(a, g, "even")
     if g.signed:
         # The sign bit is kept on values that round to zero (-0), as hardware and
         # torchao do, unless -0 is recycled into an extra level.
-        sign = torch.signbit(y) if g.recycle is None else torch.signbit(y) & (mag != 0)
-        code = mag | (sign.to(torch.int32) << (g.bits - 1))
+        sign = (y.view(torch.int32) >> 31) & (1 << (g.bits - 1))
+        if g.recycle is not None:
+            sign = torch.where(code == 0, 0, sign)
+        code |= sign
     if g.special != "none":
         code = torch.where(torch.isnan(y), _nan_code(g), code)
     if g.recycle is not None:
         code = _apply_recycle(y, code, g)
     return code
+
+
+def _round_even_code(a: torch.Tensor, g: Grid) -> torch.Tensor:
+    """Half-even code of magnitudes ``a`` by the float adder itself: adding
+    c = 2**(e + 23 - mbits), e = max(binade of a, emin), leaves exactly the grid step
+    as the sum's last place, so the hardware rounds a onto the grid (ties to even);
+    the sum's low bits then count steps from the binade start."""
+    emin_field = F32_BIAS + 1 - g.bias  # float32 exponent field of the grid's min normal
+    e = (a.view(torch.int32) >> F32_MANT).clamp_(min=emin_field)
+    c = (e + (F32_MANT - g.mbits)) << F32_MANT
+    steps = (a + c.view(torch.float32)).view(torch.int32) - c
+    return ((e - emin_field) << g.mbits) + steps
 
 
 def magnitude_code(a: torch.Tensor, g: Grid, mode: str = "even") -> torch.Tensor:
@@ -192,6 +218,9 @@ def magnitude_code(a: torch.Tensor, g: Grid, mode: str = "even") -> torch.Tensor
     rounds the same way in every binade; below it the value is a multiple of the
     subnormal step, found with one exact power-of-two multiply.
     """
+    top_binade = math.floor(math.log2(g.max_value)) + F32_MANT - g.mbits
+    if mode == "even" and g.subnormals and top_binade <= F32_BIAS:
+        return _round_even_code(a, g)
     shift = F32_MANT - g.mbits
     t = a.view(torch.int32) - ((F32_BIAS - g.bias) << F32_MANT)
     if shift:
@@ -246,8 +275,10 @@ def _encode_codebook(y, g):
 
 def decode(codes: torch.Tensor, g: Grid) -> torch.Tensor:
     """float32 values of integer codes (any integer dtype)."""
-    table = _values(g)
-    return table[codes.long()]
+    native = _native_dtype(g)
+    if native is not None:
+        return codes.to(torch.uint8).view(native).to(torch.float32)
+    return _values(g)[codes.long()]
 
 
 def extended_range(g: Grid) -> tuple[float, float]:

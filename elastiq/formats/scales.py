@@ -48,8 +48,11 @@ def compute_tensor_scale(x: torch.Tensor, grid: Grid, scale: Grid) -> torch.Tens
     """NVFP4's second level: amax(finite |x|) / (max element * max scale), float32.
 
     An all-zero (or all non-finite) tensor gets 1.0 so that no block scale divides by 0."""
-    finite = torch.nan_to_num(x.abs(), nan=0.0, posinf=0.0)
-    amax = finite.amax() if x.numel() else torch.zeros((), dtype=torch.float32)
+    if x.numel() == 0:
+        return torch.ones((), dtype=torch.float32)
+    amax = torch.maximum(x.amax(), -x.amin())  # no |x| temporary
+    if not torch.isfinite(amax):
+        amax = torch.nan_to_num(x.abs(), nan=0.0, posinf=0.0, neginf=0.0).amax()
     ts = amax.to(torch.float32) / (grid.max_value * scale.max_value)
     return torch.where(ts > 0, ts, torch.ones_like(ts))
 
