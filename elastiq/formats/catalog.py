@@ -122,28 +122,36 @@ def _presets() -> dict[str, Format]:
 
 
 def _nxfp_presets() -> list[Format]:
-    """NxFP as elastiq reconstructs it (docs/formats.md says why):
-    NanoMantissa = an 8-bit UE5M3 block scale (3 mantissa bits) under a float32
-    tensor scale, rounded to nearest; Adaptive Microexponent = per-block choice
-    between element grids of one width (1-2 selector bits); Code Recycling = -0
-    decodes to an extra level."""
+    """NxFP as elastiq reconstructs it (docs/formats.md says why and how it was chosen):
+
+    * NanoMantissa: the 8-bit block scale is UE5M3 (3 mantissa bits) under an FP32
+      tensor scale, rounded to nearest, instead of a power-of-two E8M0.
+    * Adaptive Microexponent: each block picks the element grid (exponent/mantissa
+      split) with the least squared error; the pick costs selector bits per block.
+    * Code Recycling: negative zero decodes to an extra level; the level's sign is one
+      more per-block pick, so one 2-bit selector serves both techniques.
+    """
     nm = dict(scale=grid("ue5m3"), rounding="even", tensor_scale=True, block=32)
+
+    def pm(*specs):  # each grid with its recycled level on either side
+        return tuple(grid(f"{g}~{sign}{v}") for g, v in specs for sign in ("", "-"))
+
     out = [
-        Format("mxfp4_nm", (grid("e2m1"),), **nm, description="MXFP4 + NanoMantissa only"),
-        Format("mxfp4_am", (grid("e2m1"), grid("e1m2"), grid("e3m0")), E8M0, block=32, rounding="floor",
-               description="MXFP4 + Adaptive Microexponent only (E2M1/E1M2/E3M0 per block)"),
+        Format("mxfp4_nm", (grid("e2m1"),), **nm, description="MXFP4 + NanoMantissa only (UE5M3 scale, FP32 tensor scale)"),
+        Format("mxfp4_am", (grid("e2m1"), grid("e1m2")), E8M0, block=32, rounding="floor",
+               description="MXFP4 + Adaptive Microexponent only (E2M1 or E1M2 per block)"),
         Format("mxfp4_cr", (grid("e2m1~-8"),), E8M0, block=32, rounding="floor",
-               description="MXFP4 + Code Recycling only (-0 -> -8)"),
+               description="MXFP4 + Code Recycling only (-0 decodes to -8)"),
     ]
-    full = {
-        "nxfp4": ("e2m1~5", "e1m2~-4", "e2m1~-5"),
-        "nxfp5": ("e2m2~7", "e3m1~-6"),
-        "nxfp6": ("e2m3~7.75", "e3m2~-30"),
-        "nxfp8": ("e4m3~-480", "e5m2~-61440"),
+    family = {
+        "nxfp4": (("e2m1", 5), ("e1m2", 0.25)),
+        "nxfp5": (("e2m2", 7.5), ("e1m3", 0.125)),
+        "nxfp6": (("e2m3", 7.75), ("e1m4", 0.0625)),
+        "nxfp8": (("e4m3", 480), ("e3m4", 31.5)),
     }
-    for name, elems in full.items():
-        out.append(Format(name, tuple(grid(e) for e in elems), **nm,
-                          description=f"NxFP: NanoMantissa UE5M3 scale, per-block grid among {', '.join(elems)}"))
+    for name, specs in family.items():
+        grids = pm(*specs)
+        out.append(Format(name, grids, **nm, description="NxFP: UE5M3 scale, per-block pick of " + " / ".join(g.name for g in grids)))
     return out
 
 

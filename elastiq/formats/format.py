@@ -43,6 +43,8 @@ class Format:
             raise ValueError(f"format {self.name!r}: rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
         if self.scale.kind != "float" or self.scale.recycle is not None:
             raise ValueError(f"format {self.name!r}: the scale must be a plain float grid, got {self.scale}")
+        if self.scale.max_value > 3.4028234663852886e38:
+            raise ValueError(f"format {self.name!r}: scale grid {self.scale} reaches past float32 (use an 'ieee' suffix or fewer exponent bits)")
         if self.scale.mbits == 0 and self.rounding == "even" and any(g.kind == "codebook" for g in self.grids):
             raise ValueError(f"format {self.name!r}: 'even' scale rounding is defined for int and float grids only")
 

@@ -60,8 +60,10 @@ class Grid:
             lv = list(self.levels)
             if not 2 <= len(lv) <= 2**self.bits or lv != sorted(set(lv)):
                 raise ValueError(f"codebook needs 2..{2**self.bits} distinct ascending levels, got {len(lv)}")
-        if self.recycle is not None and (self.kind == "codebook" or not self.signed):
-            raise ValueError("code recycling needs a signed int or float grid (it reuses -0 / -2**(bits-1))")
+        if self.recycle is not None:
+            if self.kind == "codebook" or not self.signed:
+                raise ValueError("code recycling needs a signed int or float grid (it reuses -0 / -2**(bits-1))")
+            _recycle_window(self)  # refuses a level the grid already has
 
     # ---- derived facts -------------------------------------------------
     @property
@@ -201,7 +203,8 @@ def _round_even_code(a: torch.Tensor, g: Grid) -> torch.Tensor:
     """Half-even code of magnitudes ``a`` by the float adder itself: adding
     c = 2**(e + 23 - mbits), e = max(binade of a, emin), leaves exactly the grid step
     as the sum's last place, so the hardware rounds a onto the grid (ties to even);
-    the sum's low bits then count steps from the binade start."""
+    the sum's low bits then count steps from the binade start. (With no mantissa bits
+    the adder's "even" is not the even code, so E*M0 grids take the integer path.)"""
     emin_field = F32_BIAS + 1 - g.bias  # float32 exponent field of the grid's min normal
     e = (a.view(torch.int32) >> F32_MANT).clamp_(min=emin_field)
     c = (e + (F32_MANT - g.mbits)) << F32_MANT
@@ -219,7 +222,7 @@ def magnitude_code(a: torch.Tensor, g: Grid, mode: str = "even") -> torch.Tensor
     subnormal step, found with one exact power-of-two multiply.
     """
     top_binade = math.floor(math.log2(g.max_value)) + F32_MANT - g.mbits
-    if mode == "even" and g.subnormals and top_binade <= F32_BIAS:
+    if mode == "even" and g.subnormals and g.mbits > 0 and top_binade <= F32_BIAS:
         return _round_even_code(a, g)
     shift = F32_MANT - g.mbits
     t = a.view(torch.int32) - ((F32_BIAS - g.bias) << F32_MANT)
@@ -253,7 +256,9 @@ def _recycle_window(g: Grid) -> tuple[float, float]:
     inputs strictly inside ((b_lo+r)/2, (r+b_hi)/2) take it, exact midpoints stay on the base grid.
     The midpoints of short-mantissa levels are exact in float32, so the test is exact."""
     base = _values(replace(g, recycle=None)).double()
-    finite = base[torch.isfinite(base)]
+    keep = torch.isfinite(base)
+    keep[g.redundant_code] = False  # -0 / the unused -2**(bits-1)
+    finite = base[keep]
     r = g.recycle
     below, above = finite[finite < r], finite[finite > r]
     if (finite == r).any():
