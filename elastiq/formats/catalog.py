@@ -140,8 +140,8 @@ def _nxfp_presets() -> list[Format]:
         Format("mxfp4_nm", (grid("e2m1"),), **nm, description="MXFP4 + NanoMantissa only (UE5M3 scale, FP32 tensor scale)"),
         Format("mxfp4_am", (grid("e2m1"), grid("e1m2")), E8M0, block=32, rounding="floor",
                description="MXFP4 + Adaptive Microexponent only (E2M1 or E1M2 per block)"),
-        Format("mxfp4_cr", (grid("e2m1~-8"),), E8M0, block=32, rounding="floor",
-               description="MXFP4 + Code Recycling only (-0 decodes to -8)"),
+        Format("mxfp4_cr", (grid("e2m1~5"),), E8M0, block=32, rounding="floor",
+               description="MXFP4 + Code Recycling only (-0 decodes to +5)"),
     ]
     family = {
         "nxfp4": (("e2m1", 5), ("e1m2", 0.25)),
