@@ -15,11 +15,12 @@ import torch.nn.functional as F
 
 from .catalog import resolve
 from .format import Format, storage_bytes
-from .grids import _values, decode, encode
+from .grids import decode, encode, value_table
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .scales import block_scales, compute_tensor_scale, scale_values
 
-CHUNK = 1 << 18
+CHUNK = 1 << 18  # elements per chunk on CPU: the temporaries stay in cache
+CHUNK_ACCELERATOR = 1 << 24  # on a GPU, fewer and larger kernels
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -75,7 +76,7 @@ class Packed:
 class _Geometry:
     """Rows, blocks and chunking of a shape under a format."""
 
-    def __init__(self, shape, fmt: Format):
+    def __init__(self, shape, fmt: Format, device="cpu"):
         self.shape = tuple(int(s) for s in shape)
         ndim = max(len(self.shape), 1)
         if not -ndim <= fmt.axis < ndim:
@@ -89,7 +90,8 @@ class _Geometry:
         self.blocks = self.rows * self.per_row
         # Chunks hold a multiple of 8 elements so each chunk packs to whole bytes.
         step = 8 // math.gcd(max(self.row, 1), 8)
-        want = max(1, CHUNK // max(self.row, 1))
+        chunk = CHUNK if torch.device(device).type == "cpu" else CHUNK_ACCELERATOR
+        want = max(1, chunk // max(self.row, 1))
         self.chunk_rows = max(step, want - want % step)
 
     def chunks(self):
@@ -154,7 +156,7 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
 def _prepare(x, fmt):
     _check_input(x)
     fmt = resolve(fmt)
-    geo = _Geometry(x.shape, fmt)
+    geo = _Geometry(x.shape, fmt, x.device)
     rows = _as_rows(x, fmt, geo)
     ts = compute_tensor_scale(rows, fmt.grid, fmt.scale) if fmt.tensor_scale else None
     return fmt, geo, rows, ts
@@ -171,7 +173,7 @@ def quantize(x: torch.Tensor, fmt) -> Packed:
         scodes.append(s)
         if sel is not None:
             sels.append(sel)
-    empty = torch.zeros(0, dtype=torch.uint8)
+    empty = torch.zeros(0, dtype=torch.uint8, device=x.device)
     packed = Packed(
         fmt=fmt,
         shape=geo.shape,
@@ -189,12 +191,12 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
     if not isinstance(packed, Packed):
         raise TypeError(f"dequantize takes the Packed object that quantize returned, got {type(packed).__name__}")
     packed.validate()
-    fmt, geo = packed.fmt, _Geometry(packed.shape, packed.fmt)
+    fmt, geo = packed.fmt, _Geometry(packed.shape, packed.fmt, packed.codes.device)
     dtype = dtype or packed.dtype
-    out = torch.empty(geo.rows, geo.row, dtype=torch.float32)
+    out = torch.empty(geo.rows, geo.row, dtype=torch.float32, device=packed.codes.device)
     deq = scale_values(unpack_bits(packed.scales, fmt.scale.bits, geo.blocks), fmt, packed.tensor_scale)
     sel = unpack_bits(packed.selectors, fmt.selector_bits, geo.blocks).long() if fmt.selector_bits else None
-    table = torch.cat([_values(g) for g in fmt.grids]) if sel is not None else None
+    table = torch.cat([value_table(g, out.device) for g in fmt.grids]) if sel is not None else None
     bits = fmt.element_bits
     for r0, r1 in geo.chunks():
         n0, n1 = r0 * geo.row, r1 * geo.row
@@ -213,7 +215,7 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
 def fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
     """Round ``x`` onto ``fmt`` and return it in x's dtype and shape (no packing)."""
     fmt, geo, rows, ts = _prepare(x, fmt)
-    out = torch.empty(geo.rows, geo.row, dtype=torch.float32)
+    out = torch.empty(geo.rows, geo.row, dtype=torch.float32, device=x.device)
     for r0, r1 in geo.chunks():
         xb = _blocks(rows[r0:r1].to(torch.float32), geo)
         out[r0:r1] = _unblock(_encode_chunk(xb, fmt, ts, want_values=True)[3], geo, r1 - r0)

@@ -114,6 +114,16 @@ def _values(g: Grid) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float64).to(torch.float32)
 
 
+@lru_cache(maxsize=None)
+def _values_on(g: Grid, device: str) -> torch.Tensor:
+    return _values(g).to(device)
+
+
+def value_table(g: Grid, device) -> torch.Tensor:
+    """The value of every code, as a float32 tensor on ``device`` (cached)."""
+    return _values(g) if str(device) == "cpu" else _values_on(g, str(device))
+
+
 def _float_value(g: Grid, code: int) -> float:
     sign = -1.0 if g.signed and code >> (g.bits - 1) else 1.0
     e = (code >> g.mbits) & ((1 << g.ebits) - 1)
@@ -269,7 +279,7 @@ def _recycle_window(g: Grid) -> tuple[float, float]:
 
 
 def _encode_codebook(y, g):
-    lv = torch.tensor(g.levels, dtype=torch.float64)
+    lv = torch.tensor(g.levels, dtype=torch.float64, device=y.device)
     mids = (lv[1:] + lv[:-1]) / 2
     yd = y.double()
     idx = torch.bucketize(yd, mids)  # mids[i-1] < y <= mids[i] -> i
@@ -283,7 +293,7 @@ def decode(codes: torch.Tensor, g: Grid) -> torch.Tensor:
     native = _native_dtype(g)
     if native is not None:
         return codes.to(torch.uint8).view(native).to(torch.float32)
-    return _values(g)[codes.long()]
+    return value_table(g, codes.device)[codes.long()]
 
 
 def extended_range(g: Grid) -> tuple[float, float]:

@@ -62,12 +62,12 @@ def unpack_bits(buf: torch.Tensor, bits: int, count: int) -> torch.Tensor:
         high = unpack_bits(buf[count:], bits - 8, count).to(torch.int32)
         return buf[:count].to(torch.int32) | (high << 8)
     if bits == 4:
-        out = torch.empty(2 * buf.numel(), dtype=torch.uint8)
+        out = torch.empty(2 * buf.numel(), dtype=torch.uint8, device=buf.device)
         out[0::2] = buf & 0x0F
         out[1::2] = buf >> 4
         return out[:count]
     groups = (count + 7) // 8
-    full = torch.zeros(groups * bits, dtype=torch.int64)
+    full = torch.zeros(groups * bits, dtype=torch.int64, device=buf.device)
     full[: buf.numel()] = buf
     full = full.view(-1, bits)
     word = full[:, 0].clone()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .grids import F32_BIAS, F32_MANT, Grid, magnitude_code, _values
+from .grids import F32_BIAS, F32_MANT, Grid, magnitude_code, value_table
 
 _F32_MIN_NORMAL = 2.0**-126
 
@@ -49,7 +49,7 @@ def compute_tensor_scale(x: torch.Tensor, grid: Grid, scale: Grid) -> torch.Tens
 
     An all-zero (or all non-finite) tensor gets 1.0 so that no block scale divides by 0."""
     if x.numel() == 0:
-        return torch.ones((), dtype=torch.float32)
+        return torch.ones((), dtype=torch.float32, device=x.device)
     amax = torch.maximum(x.amax(), -x.amin())  # no |x| temporary
     if not torch.isfinite(amax):
         amax = torch.nan_to_num(x.abs(), nan=0.0, posinf=0.0, neginf=0.0).amax()
@@ -102,7 +102,7 @@ def _mantissa_scales(amax, grid, s: Grid, rounding, ts):
         code = magnitude_code(v, s, mode)
         if s.special != "none":
             code = torch.where(torch.isnan(amax), (1 << (s.ebits + s.mbits)) - 1, code)
-        v = _values(s)[code.long()]
+        v = value_table(s, code.device)[code.long()]
     qmul = 1.0 / v if ts is None else (1.0 / ts) / v
     return code.to(torch.int32), qmul
 
@@ -116,5 +116,5 @@ def scale_values(code: torch.Tensor, rule, ts: torch.Tensor | None) -> torch.Ten
     elif s.bits == 32:
         v = code.to(torch.int32).view(torch.float32)
     else:
-        v = _values(s)[code.long()]
+        v = value_table(s, code.device)[code.long()]
     return v if ts is None else ts * v

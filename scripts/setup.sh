@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs elastiq (editable) with the extras given as $1 ("test", "bench").
+# torch is pinned to 2.13.0: on this project's machines that is the local CPU build;
+# an unpinned torch would pull a multi-GB CUDA build. Re-runs skip pip while
+# pyproject.toml is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=".venv/.installed-${extras:-base}"
+want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "setting up .venv (torch 2.13.0 CPU, elastiq${extras:+[$extras]}) ..."
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
+  echo "$want" > "$stamp"
+fi
