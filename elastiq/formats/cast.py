@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .catalog import resolve
 from .format import Format, storage_bytes
-from .grids import decode, encode, value_table
+from .grids import base_grid, decode, encode, native_dtype, recycle, value_table
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .scales import block_scales, compute_tensor_scale, scale_values
 
@@ -91,6 +91,8 @@ class _Geometry:
         # Chunks hold a multiple of 8 elements so each chunk packs to whole bytes.
         step = 8 // math.gcd(max(self.row, 1), 8)
         chunk = CHUNK if torch.device(device).type == "cpu" else CHUNK_ACCELERATOR
+        if all(native_dtype(g) for g in fmt.grids):
+            chunk *= 4  # a native FP8 cast is cheap per element: fewer chunks, less per-chunk overhead
         want = max(1, chunk // max(self.row, 1))
         self.chunk_rows = max(step, want - want % step)
 
@@ -127,18 +129,32 @@ def _unblock(xb: torch.Tensor, geo: _Geometry, nrows: int) -> torch.Tensor:
 
 
 def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
-    """Codes (int32, blocked), scale codes, selectors (or None), dequantized values (or None)."""
+    """Codes (blocked), scale codes, selectors (or None), dequantized values (or None).
+
+    With several candidate grids each block keeps the one with the least squared
+    error. Candidates that differ only in their recycled level share the scale and the
+    cast onto their base grid; only the recycling step is redone."""
     amax = xb.abs().amax(1)
     if fmt.scale.special == "none" and torch.isnan(amax).any():
         raise ValueError(f"input contains NaN, and the scale grid of {fmt.name} has no NaN code to mark the block")
+    single = len(fmt.grids) == 1
+    need_values = want_values or not single
+    shared = {}
     best = None
     for gi, g in enumerate(fmt.grids):
-        scode, deq, qmul = block_scales(amax, g, fmt, ts)
-        codes = encode(xb * qmul[:, None], g)
-        if len(fmt.grids) == 1 and not want_values:
-            return codes, scode, None, None
-        vals = decode(codes, g) * deq[:, None]
-        if len(fmt.grids) == 1:
+        bg = base_grid(g)
+        if bg not in shared:
+            scode, deq, qmul = block_scales(amax, bg, fmt, ts)
+            y = xb * qmul[:, None]
+            codes = encode(y, bg, overwrite=single and g.recycle is None)
+            vals = decode(codes, bg) * deq[:, None] if need_values else None
+            shared[bg] = (scode, deq, y, codes, vals)
+        scode, deq, y, codes, vals = shared[bg]
+        if g.recycle is not None:
+            codes = recycle(y, codes, g)
+            if need_values:  # "+ 0.0" turns the -0.0 of a recycled -0 code into the +0.0 it now decodes to
+                vals = torch.where(codes == g.redundant_code, deq[:, None] * g.recycle, vals + 0.0)
+        if single:
             return codes, scode, None, vals
         err = torch.nan_to_num(((vals - xb) ** 2).sum(1), nan=0.0, posinf=math.inf)
         if best is None:

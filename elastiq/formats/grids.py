@@ -156,56 +156,66 @@ def _facts(g: Grid) -> tuple[float]:
 
 
 # ---- encoding ---------------------------------------------------------------
-def encode(y: torch.Tensor, g: Grid) -> torch.Tensor:
+def encode(y: torch.Tensor, g: Grid, overwrite: bool = False) -> torch.Tensor:
     """Round float32 ``y`` (already divided by its scale) to the nearest code of ``g``.
 
     Ties go to the even code (round-half-even). Finite values beyond the grid, and
     ±Inf, saturate to ±max. NaN gives the grid's NaN code where it has one (else the
-    code is unspecified: callers mark NaN blocks through the scale). Returns int32 codes.
+    code is unspecified: callers mark NaN blocks through the scale). Returns integer
+    codes (int32, or uint8 for native FP8). ``overwrite`` lets it reuse y's memory.
     """
+    if g.recycle is not None:
+        return recycle(y, encode(y, base_grid(g)), g)
     if g.kind == "int":
         return _encode_int(y, g)
     if g.kind == "codebook":
         return _encode_codebook(y, g)
-    return _encode_float(y, g)
+    return _encode_float(y, g, overwrite)
+
+
+@lru_cache(maxsize=None)
+def base_grid(g: Grid) -> Grid:
+    """The grid without its recycled level."""
+    return replace(g, recycle=None, name=g.name.split("~")[0])
+
+
+def recycle(y: torch.Tensor, base_codes: torch.Tensor, g: Grid) -> torch.Tensor:
+    """Codes of recycling grid ``g`` from the codes of its base grid: -0 becomes +0 (the
+    code now means the extra level), and inputs nearer to the extra level than to any
+    base level take it."""
+    lo, hi = _recycle_window(g)
+    code = torch.where(base_codes == g.redundant_code, 0, base_codes.to(torch.int32))
+    return torch.where((y > lo) & (y < hi), g.redundant_code, code)
 
 
 def _encode_int(y, g):
     qmax = 2 ** (g.bits - 1) - 1
     q = y if g.step == 1.0 else y * (1.0 / g.step)  # step is a power of two: exact
     q = torch.round(q).clamp_(-qmax, qmax).to(torch.int32)
-    if g.recycle is not None:
-        q = _apply_recycle(y, q, g)
     return q & ((1 << g.bits) - 1)
 
 
 _NATIVE_FP8 = {(4, 3, 7, "fn"): torch.float8_e4m3fn, (5, 2, 15, "ieee"): torch.float8_e5m2}
 
 
-def _native_dtype(g: Grid):
+def native_dtype(g: Grid):
     """torch's own float8 dtype when ``g`` is exactly that format (its cast is RNE)."""
     if g.signed and g.subnormals and g.recycle is None:
         return _NATIVE_FP8.get((g.ebits, g.mbits, g.bias, g.special))
     return None
 
 
-def _encode_float(y, g):
-    native = _native_dtype(g)
+def _encode_float(y, g, overwrite=False):
+    native = native_dtype(g)
     if native is not None:  # clamp first: saturate, as the spec says (NaN passes)
-        return y.clamp(-g.max_value, g.max_value).to(native).view(torch.uint8).to(torch.int32)
+        y = y.clamp_(-g.max_value, g.max_value) if overwrite else y.clamp(-g.max_value, g.max_value)
+        return y.to(native).view(torch.uint8)
     a = y.abs().clamp_(max=g.max_value)  # saturate (NaN stays NaN)
     code = magnitude_code(a, g, "even")
-    if g.signed:
-        # The sign bit is kept on values that round to zero (-0), as hardware and
-        # torchao do, unless -0 is recycled into an extra level.
-        sign = (y.view(torch.int32) >> 31) & (1 << (g.bits - 1))
-        if g.recycle is not None:
-            sign = torch.where(code == 0, 0, sign)
-        code |= sign
+    if g.signed:  # the sign bit stays on values that round to zero (-0), as hardware and torchao do
+        code |= (y.view(torch.int32) >> 31) & (1 << (g.bits - 1))
     if g.special != "none":
         code = torch.where(torch.isnan(y), _nan_code(g), code)
-    if g.recycle is not None:
-        code = _apply_recycle(y, code, g)
     return code
 
 
@@ -254,18 +264,12 @@ def _nan_code(g: Grid) -> int:
     return (1 << (g.ebits + g.mbits)) - 1  # all exponent and mantissa bits set
 
 
-def _apply_recycle(y, code, g):
-    """Give the recycled code to inputs nearer to the extra level than to any base level."""
-    lo, hi = _recycle_window(g)
-    return torch.where((y > lo) & (y < hi), g.redundant_code, code)
-
-
 @lru_cache(maxsize=None)
 def _recycle_window(g: Grid) -> tuple[float, float]:
     """The extra level r sits between base neighbours b_lo < r < b_hi (or beyond an end);
     inputs strictly inside ((b_lo+r)/2, (r+b_hi)/2) take it, exact midpoints stay on the base grid.
     The midpoints of short-mantissa levels are exact in float32, so the test is exact."""
-    base = _values(replace(g, recycle=None)).double()
+    base = _values(base_grid(g)).double()
     keep = torch.isfinite(base)
     keep[g.redundant_code] = False  # -0 / the unused -2**(bits-1)
     finite = base[keep]
@@ -290,7 +294,7 @@ def _encode_codebook(y, g):
 
 def decode(codes: torch.Tensor, g: Grid) -> torch.Tensor:
     """float32 values of integer codes (any integer dtype)."""
-    native = _native_dtype(g)
+    native = native_dtype(g)
     if native is not None:
         return codes.to(torch.uint8).view(native).to(torch.float32)
     return value_table(g, codes.device)[codes.long()]
