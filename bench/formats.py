@@ -116,6 +116,14 @@ def _peak_rss_bytes() -> int:
 
 
 def _reset_peak_rss() -> None:
+    """Return freed heap pages to the OS (else an operation reusing them shows no growth),
+    then reset VmHWM to the current resident size."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident size (Linux >= 4.0)

@@ -134,3 +134,19 @@ def test_tiny_blocks_follow_the_spec_where_torchao_does_not():
     assert torch.equal(ours, x)  # exactly representable: 6 and 3 times the scale
     _, _, ref = _torchao_mx(x, "mxfp4", "floor")
     assert torch.equal(ref, x / 2)
+
+
+def test_rceil_rounds_up_exactly_where_torchao_cpu_rounds_the_log():
+    """RCEIL is 'round amax/max up to a power of two' (cuBLAS, and torchao's Blackwell
+    path through cvt.rp.satfinite.ue8m0). torchao's CPU fallback computes
+    ceil(log2(d)) in float32, and log2 rounds d = 2**-10 * (1 + 2**-22) to exactly -10:
+    it picks 2**-10 < d and clips the block max. elastiq takes the exact 2**-9."""
+    amax = 2.0**-8 * (1.5 + 3 * 2.0**-23)  # amax / 6 == 2**-10 * (1 + 2**-22) in float32
+    x = torch.full((1, 32), 1e-4)
+    x[0, 0] = amax
+    assert float(torch.tensor(amax) / 6) == 2.0**-10 * (1 + 2.0**-22)
+    p = F.quantize(x, "mxfp4_rceil")
+    assert int(p.scales[0]) - 127 == -9
+    assert float(torch.tensor(amax) / 2.0**-9) <= 6.0  # no clipping at the exact scale
+    scales, _, _ = _torchao_mx(x, "mxfp4", "rceil")
+    assert int(scales[0]) - 127 == -10  # the documented difference
