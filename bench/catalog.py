@@ -25,7 +25,7 @@ def catalog_table() -> str:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:g}"
+    return repr(v).removesuffix(".0")  # shortest exact decimal
 
 
 def float_table(g: Grid) -> str:
@@ -44,7 +44,7 @@ def float_table(g: Grid) -> str:
 def code_table(g: Grid) -> str:
     v = g.values().tolist()
     out = [f"**{g.name}**", "", "| code | " + " | ".join(str(c) for c in range(len(v))) + " |",
-           "|---|" + "---|" * len(v), "| value | " + " | ".join(f"{x:.6g}" for x in v) + " |"]
+           "|---|" + "---|" * len(v), "| value | " + " | ".join(_fmt(x) for x in v) + " |"]
     return "\n".join(out)
 
 

@@ -162,3 +162,14 @@ def test_nan_with_a_scale_grid_that_has_no_nan_is_refused():
     x[3] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         F.quantize(x, fmt)
+
+
+def test_tensor_scale_leaves_room_for_every_candidate_grid():
+    """The block holding the tensor's max may pick the candidate with the smallest max
+    element (E1M2: 3.5 vs E2M1: 6); the tensor scale must let its block scale reach it."""
+    x = torch.linspace(-1, 1, 32).reshape(1, 32)  # uniform: the uniform E1M2 grid wins
+    fmt = F.get("elem=e2m1|e1m2,scale=ue5m3,round=even,tscale=1")
+    p = F.quantize(x, fmt)
+    assert int(p.selectors[0]) & 1 == 1  # E1M2 chosen
+    half_step = 0.5 / 3.5 / 2
+    assert (F.dequantize(p) - x).abs().max() <= half_step * 1.01

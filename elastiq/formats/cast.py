@@ -174,7 +174,7 @@ def _prepare(x, fmt):
     fmt = resolve(fmt)
     geo = _Geometry(x.shape, fmt, x.device)
     rows = _as_rows(x, fmt, geo)
-    ts = compute_tensor_scale(rows, fmt.grid, fmt.scale) if fmt.tensor_scale else None
+    ts = compute_tensor_scale(rows, fmt.grids, fmt.scale) if fmt.tensor_scale else None
     return fmt, geo, rows, ts
 
 

@@ -147,7 +147,7 @@ def _nxfp_presets() -> list[Format]:
         "nxfp4": (("e2m1", 5), ("e1m2", 0.25)),
         "nxfp5": (("e2m2", 7.5), ("e1m3", 0.125)),
         "nxfp6": (("e2m3", 7.75), ("e1m4", 0.0625)),
-        "nxfp8": (("e4m3", 480), ("e3m4", 31.5)),
+        "nxfp8": (("e2m5", 7.9375), ("e1m6", 4)),
     }
     for name, specs in family.items():
         grids = pm(*specs)

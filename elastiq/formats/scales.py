@@ -44,16 +44,18 @@ def _element_mbits(g: Grid) -> int:
     return g.mbits if g.kind == "float" else g.bits - 2  # int: magnitude bits after the leading one
 
 
-def compute_tensor_scale(x: torch.Tensor, grid: Grid, scale: Grid) -> torch.Tensor:
+def compute_tensor_scale(x: torch.Tensor, grids, scale: Grid) -> torch.Tensor:
     """NVFP4's second level: amax(finite |x|) / (max element * max scale), float32.
 
+    With several candidate grids the smallest max element is used, so that the block
+    holding the tensor's max can take any candidate without its scale saturating.
     An all-zero (or all non-finite) tensor gets 1.0 so that no block scale divides by 0."""
     if x.numel() == 0:
         return torch.ones((), dtype=torch.float32, device=x.device)
     amax = torch.maximum(x.amax(), -x.amin())  # no |x| temporary
     if not torch.isfinite(amax):
         amax = torch.nan_to_num(x.abs(), nan=0.0, posinf=0.0, neginf=0.0).amax()
-    ts = amax.to(torch.float32) / (grid.max_value * scale.max_value)
+    ts = amax.to(torch.float32) / (min(g.max_value for g in grids) * scale.max_value)
     return torch.where(ts > 0, ts, torch.ones_like(ts))
 
 
