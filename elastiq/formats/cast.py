@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .catalog import resolve
 from .format import Format, storage_bytes
-from .grids import base_grid, decode, encode, native_dtype, recycle, value_table
+from .grids import base_grid, decode, encode, native_dtype, recycle_mask, value_table, without_redundant
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .scales import block_scales, compute_tensor_scale, scale_values
 
@@ -140,33 +140,39 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
     single = len(fmt.grids) == 1
     need_values = want_values or not single
     shared = {}
-    best = None
-    for gi, g in enumerate(fmt.grids):
+    cands = []  # per candidate: codes, scale codes, values, error
+    for g in fmt.grids:
         bg = base_grid(g)
         if bg not in shared:
             scode, deq, qmul = block_scales(amax, bg, fmt, ts)
             y = xb * qmul[:, None]
             codes = encode(y, bg, overwrite=single and g.recycle is None)
             vals = decode(codes, bg) * deq[:, None] if need_values else None
+            if g.recycle is not None:  # -0 now means the extra level: clear it once per base grid
+                codes = without_redundant(codes, g)
+                vals = vals + 0.0 if vals is not None else None  # -0.0 + 0.0 = +0.0, as code 0 decodes
             shared[bg] = (scode, deq, y, codes, vals)
         scode, deq, y, codes, vals = shared[bg]
         if g.recycle is not None:
-            codes = recycle(y, codes, g)
-            if need_values:  # "+ 0.0" turns the -0.0 of a recycled -0 code into the +0.0 it now decodes to
-                vals = torch.where(codes == g.redundant_code, deq[:, None] * g.recycle, vals + 0.0)
+            take = recycle_mask(y, g)
+            codes = torch.where(take, g.redundant_code, codes)
+            if need_values:
+                vals = torch.where(take, deq[:, None] * g.recycle, vals)
         if single:
             return codes, scode, None, vals
-        err = torch.nan_to_num(((vals - xb) ** 2).sum(1), nan=0.0, posinf=math.inf)
-        if best is None:
-            best = [codes, scode, torch.zeros_like(scode), vals, err]
-            continue
-        win = err < best[4]
-        best[0] = torch.where(win[:, None], codes, best[0])
-        best[1] = torch.where(win, scode, best[1])
-        best[2] = torch.where(win, gi, best[2])
-        best[3] = torch.where(win[:, None], vals, best[3])
-        best[4] = torch.where(win, err, best[4])
-    return best[0], best[1], best[2], best[3]
+        d = vals - xb
+        cands.append((codes, scode, vals, torch.nan_to_num((d * d).sum(1), nan=0.0, posinf=math.inf)))
+    sel = torch.stack([c[3] for c in cands], 1).argmin(1)  # first of equals wins
+    codes = torch.empty(xb.shape, dtype=torch.int32, device=xb.device)
+    scode = torch.empty_like(cands[0][1])
+    vals = torch.empty_like(xb) if want_values else None
+    for i, (c, s, v, _) in enumerate(cands):  # copy each candidate's winning blocks only
+        rows = (sel == i).nonzero().squeeze(1)
+        codes.index_copy_(0, rows, c.index_select(0, rows).to(torch.int32))
+        scode.index_copy_(0, rows, s.index_select(0, rows))
+        if want_values:
+            vals.index_copy_(0, rows, v.index_select(0, rows))
+    return codes, scode, sel, vals
 
 
 def _prepare(x, fmt):
@@ -211,7 +217,7 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
     dtype = dtype or packed.dtype
     out = torch.empty(geo.rows, geo.row, dtype=torch.float32, device=packed.codes.device)
     deq = scale_values(unpack_bits(packed.scales, fmt.scale.bits, geo.blocks), fmt, packed.tensor_scale)
-    sel = unpack_bits(packed.selectors, fmt.selector_bits, geo.blocks).long() if fmt.selector_bits else None
+    sel = unpack_bits(packed.selectors, fmt.selector_bits, geo.blocks) if fmt.selector_bits else None
     table = torch.cat([value_table(g, out.device) for g in fmt.grids]) if sel is not None else None
     bits = fmt.element_bits
     for r0, r1 in geo.chunks():
@@ -222,7 +228,8 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
         if sel is None:
             vals = decode(cb, fmt.grid)
         else:
-            vals = table[cb.long() + (sel[b0:b1, None] << bits)]
+            idx = cb.to(torch.int32) + (sel[b0:b1, None].to(torch.int32) << bits)
+            vals = table.index_select(0, idx.reshape(-1)).view(idx.shape)
         vals = vals * deq[b0:b1, None]
         out[r0:r1] = _unblock(vals, geo, r1 - r0)
     return _restore(out, geo, dtype)

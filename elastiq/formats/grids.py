@@ -180,12 +180,19 @@ def base_grid(g: Grid) -> Grid:
 
 
 def recycle(y: torch.Tensor, base_codes: torch.Tensor, g: Grid) -> torch.Tensor:
-    """Codes of recycling grid ``g`` from the codes of its base grid: -0 becomes +0 (the
-    code now means the extra level), and inputs nearer to the extra level than to any
-    base level take it."""
+    """Codes of recycling grid ``g`` from the codes of its base grid."""
+    return torch.where(recycle_mask(y, g), g.redundant_code, without_redundant(base_codes, g))
+
+
+def without_redundant(base_codes: torch.Tensor, g: Grid) -> torch.Tensor:
+    """Base codes with -0 turned into +0: in a recycling grid that code means the extra level."""
+    return torch.where(base_codes == g.redundant_code, 0, base_codes.to(torch.int32))
+
+
+def recycle_mask(y: torch.Tensor, g: Grid) -> torch.Tensor:
+    """Where inputs are nearer to the extra level than to any base level."""
     lo, hi = _recycle_window(g)
-    code = torch.where(base_codes == g.redundant_code, 0, base_codes.to(torch.int32))
-    return torch.where((y > lo) & (y < hi), g.redundant_code, code)
+    return (y > lo) & (y < hi)
 
 
 def _encode_int(y, g):
@@ -297,11 +304,5 @@ def decode(codes: torch.Tensor, g: Grid) -> torch.Tensor:
     native = native_dtype(g)
     if native is not None:
         return codes.to(torch.uint8).view(native).to(torch.float32)
-    return value_table(g, codes.device)[codes.long()]
-
-
-def extended_range(g: Grid) -> tuple[float, float]:
-    """Lowest and highest finite values, recycled level included."""
-    v = _values(g)
-    v = v[torch.isfinite(v)]
-    return float(v.min()), float(v.max())
+    table = value_table(g, codes.device)
+    return table.index_select(0, codes.reshape(-1).to(torch.int32)).view(codes.shape)  # int32 gather: no int64 copy
