@@ -212,10 +212,20 @@ def native_dtype(g: Grid):
     return None
 
 
+@lru_cache(maxsize=None)
+def _cast_saturates(dtype) -> bool:
+    """Whether torch's cast to ``dtype`` already clamps finite overflow and ±Inf to ±max
+    (float8_e4m3fn does in torch >= 2.12; older releases did not)."""
+    probe = torch.tensor([1e30, -math.inf, 3e38]).to(dtype).float()
+    m = float(torch.finfo(dtype).max)
+    return probe.tolist() == [m, -m, m]
+
+
 def _encode_float(y, g, overwrite=False):
     native = native_dtype(g)
-    if native is not None:  # clamp first: saturate, as the spec says (NaN passes)
-        y = y.clamp_(-g.max_value, g.max_value) if overwrite else y.clamp(-g.max_value, g.max_value)
+    if native is not None:  # saturate, as the spec says (NaN passes): clamp unless the cast does
+        if not _cast_saturates(native):
+            y = y.clamp_(-g.max_value, g.max_value) if overwrite else y.clamp(-g.max_value, g.max_value)
         return y.to(native).view(torch.uint8)
     a = y.abs().clamp_(max=g.max_value)  # saturate (NaN stays NaN)
     code = magnitude_code(a, g, "even")

@@ -1,0 +1,55 @@
+"""Render benchmark results (bench/results/*.json) as the Markdown tables in docs/.
+
+    .venv/bin/python bench/markdown.py formats    # from bench/results/formats.json
+    .venv/bin/python bench/markdown.py nxfp       # from bench/results/nxfp.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _num(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def formats_table(data: dict) -> str:
+    m = data["meta"]
+    out = [f"{m['size']}x{m['size']} float32 on {m['device']} ({m['threads']} threads), torch {m['torch']}, "
+           f"torchao {m.get('torchao', '-')}, median of {m['runs']} runs, {m['date']}.", "",
+           "| format | operation | elastiq M elem/s | torchao M elem/s | ratio | bit-identical | peak / input, elastiq | peak / input, torchao |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        ident = {True: "yes", False: "**no**", None: "-"}[r["bit_identical"]]
+        ratio = _num(r["ratio"], ".2f") + ("x" if r["ratio"] else "")
+        out.append(f"| {r['format']} | {r['op']} | {r['elastiq_elems_per_s'] / 1e6:.1f} | "
+                   f"{_num(r['torchao_elems_per_s'] and r['torchao_elems_per_s'] / 1e6, '.1f')} | {ratio} | {ident} | "
+                   f"{_num(r.get('elastiq_peak_over_input'), '.2f')} | {_num(r.get('torchao_peak_over_input'), '.2f')} |")
+    return "\n".join(out)
+
+
+def nxfp_table(data: dict) -> str:
+    rows = data["results"]
+    base = next(r for r in rows if r["format"] == "mxfp4")["smollm2"]
+    out = [f"{data['tensors']} SmolLM2-135M linear weights ({data['values'] / 1e6:.1f}M values); "
+           "Gaussian and Student-t(3): 512x4096 samples.", "",
+           "| format | bits/element | SmolLM2 weights | vs mxfp4 | Gaussian | Student-t(3) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| `{r['format']}` | {r['bits_per_element']:.4g} | {r['smollm2']:.3e} | "
+                   f"{r['smollm2'] / base - 1:+.1%} | {r['gaussian']:.3e} | {r['student_t3']:.3e} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    which = sys.argv[1] if len(sys.argv) > 1 else ""
+    render = {"formats": formats_table, "nxfp": nxfp_table}.get(which)
+    if render is None:
+        sys.exit("usage: bench/markdown.py formats|nxfp")
+    print(render(json.loads((RESULTS / f"{which}.json").read_text())))
+
+
+if __name__ == "__main__":
+    main()
