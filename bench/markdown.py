@@ -33,7 +33,7 @@ def formats_table(data: dict) -> str:
 
 def nxfp_table(data: dict) -> str:
     rows = data["results"]
-    base = next(r for r in rows if r["format"] == "mxfp4")["smollm2"]
+    base = next((r for r in rows if r["format"] == "mxfp4"), rows[0])["smollm2"]
     out = [f"{data['tensors']} SmolLM2-135M linear weights ({data['values'] / 1e6:.1f}M values); "
            "Gaussian and Student-t(3): 512x4096 samples.", "",
            "| format | bits/element | SmolLM2 weights | vs mxfp4 | Gaussian | Student-t(3) |", "|---|---|---|---|---|---|"]
@@ -47,8 +47,9 @@ def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp")
-    print(render(json.loads((RESULTS / f"{which}.json").read_text())))
+        sys.exit("usage: bench/markdown.py formats|nxfp [RESULTS.json]")
+    path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
+    print(render(json.loads(path.read_text())))
 
 
 if __name__ == "__main__":

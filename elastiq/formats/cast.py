@@ -88,6 +88,7 @@ class _Geometry:
         self.block = fmt.block or max(self.row, 1)
         self.per_row = math.ceil(self.row / self.block) if self.row else 0
         self.blocks = self.rows * self.per_row
+        self.padded = self.per_row * self.block != self.row
         # Chunks hold a multiple of 8 elements so each chunk packs to whole bytes.
         step = 8 // math.gcd(max(self.row, 1), 8)
         chunk = CHUNK if torch.device(device).type == "cpu" else CHUNK_ACCELERATOR
@@ -128,12 +129,13 @@ def _unblock(xb: torch.Tensor, geo: _Geometry, nrows: int) -> torch.Tensor:
     return xb.reshape(nrows, geo.per_row * geo.block)[:, : geo.row]
 
 
-def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
+def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: torch.Tensor | None = None):
     """Codes (blocked), scale codes, selectors (or None), dequantized values (or None).
 
     With several candidate grids each block keeps the one with the least squared
     error. Candidates that differ only in their recycled level share the scale and the
-    cast onto their base grid; only the recycling step is redone."""
+    cast onto their base grid; only the recycling step is redone. A single plain grid
+    writes its values into ``out`` when given."""
     amax = xb.abs().amax(1)
     if fmt.scale.special == "none" and torch.isnan(amax).any():
         raise ValueError(f"input contains NaN, and the scale grid of {fmt.name} has no NaN code to mark the block")
@@ -147,7 +149,12 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool):
             scode, deq, qmul = block_scales(amax, bg, fmt, ts)
             y = xb * qmul[:, None]
             codes = encode(y, bg, overwrite=single and g.recycle is None)
-            vals = decode(codes, bg) * deq[:, None] if need_values else None
+            if not need_values:
+                vals = None
+            elif single and g.recycle is None and out is not None:
+                vals = torch.mul(decode(codes, bg), deq[:, None], out=out)
+            else:
+                vals = decode(codes, bg) * deq[:, None]
             if g.recycle is not None:  # -0 now means the extra level: clear it once per base grid
                 codes = without_redundant(codes, g)
                 vals = vals + 0.0 if vals is not None else None  # -0.0 + 0.0 = +0.0, as code 0 decodes
@@ -230,8 +237,10 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
         else:
             idx = cb.to(torch.int32) + (sel[b0:b1, None].to(torch.int32) << bits)
             vals = table.index_select(0, idx.reshape(-1)).view(idx.shape)
-        vals = vals * deq[b0:b1, None]
-        out[r0:r1] = _unblock(vals, geo, r1 - r0)
+        if geo.padded:
+            out[r0:r1] = _unblock(vals * deq[b0:b1, None], geo, r1 - r0)
+        else:  # write straight into the output: no extra pass
+            torch.mul(vals, deq[b0:b1, None], out=out[r0:r1].view(-1, geo.block))
     return _restore(out, geo, dtype)
 
 
@@ -241,7 +250,10 @@ def fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
     out = torch.empty(geo.rows, geo.row, dtype=torch.float32, device=x.device)
     for r0, r1 in geo.chunks():
         xb = _blocks(rows[r0:r1].to(torch.float32), geo)
-        out[r0:r1] = _unblock(_encode_chunk(xb, fmt, ts, want_values=True)[3], geo, r1 - r0)
+        dst = None if geo.padded else out[r0:r1].view(-1, geo.block)
+        vals = _encode_chunk(xb, fmt, ts, want_values=True, out=dst)[3]
+        if vals is not dst:
+            out[r0:r1] = _unblock(vals, geo, r1 - r0)
     return _restore(out, geo, x.dtype)
 
 
