@@ -173,3 +173,16 @@ def test_tensor_scale_leaves_room_for_every_candidate_grid():
     assert int(p.selectors[0]) & 1 == 1  # E1M2 chosen
     half_step = 0.5 / 3.5 / 2
     assert (F.dequantize(p) - x).abs().max() <= half_step * 1.01
+
+
+def test_spec_string_rebuilds_every_format():
+    customs = [F.get("mxfp4,round=rceil,block=64"), F.get("elem=e2m1~5|e1m2,scale=ue5m3,round=even,tscale=1,axis=0"),
+               F.Format("mine", (F.grid("int4"),), F.FP16, block=None, rounding="even")]
+    for fmt in [F.get(n) for n in F.names()] + customs:
+        again = F.get(F.spec(fmt))
+        assert (again.grids, again.scale, again.block, again.axis, again.rounding, again.tensor_scale) == \
+            (fmt.grids, fmt.scale, fmt.block, fmt.axis, fmt.rounding, fmt.tensor_scale)
+    assert F.spec(F.get("nvfp4")) == "nvfp4"
+    odd = F.Format("odd", (F.Grid("float", 4, ebits=2, mbits=1, bias=2, name="weird"),), F.E8M0)
+    with pytest.raises(ValueError, match="no string form"):
+        F.spec(odd)

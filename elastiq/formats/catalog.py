@@ -210,6 +210,28 @@ def parse(spec: str) -> Format:
     return replace(base, name=spec.strip().lower(), **fields)
 
 
+def spec(fmt: Format) -> str:
+    """The one-string form of any format: ``get(spec(fmt))`` rebuilds an equal format.
+    Presets keep their name; other formats spell out every field."""
+    if PRESETS.get(fmt.name) == fmt:
+        return fmt.name
+    for g in fmt.grids + (fmt.scale,):
+        try:
+            if grid(g.name) != g:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"format {fmt.name!r} uses grid {g.name!r}, which has no string form; "
+                             f"build it from named grids to save it") from None
+    return ",".join([
+        "elem=" + "|".join(g.name for g in fmt.grids),
+        f"block={fmt.block or 'channel'}",
+        f"axis={fmt.axis}",
+        f"scale={fmt.scale.name}",
+        f"round={fmt.rounding}",
+        f"tscale={int(fmt.tensor_scale)}",
+    ])
+
+
 def _int(spec, key, value) -> int:
     try:
         return int(value)
