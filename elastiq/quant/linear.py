@@ -1,0 +1,55 @@
+"""QuantLinear: a linear layer whose weight is held packed in a number format.
+
+The packed codes, scales and selectors are buffers (real bytes: they move with
+``.to()`` and appear in ``state_dict``); the float weight exists only for the duration
+of a forward pass.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+
+from elastiq import formats as F
+
+
+class QuantLinear(nn.Module):
+    def __init__(self, packed: F.Packed, bias: torch.Tensor | None = None, act_format: F.Format | str | None = None):
+        super().__init__()
+        if len(packed.shape) != 2:
+            raise ValueError(f"a linear weight is 2-D (out, in), got shape {packed.shape}")
+        packed.validate()
+        self.fmt = packed.fmt
+        self.out_features, self.in_features = packed.shape
+        self.weight_dtype = packed.dtype
+        self.register_buffer("codes", packed.codes)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("selectors", packed.selectors)
+        self.register_buffer("tensor_scale", packed.tensor_scale)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+        self.act_format = F.resolve(act_format) if act_format is not None else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, fmt, act_format=None) -> "QuantLinear":
+        return cls(F.quantize(linear.weight.detach(), fmt), linear.bias, act_format)
+
+    def packed(self) -> F.Packed:
+        return F.Packed(self.fmt, (self.out_features, self.in_features), self.weight_dtype,
+                        self.codes, self.scales, self.selectors, self.tensor_scale)
+
+    def weight(self) -> torch.Tensor:
+        """The decoded float weight (computed on each call)."""
+        return F.dequantize(self.packed())
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed().nbytes + (self.bias.numel() * self.bias.element_size() if self.bias is not None else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_format is not None:
+            x = F.fake_quantize(x, self.act_format)
+        return Fn.linear(x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        act = f", act={self.act_format.name}" if self.act_format is not None else ""
+        return f"in={self.in_features}, out={self.out_features}, format={self.fmt.name}{act}, bytes={self.packed().nbytes}"
