@@ -1,2 +1,51 @@
-"""elastiq: run language models on machines whose free memory moves under them."""
+"""elastiq: run language models on machines whose free memory moves under them.
+
+    model, tok = elastiq.load("smollm2-135m")     # built-in, HF directory, .gguf, or a saved packed model
+    elastiq.quantize(model, "nxfp4")               # in place; returns the model
+    elastiq.perplexity(model, tok, text)
+    elastiq.weight_bytes(model)
+    elastiq.save(model, "out/", tokenizer=tok)
+
+Heavy libraries (transformers) load on first use, so ``import elastiq`` stays quick.
+"""
 __version__ = "0.1.0"
+
+
+def load(name_or_path, **kw):
+    """(model, tokenizer): a built-in name, a Hugging Face directory, a .gguf file, or a
+    directory written by :func:`save`."""
+    from .quant.io import is_saved_model
+    from .quant.io import load as load_packed
+
+    if is_saved_model(name_or_path):
+        return load_packed(name_or_path)
+    from .models import load as load_float
+
+    return load_float(name_or_path, **kw)
+
+
+def quantize(model, fmt_or_plan, act_format=None, progress: bool = True):
+    """Pack ``model``'s linear layers in place by a format or a plan; returns the model
+    (its ``elastiq_report`` says what was quantized and what was kept)."""
+    from .quant import quantize_model
+
+    model.elastiq_report = quantize_model(model, fmt_or_plan, act_format=act_format, progress=progress)
+    return model
+
+
+def perplexity(model, tokenizer, text: str, max_tokens=None, context: int = 1024, **kw) -> float:
+    from .evaluate import perplexity as _perplexity
+
+    return _perplexity(model, tokenizer, text, max_tokens=max_tokens, context=context, **kw)
+
+
+def weight_bytes(model) -> int:
+    from .quant import weight_bytes as _weight_bytes
+
+    return _weight_bytes(model)
+
+
+def save(model, directory, tokenizer=None, overwrite: bool = False):
+    from .quant.io import save as _save
+
+    return _save(model, directory, tokenizer=tokenizer, overwrite=overwrite)

@@ -89,6 +89,111 @@ def _grids_label(grids) -> str:
     return " | ".join(out)
 
 
+def _fail(e: Exception) -> None:
+    console.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(2)
+
+
+def _load(model: str):
+    import elastiq
+
+    try:
+        with console.status(f"loading {model} ..."):
+            return elastiq.load(model)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(e)
+
+
+def _text(text: str) -> str:
+    from elastiq.data import load_text
+
+    try:
+        return load_text(text)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(e)
+
+
+MODEL_HELP = "a built-in name (smollm2-135m), a Hugging Face directory, a .gguf file, or a saved packed model"
+TEXT_HELP = "a built-in text (wiki-eval) or a UTF-8 text file"
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument("smollm2-135m", help=MODEL_HELP),
+    fmt: str = typer.Option(..., "--format", "-f", help="a format name or 'key=value,...' string"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory to write the packed model to"),
+    overwrite: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Pack MODEL's linear layers in a format and save it."""
+    import elastiq
+
+    m, tok = _load(model)
+    try:
+        elastiq.quantize(m, fmt)
+        elastiq.save(m, out, tokenizer=tok, overwrite=overwrite)
+    except (ValueError, FileExistsError) as e:
+        _fail(e)
+    report = m.elastiq_report
+    console.print(f"{report.summary()}; kept in float: {', '.join(sorted(report.kept)) or 'nothing'}")
+    console.print(f"wrote {out} ({elastiq.weight_bytes(m) / 2**20:.1f} MiB of weights)")
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument("smollm2-135m", help=MODEL_HELP),
+    text: str = typer.Option("wiki-eval", help=TEXT_HELP),
+    max_tokens: Optional[int] = typer.Option(None, help="score at most this many tokens"),
+    context: int = typer.Option(1024, help="tokens per window"),
+) -> None:
+    """Perplexity of MODEL on a text."""
+    import elastiq
+    from elastiq.evaluate import evaluate
+
+    m, tok = _load(model)
+    ev = evaluate(m, tok, _text(text), max_tokens=max_tokens, context=context)
+    console.print(f"perplexity {ev.perplexity:.4f} over {ev.tokens} tokens (context {context}), "
+                  f"weights {elastiq.weight_bytes(m) / 2**20:.1f} MiB, {ev.seconds:.1f} s")
+
+
+@app.command()
+def compare(
+    model: str = typer.Argument("smollm2-135m", help=MODEL_HELP),
+    fmts: str = typer.Option("int8,int4,mxfp4,nvfp4,nxfp4", "--formats", help="comma-separated formats"),
+    text: str = typer.Option("wiki-eval", help=TEXT_HELP),
+    max_tokens: Optional[int] = typer.Option(4096, help="score at most this many tokens (0: all)"),
+    context: int = typer.Option(1024, help="tokens per window"),
+    plot: Path = typer.Option(Path("compare.png"), help="where to save the perplexity-vs-bits plot"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
+) -> None:
+    """Quality and size of MODEL in each format: bits per weight, bytes, perplexity, KL."""
+    from elastiq import formats as F
+    from elastiq.compare import compare as run_compare
+    from elastiq.compare import plot_quality
+
+    names = [f.strip() for f in fmts.split(",") if f.strip()]
+    try:
+        for n in names:
+            F.get(n)
+    except ValueError as e:
+        _fail(e)
+    m, tok = _load(model)
+    table = Table(title=f"{model}: {max_tokens or 'all'} tokens of {text}, context {context}")
+    for col in ["format", "bits/weight", "weight MiB", "perplexity", "Δ perplexity", "KL (nats)"]:
+        table.add_column(col, justify="left" if col == "format" else "right")
+    results = run_compare(m, tok, _text(text), names, max_tokens=max_tokens or None, context=context,
+                          on_result=lambda r: console.print(f"  {r.format}: perplexity {r.perplexity:.3f}"))
+    for r in results:
+        table.add_row(r.format, f"{r.bits_per_weight:.3f}", f"{r.weight_bytes / 2**20:.1f}", f"{r.perplexity:.3f}",
+                      f"{r.delta_perplexity:+.3f}", f"{r.kl:.4f}")
+    console.print(table)
+    plot_quality(results, plot, f"{model}, {results[0].tokens} tokens of {text}")
+    console.print(f"wrote {plot}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps([r.as_dict() for r in results], indent=2))
+        console.print(f"wrote {json_out}")
+
+
 def _print_values(fmt) -> None:
     for g in fmt.grids:
         if g.bits > 8:

@@ -10,15 +10,7 @@ from elastiq import formats as F
 from elastiq.quant import QuantLinear, fake_quantize_model, quantize_model, weight_bytes
 from elastiq.quant.io import MANIFEST, WEIGHTS, load, save
 
-transformers = pytest.importorskip("transformers")
-
-
-def tiny_llama(seed=0, tie=True):
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   tie_word_embeddings=tie)
-    return transformers.LlamaForCausalLM(cfg).eval()
+from conftest import make_tiny_llama as _tiny_llama
 
 
 def _ids():
@@ -46,7 +38,7 @@ def test_activation_format_is_applied():
 
 
 def test_quantize_model_matches_fake_quantization_and_keeps_head_and_embeddings():
-    model, ref = tiny_llama(), tiny_llama()
+    model, ref = _tiny_llama(), _tiny_llama()
     report = quantize_model(model, "mxfp4", progress=False)
     fake_quantize_model(ref, "mxfp4")
     assert len(report.quantized) == 2 * 7 and "lm_head" in report.kept and "model.embed_tokens" in report.kept
@@ -56,7 +48,7 @@ def test_quantize_model_matches_fake_quantization_and_keeps_head_and_embeddings(
 
 
 def test_plan_patterns_first_match_wins_and_none_keeps_float():
-    model = tiny_llama()
+    model = _tiny_llama()
     plan = {"*.mlp.down_proj": None, "*.mlp.*": "int4", "*.self_attn.*": "nxfp4", "lm_head": "mxfp8_e4m3"}
     report = quantize_model(model, plan, progress=False)
     assert report.kept["model.layers.0.mlp.down_proj"] == "plan keeps it in float"
@@ -68,15 +60,15 @@ def test_plan_patterns_first_match_wins_and_none_keeps_float():
 
 def test_bad_plans():
     with pytest.raises(ValueError, match="unknown format"):
-        quantize_model(tiny_llama(), "mxfp5", progress=False)
+        quantize_model(_tiny_llama(), "mxfp5", progress=False)
     with pytest.raises(ValueError, match="plan is empty"):
-        quantize_model(tiny_llama(), {}, progress=False)
+        quantize_model(_tiny_llama(), {}, progress=False)
     with pytest.raises(TypeError, match="plan is a format"):
-        quantize_model(tiny_llama(), 4, progress=False)
+        quantize_model(_tiny_llama(), 4, progress=False)
 
 
 def test_weight_bytes_counts_packed_codes_and_tied_storage_once():
-    model = tiny_llama()
+    model = _tiny_llama()
     float_bytes = weight_bytes(model)
     n_params = sum(p.numel() for p in model.parameters())  # parameters() already dedups tied weights
     n_buffers = sum(b.numel() * b.element_size() for b in model.buffers())
@@ -90,7 +82,7 @@ def test_weight_bytes_counts_packed_codes_and_tied_storage_once():
 
 
 def test_save_load_gives_identical_logits(tmp_path):
-    model = tiny_llama()
+    model = _tiny_llama()
     quantize_model(model, {"*.mlp.*": "nxfp4", "*": "mxfp6_e2m3"}, progress=False)
     save(model, tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
@@ -103,7 +95,7 @@ def test_save_load_gives_identical_logits(tmp_path):
 
 
 def test_untied_and_custom_formats_roundtrip(tmp_path):
-    model = tiny_llama(tie=False)
+    model = _tiny_llama(tie=False)
     quantize_model(model, F.get("elem=e2m1|e1m2,block=16,scale=ue5m3,round=even,tscale=1"), progress=False)
     save(model, tmp_path / "m")
     again, _ = load(tmp_path / "m")
@@ -112,7 +104,7 @@ def test_untied_and_custom_formats_roundtrip(tmp_path):
 
 
 def test_corrupted_truncated_and_mismatched_files_are_refused(tmp_path):
-    model = tiny_llama()
+    model = _tiny_llama()
     quantize_model(model, "int4", progress=False)
     good = save(model, tmp_path / "good")
 
@@ -151,7 +143,7 @@ def test_corrupted_truncated_and_mismatched_files_are_refused(tmp_path):
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
-    model = tiny_llama()
+    model = _tiny_llama()
     quantize_model(model, "int4", progress=False)
     import safetensors.torch
 

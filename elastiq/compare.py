@@ -1,0 +1,86 @@
+"""Compare formats on one model: pack a copy per format, measure size, perplexity and KL
+from the float model on the same tokens. Used by ``elastiq compare`` and bench/quality.py."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+from elastiq import formats as F
+from elastiq.evaluate import evaluate
+from elastiq.quant import QuantLinear, quantize_model, weight_bytes
+
+
+@dataclass
+class FormatResult:
+    format: str
+    bits_per_weight: float  # over the quantized linear weights, scales and selectors included
+    weight_bytes: int  # every parameter and buffer of the model, as held in memory
+    perplexity: float
+    delta_perplexity: float
+    kl: float | None
+    tokens: int
+    quantize_seconds: float
+    eval_seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def packed_bits_per_weight(model) -> float:
+    bits = n = 0
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            bits += 8 * m.packed().nbytes
+            n += m.in_features * m.out_features
+    return bits / n if n else 32.0
+
+
+def compare(model, tokenizer, text: str, formats: list[str], max_tokens: int | None = None, context: int = 1024,
+            progress: bool = True, on_result=None) -> list[FormatResult]:
+    """The float model first (format "float"), then one packed copy per format."""
+    for name in formats:
+        F.get(name)  # refuse a bad name before any slow work
+    base = evaluate(model, tokenizer, text, max_tokens=max_tokens, context=context, progress=progress)
+    results = [FormatResult("float", 32.0, weight_bytes(model), base.perplexity, 0.0, 0.0, base.tokens, 0.0, base.seconds)]
+    if on_result:
+        on_result(results[-1])
+    for name in formats:
+        q = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        quantize_model(q, name, progress=progress)
+        tq = time.perf_counter() - t0
+        ev = evaluate(q, tokenizer, text, reference=model, max_tokens=max_tokens, context=context, progress=progress)
+        results.append(FormatResult(name, packed_bits_per_weight(q), weight_bytes(q), ev.perplexity,
+                                    ev.perplexity - base.perplexity, ev.kl, ev.tokens, tq, ev.seconds))
+        if on_result:
+            on_result(results[-1])
+        del q
+    return results
+
+
+def plot_quality(results: list[FormatResult], path, title: str) -> None:
+    """Perplexity against bits per weight, one labelled point per format."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    pts = [r for r in results if r.format != "float"]
+    ax.scatter([r.bits_per_weight for r in pts], [r.perplexity for r in pts])
+    for r in pts:
+        ax.annotate(r.format, (r.bits_per_weight, r.perplexity), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ref = next((r for r in results if r.format == "float"), None)
+    if ref:
+        ax.axhline(ref.perplexity, ls="--", c="gray", label=f"float: {ref.perplexity:.2f}")
+        ax.legend()
+    if pts and max(r.perplexity for r in pts) / min(r.perplexity for r in pts) > 10:
+        ax.set_yscale("log")
+    ax.set_xlabel("bits per weight (scales included)")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

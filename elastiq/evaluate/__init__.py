@@ -1,0 +1,73 @@
+"""elastiq.evaluate: perplexity, and KL divergence from a reference model, over text windows.
+
+Protocol: the text is tokenized once (no special tokens), cut into windows of
+``context`` tokens starting every ``stride`` tokens (elastiq.data.windows), and each
+token from the second on is scored exactly once, with as much preceding context as its
+window holds. Perplexity = exp(mean negative log-likelihood of the scored tokens).
+KL = mean over scored positions of KL(reference || model) of the next-token
+distributions. Models whose family needs it (Gemma) get a BOS token per window.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as Fn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from elastiq.data import tokenize, windows
+
+
+@dataclass
+class Evaluation:
+    perplexity: float
+    kl: float | None  # None without a reference model
+    tokens: int  # scored tokens
+    context: int
+    seconds: float
+
+
+def _needs_bos(model) -> bool:
+    return str(getattr(getattr(model, "config", None), "model_type", "")).startswith("gemma")
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None = None, context: int = 1024,
+             stride: int | None = None, progress: bool = True) -> Evaluation:
+    """Perplexity of ``model`` on ``text`` (and KL from ``reference`` on the same tokens)."""
+    if context < 2:
+        raise ValueError(f"context must be at least 2 tokens, got {context}")
+    ids = tokenize(tokenizer, text)
+    bos = tokenizer.bos_token_id if _needs_bos(model) else None
+    wins = windows(ids, context=context, stride=stride, max_tokens=max_tokens, bos_id=bos)
+    if not wins:
+        raise ValueError("the text is too short to score a single token")
+    model.eval()
+    nll = kl = 0.0
+    count = 0
+    t0 = time.perf_counter()
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows"), TimeRemainingColumn())
+    with Progress(*cols, transient=True, disable=not progress) as prog:
+        task = prog.add_task("evaluating", total=len(wins))
+        for win, n_scored in wins:
+            inp = win[None, :]
+            logp = Fn.log_softmax(model(inp).logits[0, -n_scored - 1 : -1].float(), dim=-1)
+            target = win[-n_scored:]
+            nll -= float(logp.gather(1, target[:, None]).sum())
+            if reference is not None:
+                ref = Fn.log_softmax(reference(inp).logits[0, -n_scored - 1 : -1].float(), dim=-1)
+                kl += float((ref.exp() * (ref - logp)).sum())
+            count += n_scored
+            prog.advance(task)
+    return Evaluation(math.exp(nll / count), kl / count if reference is not None else None, count, context,
+                      time.perf_counter() - t0)
+
+
+def perplexity(model, tokenizer, text: str, max_tokens: int | None = None, context: int = 1024, **kw) -> float:
+    return evaluate(model, tokenizer, text, max_tokens=max_tokens, context=context, **kw).perplexity
+
+
+def kl_divergence(model, reference, tokenizer, text: str, max_tokens: int | None = None, context: int = 1024, **kw) -> float:
+    return evaluate(model, tokenizer, text, reference=reference, max_tokens=max_tokens, context=context, **kw).kl
