@@ -122,6 +122,7 @@ def quantize(
     model: str = typer.Argument("smollm2-135m", help=MODEL_HELP),
     fmt: str = typer.Option(..., "--format", "-f", help="a format name or 'key=value,...' string"),
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the packed model to"),
+    act_format: Optional[str] = typer.Option(None, help="also round each linear layer's input onto this format"),
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
     """Pack MODEL's linear layers in a format and save it."""
@@ -129,7 +130,7 @@ def quantize(
 
     m, tok = _load(model)
     try:
-        elastiq.quantize(m, fmt)
+        elastiq.quantize(m, fmt, act_format=act_format)
         elastiq.save(m, out, tokenizer=tok, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         _fail(e)

@@ -1,0 +1,126 @@
+"""Quality, size and speed of SmolLM2-135M in every format, on the built-in text.
+
+    .venv/bin/python bench/quality.py                    # 8192 tokens, context 1024
+    .venv/bin/python bench/quality.py --max-tokens 2048 --formats int4,nxfp4
+
+Writes bench/results/quality.json and bench/results/quality.png. For each format:
+bits per weight (scales included), weight bytes held in memory, perplexity, change in
+perplexity, KL from the float model on the same tokens. Then, for the float model and
+one packed model (--speed-format), resident memory of the process and prefill / decode
+speed (each in a fresh process, 2 threads).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = ["int8", "int4", "int3", "mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4",
+           "nvfp4", "nf4", "mxfp4_nm", "mxfp4_am", "mxfp4_cr", "nxfp4", "nxfp5", "nxfp6", "nxfp8"]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def speed_child(model_name: str, fmt: str, prompt_tokens: int, new_tokens: int) -> None:
+    """In a fresh process: resident memory and prefill/decode speed of one model."""
+    import elastiq
+    from elastiq.data import load_text, tokenize
+
+    torch.set_num_threads(2)
+    base = rss_bytes()
+    model, tok = elastiq.load(model_name)
+    if fmt != "float":
+        elastiq.quantize(model, fmt, progress=False)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    resident = rss_bytes() - base
+    ids = tokenize(tok, load_text("wiki-calib"))[:prompt_tokens][None]
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        out = model(ids, use_cache=True)
+        prefill = time.perf_counter() - t0
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        t0 = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        decode = time.perf_counter() - t0
+    print(json.dumps({"format": fmt, "weight_bytes": elastiq.weight_bytes(model), "resident_bytes": resident,
+                      "prefill_tokens_per_s": prompt_tokens / prefill, "decode_tokens_per_s": new_tokens / decode}))
+
+
+def speed(model_name, fmt, prompt_tokens, new_tokens) -> dict:
+    cmd = [sys.executable, __file__, "--_speed", model_name, fmt, str(prompt_tokens), str(new_tokens)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode or not lines:
+        raise RuntimeError(f"speed run for {fmt} failed:\n{r.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--text", default="wiki-eval")
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--max-tokens", type=int, default=8192)
+    ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--speed-format", default="nvfp4", help="packed model for the speed and memory rows ('' to skip)")
+    ap.add_argument("--prompt-tokens", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/quality.json")
+    ap.add_argument("--_speed", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._speed:
+        name, fmt, p, n = args._speed
+        return speed_child(name, fmt, int(p), int(n))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    import elastiq
+    from elastiq.compare import compare, plot_quality
+    from elastiq.data import load_text
+
+    torch.set_num_threads(2)
+    console = Console(width=None if Console().is_terminal else 140)
+    model, tok = elastiq.load(args.model)
+    names = [f for f in args.formats.split(",") if f]
+    results = compare(model, tok, load_text(args.text), names, max_tokens=args.max_tokens, context=args.context,
+                      on_result=lambda r: console.print(f"{r.format:14s} ppl {r.perplexity:9.3f}  kl {r.kl:.4f}  "
+                                                        f"{r.bits_per_weight:.3f} bits  {r.eval_seconds:.0f} s"))
+    table = Table(title=f"{args.model}, {results[0].tokens} tokens of {args.text}, context {args.context}")
+    for col in ["format", "bits/weight", "weight MiB", "perplexity", "Δ perplexity", "KL"]:
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in results:
+        table.add_row(r.format, f"{r.bits_per_weight:.3f}", f"{r.weight_bytes / 2**20:.1f}", f"{r.perplexity:.3f}",
+                      f"{r.delta_perplexity:+.3f}", f"{r.kl:.4f}")
+    console.print(table)
+    runs = []
+    if args.speed_format:
+        for fmt in ("float", args.speed_format):
+            runs.append(speed(args.model, fmt, args.prompt_tokens, args.new_tokens))
+            console.print(runs[-1])
+    meta = {"model": args.model, "text": args.text, "tokens": results[0].tokens, "context": args.context,
+            "torch": torch.__version__, "threads": 2, "date": time.strftime("%Y-%m-%d"),
+            "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results], "speed": runs}, indent=2) + "\n")
+    plot_quality(results, args.out.with_suffix(".png"), f"{args.model}: {results[0].tokens} tokens of {args.text}")
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
