@@ -7,6 +7,7 @@ them explicitly (``"lm_head"``): report says what was kept.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -68,7 +69,7 @@ def quantize_model(model: nn.Module, plan, act_format=None, progress: bool = Tru
     """Replace ``model``'s nn.Linear layers in place; returns what was quantized and kept."""
     report = QuantReport()
     todo = list(planned_linears(model, plan))
-    with Progress(transient=True, disable=not progress) as prog:
+    with Progress(transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
         task = prog.add_task("quantizing", total=len(todo))
         for name, module, fmt, why in todo:
             prog.advance(task)
