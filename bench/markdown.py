@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/markdown.py formats    # from bench/results/formats.json
     .venv/bin/python bench/markdown.py nxfp       # from bench/results/nxfp.json
+    .venv/bin/python bench/markdown.py quality    # from bench/results/quality.json
 """
 from __future__ import annotations
 
@@ -43,11 +44,29 @@ def nxfp_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def quality_table(data: dict) -> str:
+    m = data["meta"]
+    out = [f"{m['model']}, {m['tokens']} tokens of {m['text']}, context {m['context']}, torch {m['torch']}, {m['date']}.", "",
+           "| format | bits/weight | weight MiB | perplexity | Δ perplexity | KL (nats/token) |", "|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        out.append(f"| `{r['format']}` | {r['bits_per_weight']:.3f} | {r['weight_bytes'] / 2**20:.1f} | {r['perplexity']:.3f} | "
+                   f"{r['delta_perplexity']:+.3f} | {r['kl']:.4f} |")
+    if data.get("speed"):
+        f = data["speed"][0]
+        out += ["", f"Speed and memory ({m['prompt_tokens']}-token prompt, {m['new_tokens']} greedy tokens, {m['threads']} threads):", "",
+                "| model | weight MiB | resident MiB | prefill tokens/s | decode tokens/s | decode vs float |", "|---|---|---|---|---|---|"]
+        for r in data["speed"]:
+            out.append(f"| {r['format']} | {r['weight_bytes'] / 2**20:.1f} | {r['resident_bytes'] / 2**20:.0f} | "
+                       f"{r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.2f} | "
+                       f"{r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x |")
+    return "\n".join(out)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
-    render = {"formats": formats_table, "nxfp": nxfp_table}.get(which)
+    render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

@@ -6,8 +6,8 @@
 Writes bench/results/quality.json and bench/results/quality.png. For each format:
 bits per weight (scales included), weight bytes held in memory, perplexity, change in
 perplexity, KL from the float model on the same tokens. Then, for the float model and
-one packed model (--speed-format), resident memory of the process and prefill / decode
-speed (each in a fresh process, 2 threads).
+one packed model (--speed-format, saved and reloaded), prefill and greedy decode speed
+and the process's resident memory afterwards (each in a fresh process, 2 threads).
 """
 from __future__ import annotations
 
@@ -33,19 +33,15 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def speed_child(model_name: str, fmt: str, prompt_tokens: int, new_tokens: int) -> None:
-    """In a fresh process: resident memory and prefill/decode speed of one model."""
+def speed_child(model_path: str, fmt: str, prompt_tokens: int, new_tokens: int) -> None:
+    """In a fresh process: prefill/decode speed of one model (the float built-in, or a
+    packed model saved to a directory), then the resident memory it took."""
     import elastiq
     from elastiq.data import load_text, tokenize
 
     torch.set_num_threads(2)
     base = rss_bytes()
-    model, tok = elastiq.load(model_name)
-    if fmt != "float":
-        elastiq.quantize(model, fmt, progress=False)
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    resident = rss_bytes() - base
+    model, tok = elastiq.load(model_path)
     ids = tokenize(tok, load_text("wiki-calib"))[:prompt_tokens][None]
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -57,17 +53,41 @@ def speed_child(model_name: str, fmt: str, prompt_tokens: int, new_tokens: int) 
             out = model(nxt, past_key_values=past, use_cache=True)
             past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
         decode = time.perf_counter() - t0
+    del out, past
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    resident = rss_bytes() - base  # every weight page has been touched by now
     print(json.dumps({"format": fmt, "weight_bytes": elastiq.weight_bytes(model), "resident_bytes": resident,
                       "prefill_tokens_per_s": prompt_tokens / prefill, "decode_tokens_per_s": new_tokens / decode}))
 
 
-def speed(model_name, fmt, prompt_tokens, new_tokens) -> dict:
-    cmd = [sys.executable, __file__, "--_speed", model_name, fmt, str(prompt_tokens), str(new_tokens)]
+def speed(model_path, fmt, prompt_tokens, new_tokens) -> dict:
+    cmd = [sys.executable, __file__, "--_speed", str(model_path), fmt, str(prompt_tokens), str(new_tokens)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
         raise RuntimeError(f"speed run for {fmt} failed:\n{r.stderr[-2000:]}")
     return json.loads(lines[-1])
+
+
+def speed_rows(args, model, tok, console) -> list[dict]:
+    """The float model and one packed model (saved, then loaded in a fresh process)."""
+    import copy
+    import tempfile
+
+    import elastiq
+
+    if not args.speed_format:
+        return []
+    runs = [speed(args.model, "float", args.prompt_tokens, args.new_tokens)]
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = elastiq.quantize(copy.deepcopy(model), args.speed_format, progress=False)
+        elastiq.save(packed, Path(tmp) / "packed", tokenizer=tok)
+        del packed
+        runs.append(speed(Path(tmp) / "packed", args.speed_format, args.prompt_tokens, args.new_tokens))
+    for r in runs:
+        console.print(r)
+    return runs
 
 
 def main() -> None:
@@ -81,6 +101,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/quality.json")
+    ap.add_argument("--speed-only", action="store_true", help="redo only the speed rows of an existing --out file")
     ap.add_argument("--_speed", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._speed:
@@ -97,6 +118,11 @@ def main() -> None:
     torch.set_num_threads(2)
     console = Console(width=None if Console().is_terminal else 140)
     model, tok = elastiq.load(args.model)
+    if args.speed_only:
+        data = json.loads(args.out.read_text())
+        data["speed"] = speed_rows(args, model, tok, console)
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
+        return console.print(f"updated the speed rows of {args.out}")
     names = [f for f in args.formats.split(",") if f]
     results = compare(model, tok, load_text(args.text), names, max_tokens=args.max_tokens, context=args.context,
                       on_result=lambda r: console.print(f"{r.format:14s} ppl {r.perplexity:9.3f}  kl {r.kl:.4f}  "
@@ -108,11 +134,7 @@ def main() -> None:
         table.add_row(r.format, f"{r.bits_per_weight:.3f}", f"{r.weight_bytes / 2**20:.1f}", f"{r.perplexity:.3f}",
                       f"{r.delta_perplexity:+.3f}", f"{r.kl:.4f}")
     console.print(table)
-    runs = []
-    if args.speed_format:
-        for fmt in ("float", args.speed_format):
-            runs.append(speed(args.model, fmt, args.prompt_tokens, args.new_tokens))
-            console.print(runs[-1])
+    runs = speed_rows(args, model, tok, console)
     meta = {"model": args.model, "text": args.text, "tokens": results[0].tokens, "context": args.context,
             "torch": torch.__version__, "threads": 2, "date": time.strftime("%Y-%m-%d"),
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens}
