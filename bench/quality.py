@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/quality.json")
     ap.add_argument("--speed-only", action="store_true", help="redo only the speed rows of an existing --out file")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from an existing --out file")
     ap.add_argument("--_speed", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._speed:
@@ -112,8 +113,15 @@ def main() -> None:
     from rich.table import Table
 
     import elastiq
-    from elastiq.compare import compare, plot_quality
+    from elastiq.compare import FormatResult, compare, plot_quality
     from elastiq.data import load_text
+
+    if args.replot:
+        data = json.loads(args.out.read_text())
+        m = data["meta"]
+        plot_quality([FormatResult(**r) for r in data["results"]], args.out.with_suffix(".png"),
+                     f"{m['model']}: {m['tokens']} tokens of {m['text']}")
+        return print(f"wrote {args.out.with_suffix('.png')}")
 
     torch.set_num_threads(2)
     console = Console(width=None if Console().is_terminal else 140)

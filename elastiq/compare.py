@@ -59,24 +59,40 @@ def compare(model, tokenizer, text: str, formats: list[str], max_tokens: int | N
     return results
 
 
+def _family(name: str) -> str:
+    if name.startswith("nxfp") or name.startswith("mxfp4_"):
+        return "NxFP and its parts"
+    if name.startswith(("mx", "nv")):
+        return "OCP MX, NVFP4"
+    return "integer, NF4"
+
+
 def plot_quality(results: list[FormatResult], path, title: str) -> None:
-    """Perplexity against bits per weight, one labelled point per format."""
+    """Perplexity against bits per weight, one labelled point per format. Points far above
+    the float model (over 2.5x its perplexity) sit on the top edge, their value in the label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    pts = [r for r in results if r.format != "float"]
-    ax.scatter([r.bits_per_weight for r in pts], [r.perplexity for r in pts])
-    for r in pts:
-        ax.annotate(r.format, (r.bits_per_weight, r.perplexity), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    pts = sorted((r for r in results if r.format != "float"), key=lambda r: (r.bits_per_weight, r.perplexity))
     ref = next((r for r in results if r.format == "float"), None)
+    top = min(max((r.perplexity for r in pts), default=1), 2.5 * ref.perplexity) * 1.05 if ref else None
+    for fam, color in (("integer, NF4", "tab:gray"), ("OCP MX, NVFP4", "tab:blue"), ("NxFP and its parts", "tab:red")):
+        mine = [r for r in pts if _family(r.format) == fam]
+        if mine:
+            ax.scatter([r.bits_per_weight for r in mine], [min(r.perplexity, top or r.perplexity) for r in mine],
+                       c=color, label=fam, marker="o")
+    for r in pts:
+        clipped = top is not None and r.perplexity > top
+        label = f"{r.format} ({r.perplexity:.0f}, off scale)" if clipped else r.format
+        ax.annotate(label, (r.bits_per_weight, min(r.perplexity, top or r.perplexity)), textcoords="offset points",
+                    xytext=(6, 0), va="center", fontsize=7.5)
     if ref:
-        ax.axhline(ref.perplexity, ls="--", c="gray", label=f"float: {ref.perplexity:.2f}")
-        ax.legend()
-    if pts and max(r.perplexity for r in pts) / min(r.perplexity for r in pts) > 10:
-        ax.set_yscale("log")
+        ax.axhline(ref.perplexity, ls="--", c="black", lw=0.8, label=f"float: {ref.perplexity:.2f}")
+        ax.set_ylim(ref.perplexity * 0.97, top)
+    ax.legend(loc="upper right")
     ax.set_xlabel("bits per weight (scales included)")
     ax.set_ylabel("perplexity (lower is better)")
     ax.set_title(title)
