@@ -7,7 +7,9 @@ Writes bench/results/quality.json and bench/results/quality.png. For each format
 bits per weight (scales included), weight bytes held in memory, perplexity, change in
 perplexity, KL from the float model on the same tokens. Then, for the float model and
 one packed model (--speed-format, saved and reloaded), prefill and greedy decode speed
-and the process's resident memory afterwards (each in a fresh process, 2 threads).
+and the process's resident memory afterwards (each in a fresh process, 2 threads), and
+the same for llama.cpp (llama-cpp-python, if installed) on the GGUF file the built-in
+model ships as.
 """
 from __future__ import annotations
 
@@ -61,8 +63,36 @@ def speed_child(model_path: str, fmt: str, prompt_tokens: int, new_tokens: int) 
                       "prefill_tokens_per_s": prompt_tokens / prefill, "decode_tokens_per_s": new_tokens / decode}))
 
 
+def llama_cpp_child(model_name: str, prompt_tokens: int, new_tokens: int) -> None:
+    """In a fresh process: llama.cpp on the GGUF file the built-in model ships as, same
+    prompt tokens, 2 threads, greedy decoding."""
+    from llama_cpp import Llama
+
+    from elastiq.data import load_text, tokenize
+    from elastiq.models import BUILTIN, load
+
+    gguf = BUILTIN[model_name].gguf_path()
+    _, tok = load(model_name)  # the same tokenizer, read from the same GGUF file
+    ids = tokenize(tok, load_text("wiki-calib"))[:prompt_tokens].tolist()
+    base = rss_bytes()
+    llm = Llama(model_path=str(gguf), n_ctx=prompt_tokens + new_tokens + 8, n_threads=2, n_threads_batch=2,
+                n_batch=prompt_tokens, verbose=False)
+    gen = llm.generate(ids, temp=0.0, top_k=1, reset=True)
+    t0 = time.perf_counter()
+    next(gen)  # the prompt, then the first token
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(new_tokens):
+        next(gen)
+    decode = time.perf_counter() - t0
+    print(json.dumps({"format": "llama.cpp (Q4_1 GGUF)", "weight_bytes": gguf.stat().st_size,
+                      "resident_bytes": rss_bytes() - base, "prefill_tokens_per_s": prompt_tokens / prefill,
+                      "decode_tokens_per_s": new_tokens / decode}))
+
+
 def speed(model_path, fmt, prompt_tokens, new_tokens) -> dict:
-    cmd = [sys.executable, __file__, "--_speed", str(model_path), fmt, str(prompt_tokens), str(new_tokens)]
+    flag = "--_llama" if fmt == "llama.cpp" else "--_speed"
+    cmd = [sys.executable, __file__, flag, str(model_path), fmt, str(prompt_tokens), str(new_tokens)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
@@ -85,6 +115,11 @@ def speed_rows(args, model, tok, console) -> list[dict]:
         elastiq.save(packed, Path(tmp) / "packed", tokenizer=tok)
         del packed
         runs.append(speed(Path(tmp) / "packed", args.speed_format, args.prompt_tokens, args.new_tokens))
+    try:
+        import llama_cpp  # noqa: F401  the peer: llama.cpp on the same GGUF, prompt and threads
+        runs.append(speed(args.model, "llama.cpp", args.prompt_tokens, args.new_tokens))
+    except ImportError:
+        console.print("llama-cpp-python is not installed (pip install llama-cpp-python): no llama.cpp row")
     for r in runs:
         console.print(r)
     return runs
@@ -104,10 +139,14 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true", help="redo only the speed rows of an existing --out file")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from an existing --out file")
     ap.add_argument("--_speed", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--_llama", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._speed:
         name, fmt, p, n = args._speed
         return speed_child(name, fmt, int(p), int(n))
+    if args._llama:
+        name, _, p, n = args._llama
+        return llama_cpp_child(name, int(p), int(n))
 
     from rich.console import Console
     from rich.table import Table
