@@ -39,7 +39,8 @@ def nxfp_table(data: dict) -> str:
            "Gaussian and Student-t(3): 512x4096 samples.", "",
            "| format | bits/element | SmolLM2 weights | vs mxfp4 | Gaussian | Student-t(3) |", "|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| `{r['format']}` | {r['bits_per_element']:.4g} | {r['smollm2']:.3e} | "
+        name = r["format"].replace("|", "\\|")  # a pipe would end the table cell
+        out.append(f"| `{name}` | {r['bits_per_element']:.4g} | {r['smollm2']:.3e} | "
                    f"{r['smollm2'] / base - 1:+.1%} | {r['gaussian']:.3e} | {r['student_t3']:.3e} |")
     return "\n".join(out)
 
