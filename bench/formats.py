@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import torch
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from elastiq import formats as F  # noqa: E402
+from memory import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402  (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ["mxfp4", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4", "nxfp4", "int4"]
@@ -100,37 +100,6 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _peak_rss_bytes() -> int:
-    """VmHWM: this process image's peak resident size (ru_maxrss would carry the
-    parent's peak across fork and exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Return freed heap pages to the OS (else an operation reusing them shows no growth),
-    then reset VmHWM to the current resident size."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current resident size (Linux >= 4.0)
-    except OSError:
-        pass
-
-
 def peak_memory_child(impl: str, name: str, op: str, size: int) -> None:
     """Run in a fresh process: print the peak extra resident bytes of one operation."""
     torch.manual_seed(0)
@@ -138,11 +107,11 @@ def peak_memory_child(impl: str, name: str, op: str, size: int) -> None:
     warm()  # lazy imports, caches and thread pools are not the operation's memory
     x = torch.randn(size, size)
     fn = op_callable(impl, name, op, x)
-    _reset_peak_rss()
-    base = _rss_bytes()
-    before_peak = _peak_rss_bytes()
+    reset_peak_rss()
+    base = rss_bytes()
+    before_peak = peak_rss_bytes()
     out = fn()  # noqa: F841  kept alive: the output counts
-    peak = _peak_rss_bytes()
+    peak = peak_rss_bytes()
     print(json.dumps({"extra": max(peak - base, 0), "polluted": before_peak > base + (16 << 20)}))
 
 

@@ -14,7 +14,6 @@ model ships as.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import subprocess
@@ -25,14 +24,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from memory import rss_bytes, trim_heap  # noqa: E402  (bench/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ["int8", "int4", "int3", "mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4",
            "nvfp4", "nf4", "mxfp4_nm", "mxfp4_am", "mxfp4_cr", "nxfp4", "nxfp5", "nxfp6", "nxfp8"]
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 def speed_child(model_path: str, fmt: str, prompt_tokens: int, new_tokens: int) -> None:
@@ -57,7 +53,7 @@ def speed_child(model_path: str, fmt: str, prompt_tokens: int, new_tokens: int) 
         decode = time.perf_counter() - t0
     del out, past
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim_heap()
     resident = rss_bytes() - base  # every weight page has been touched by now
     print(json.dumps({"format": fmt, "weight_bytes": elastiq.weight_bytes(model), "resident_bytes": resident,
                       "prefill_tokens_per_s": prompt_tokens / prefill, "decode_tokens_per_s": new_tokens / decode}))

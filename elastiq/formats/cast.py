@@ -102,7 +102,7 @@ class _Geometry:
             yield r0, min(r0 + self.chunk_rows, self.rows)
 
 
-def _as_rows(x: torch.Tensor, fmt: Format, geo: _Geometry) -> torch.Tensor:
+def _as_rows(x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     xm = x.reshape(1) if x.dim() == 0 else x.movedim(geo.axis, -1)
     return xm.reshape(geo.rows, geo.row)
 
@@ -186,7 +186,7 @@ def _prepare(x, fmt):
     _check_input(x)
     fmt = resolve(fmt)
     geo = _Geometry(x.shape, fmt, x.device)
-    rows = _as_rows(x, fmt, geo)
+    rows = _as_rows(x, geo)
     ts = compute_tensor_scale(rows, fmt.grids, fmt.scale) if fmt.tensor_scale else None
     return fmt, geo, rows, ts
 
@@ -203,7 +203,7 @@ def quantize(x: torch.Tensor, fmt) -> Packed:
         if sel is not None:
             sels.append(sel)
     empty = torch.zeros(0, dtype=torch.uint8, device=x.device)
-    packed = Packed(
+    return Packed(
         fmt=fmt,
         shape=geo.shape,
         dtype=x.dtype,
@@ -212,7 +212,6 @@ def quantize(x: torch.Tensor, fmt) -> Packed:
         selectors=pack_bits(torch.cat(sels), fmt.selector_bits) if sels else empty,
         tensor_scale=ts,
     )
-    return packed
 
 
 def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor:

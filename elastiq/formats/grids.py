@@ -76,7 +76,7 @@ class Grid:
     @property
     def max_value(self) -> float:
         """Largest finite value of the base grid (recycled level excluded): the scale target."""
-        return _facts(self)[0]
+        return _max_value(self)
 
     @property
     def emax(self) -> int:
@@ -139,20 +139,17 @@ def _float_value(g: Grid, code: int) -> float:
 
 
 @lru_cache(maxsize=None)
-def _facts(g: Grid) -> tuple[float]:
+def _max_value(g: Grid) -> float:
     if g.kind == "int":
-        return ((2 ** (g.bits - 1) - 1) * g.step,)
+        return (2 ** (g.bits - 1) - 1) * g.step
     if g.kind == "float":
         top, full = (1 << g.ebits) - 1, 2 - 2.0 ** -g.mbits
         if g.special == "none":
-            return (2.0 ** (top - g.bias) * full,)
+            return 2.0 ** (top - g.bias) * full
         if g.special == "fn" and g.mbits > 0:
-            return (2.0 ** (top - g.bias) * (full - 2.0 ** -g.mbits),)
-        return (2.0 ** (top - 1 - g.bias) * full,)
-    v = _values(g).double()
-    if g.recycle is not None:
-        v = torch.cat([v[: g.redundant_code], v[g.redundant_code + 1 :]])
-    return (float(v[torch.isfinite(v)].abs().max()),)
+            return 2.0 ** (top - g.bias) * (full - 2.0 ** -g.mbits)
+        return 2.0 ** (top - 1 - g.bias) * full
+    return float(_values(g)[torch.isfinite(_values(g))].abs().max())  # codebooks never recycle
 
 
 # ---- encoding ---------------------------------------------------------------
@@ -232,7 +229,7 @@ def _encode_float(y, g, overwrite=False):
     if g.signed:  # the sign bit stays on values that round to zero (-0), as hardware and torchao do
         code |= (y.view(torch.int32) >> 31) & (1 << (g.bits - 1))
     if g.special != "none":
-        code = torch.where(torch.isnan(y), _nan_code(g), code)
+        code = torch.where(torch.isnan(y), nan_code(g), code)
     return code
 
 
@@ -277,7 +274,8 @@ def magnitude_code(a: torch.Tensor, g: Grid, mode: str = "even") -> torch.Tensor
     return torch.where(a < g.min_normal, sub, t)
 
 
-def _nan_code(g: Grid) -> int:
+def nan_code(g: Grid) -> int:
+    """The NaN code of a float grid with special values (sign bit clear)."""
     return (1 << (g.ebits + g.mbits)) - 1  # all exponent and mantissa bits set
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .grids import F32_BIAS, F32_MANT, Grid, magnitude_code, value_table
+from .grids import F32_BIAS, F32_MANT, Grid, magnitude_code, nan_code, value_table
 
 _F32_MIN_NORMAL = 2.0**-126
 
@@ -86,7 +86,7 @@ def _pow2_scales(amax, grid, s: Grid, rounding):
         if rounding == "ceil":
             e = e + frac.to(torch.int32)
         e = (e - grid.emax).clamp(emin_s, emax_s + 1)  # one past the range -> NaN code
-    code = torch.where(torch.isnan(amax), emax_s + 1 + s.bias, e + s.bias)
+    code = torch.where(torch.isnan(amax), nan_code(s), e + s.bias)
     qmul = pow2(-e.clamp(max=emax_s))
     return code.to(torch.int32), qmul
 
@@ -103,7 +103,7 @@ def _mantissa_scales(amax, grid, s: Grid, rounding, ts):
         v = ideal.clamp(min=s.min_normal, max=s.max_value)
         code = magnitude_code(v, s, mode)
         if s.special != "none":
-            code = torch.where(torch.isnan(amax), (1 << (s.ebits + s.mbits)) - 1, code)
+            code = torch.where(torch.isnan(amax), nan_code(s), code)
         v = value_table(s, code.device)[code.long()]
     qmul = 1.0 / v if ts is None else (1.0 / ts) / v
     return code.to(torch.int32), qmul
@@ -113,8 +113,7 @@ def scale_values(code: torch.Tensor, rule, ts: torch.Tensor | None) -> torch.Ten
     """Dequantize multiplier of each block: scale value (times the tensor scale)."""
     s = rule.scale
     if s.mbits == 0:
-        nan_code = (1 << s.ebits) - 1
-        v = torch.where(code == nan_code, float("nan"), pow2(code.to(torch.int32) - s.bias))
+        v = torch.where(code == nan_code(s), float("nan"), pow2(code.to(torch.int32) - s.bias))
     elif s.bits == 32:
         v = code.to(torch.int32).view(torch.float32)
     else:
