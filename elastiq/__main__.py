@@ -1,0 +1,4 @@
+"""``python -m elastiq``: the same as the ``elastiq`` command."""
+from elastiq.cli import app
+
+app(prog_name="elastiq")
