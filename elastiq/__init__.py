@@ -24,12 +24,14 @@ def load(name_or_path, **kw):
     return load_float(name_or_path, **kw)
 
 
-def quantize(model, fmt_or_plan, act_format=None, progress: bool = True):
+def quantize(model, fmt_or_plan, act_format=None, progress: bool = True, embedding=None):
     """Pack ``model``'s linear layers in place by a format or a plan; returns the model
-    (its ``elastiq_report`` says what was quantized and what was kept)."""
-    from .quant import quantize_model
+    (its ``elastiq_report`` says what was quantized and what was kept). ``embedding`` (a
+    format, or "same") packs the token embedding too, and an output head tied to it."""
+    from .quant import quantize_model, with_embedding
 
-    model.elastiq_report = quantize_model(model, fmt_or_plan, act_format=act_format, progress=progress)
+    plan = with_embedding(model, fmt_or_plan, embedding)
+    model.elastiq_report = quantize_model(model, plan, act_format=act_format, progress=progress)
     return model
 
 

@@ -115,6 +115,7 @@ def _text(text: str) -> str:
 
 MODEL_HELP = "a built-in name (smollm2-135m), a Hugging Face directory, a .gguf file, or a saved packed model"
 TEXT_HELP = "a built-in text (wiki-eval) or a UTF-8 text file"
+EMBEDDING_HELP = "also pack the token embedding (and an output head tied to it) in this format; 'same': the --format"
 
 
 @app.command()
@@ -123,14 +124,15 @@ def quantize(
     fmt: str = typer.Option(..., "--format", "-f", help="a format name or 'key=value,...' string"),
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the packed model to"),
     act_format: Optional[str] = typer.Option(None, help="also round each linear layer's input onto this format"),
+    embedding: Optional[str] = typer.Option(None, help=EMBEDDING_HELP),
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
-    """Pack MODEL's linear layers in a format and save it."""
+    """Pack MODEL's linear layers (and optionally its embedding) in a format and save it."""
     import elastiq
 
     m, tok = _load(model)
     try:
-        elastiq.quantize(m, fmt, act_format=act_format)
+        elastiq.quantize(m, fmt, act_format=act_format, embedding=embedding)
         elastiq.save(m, out, tokenizer=tok, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         _fail(e)
@@ -165,6 +167,7 @@ def compare(
     context: int = typer.Option(1024, help="tokens per window"),
     plot: Path = typer.Option(Path("compare.png"), help="where to save the perplexity-vs-bits plot"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
+    embedding: Optional[str] = typer.Option(None, help=EMBEDDING_HELP),
 ) -> None:
     """Quality and size of MODEL in each format: bits per weight, bytes, perplexity, KL."""
     from elastiq import formats as F
@@ -173,16 +176,20 @@ def compare(
 
     names = [f.strip() for f in fmts.split(",") if f.strip()]
     try:
-        for n in names:
+        for n in names + ([embedding] if embedding not in (None, "same") else []):
             F.get(n)
     except ValueError as e:
         _fail(e)
     m, tok = _load(model)
-    table = Table(title=f"{model}: {max_tokens or 'all'} tokens of {text}, context {context}")
+    emb = f", embedding {embedding}" if embedding else ", embedding kept float"
+    table = Table(title=f"{model}: {max_tokens or 'all'} tokens of {text}, context {context}{emb}")
     for col in ["format", "bits/weight", "weight MiB", "perplexity", "Δ perplexity", "KL (nats)"]:
         table.add_column(col, justify="left" if col == "format" else "right")
-    results = run_compare(m, tok, _text(text), names, max_tokens=max_tokens or None, context=context,
-                          on_result=lambda r: console.print(f"  {r.format}: perplexity {r.perplexity:.3f}"))
+    try:
+        results = run_compare(m, tok, _text(text), names, max_tokens=max_tokens or None, context=context, embedding=embedding,
+                              on_result=lambda r: console.print(f"  {r.format}: perplexity {r.perplexity:.3f}"))
+    except ValueError as e:
+        _fail(e)
     for r in results:
         table.add_row(r.format, f"{r.bits_per_weight:.3f}", f"{r.weight_bytes / 2**20:.1f}", f"{r.perplexity:.3f}",
                       f"{r.delta_perplexity:+.3f}", f"{r.kl:.4f}")

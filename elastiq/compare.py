@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass
 
 from elastiq import formats as F
 from elastiq.evaluate import evaluate
-from elastiq.quant import QuantLinear, quantize_model, weight_bytes
+from elastiq.quant import QuantEmbedding, QuantLinear, quantize_model, tied_heads, weight_bytes, with_embedding
 
 
 @dataclass
 class FormatResult:
     format: str
-    bits_per_weight: float  # over the quantized linear weights, scales and selectors included
+    bits_per_weight: float  # over the packed weights (linear layers, and the embedding if packed), scales included
     weight_bytes: int  # every parameter and buffer of the model, as held in memory
     perplexity: float
     delta_perplexity: float
@@ -28,19 +28,23 @@ class FormatResult:
 
 
 def packed_bits_per_weight(model) -> float:
+    """Stored bits per packed weight; a head tied to a packed embedding is that embedding."""
+    tied = tied_heads(model)
     bits = n = 0
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
+    for name, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantEmbedding)) and name not in tied:
             bits += 8 * m.packed().nbytes
-            n += m.in_features * m.out_features
+            n += m.packed().numel
     return bits / n if n else 32.0
 
 
 def compare(model, tokenizer, text: str, formats: list[str], max_tokens: int | None = None, context: int = 1024,
-            progress: bool = True, on_result=None) -> list[FormatResult]:
-    """The float model first (format "float"), then one packed copy per format."""
+            progress: bool = True, on_result=None, embedding: str | None = None) -> list[FormatResult]:
+    """The float model first (format "float"), then one packed copy per format. With
+    ``embedding`` (a format, or "same") the token embedding is packed too."""
     for name in formats:
         F.get(name)  # refuse a bad name before any slow work
+        with_embedding(model, name, embedding)
     base = evaluate(model, tokenizer, text, max_tokens=max_tokens, context=context, progress=progress)
     results = [FormatResult("float", 32.0, weight_bytes(model), base.perplexity, 0.0, 0.0, base.tokens, 0.0, base.seconds)]
     if on_result:
@@ -48,7 +52,7 @@ def compare(model, tokenizer, text: str, formats: list[str], max_tokens: int | N
     for name in formats:
         q = copy.deepcopy(model)
         t0 = time.perf_counter()
-        quantize_model(q, name, progress=progress)
+        quantize_model(q, with_embedding(q, name, embedding), progress=progress)
         tq = time.perf_counter() - t0
         ev = evaluate(q, tokenizer, text, reference=model, max_tokens=max_tokens, context=context, progress=progress)
         results.append(FormatResult(name, packed_bits_per_weight(q), weight_bytes(q), ev.perplexity,

@@ -35,7 +35,7 @@ def test_quantize_eval_compare(model_dir, tmp_path):
     out = tmp_path / "packed"
     r = runner.invoke(app, ["quantize", str(d), "--format", "int4", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "14 linear layers quantized" in r.stdout and "lm_head" in r.stdout
+    assert "14 modules quantized" in r.stdout and "lm_head" in r.stdout
     r = runner.invoke(app, ["eval", str(out), "--text", str(text), "--context", "64"])
     assert r.exit_code == 0, r.output
     assert "perplexity" in r.stdout
@@ -45,6 +45,24 @@ def test_quantize_eval_compare(model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(js.read_text())
     assert [x["format"] for x in rows] == ["float", "int8", "mxfp4"] and plot.stat().st_size > 0
+    r = runner.invoke(app, ["compare", str(d), "--formats", "mxfp4", "--embedding", "same", "--text", str(text),
+                            "--context", "64", "--max-tokens", "0", "--plot", str(plot), "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    packed_all = json.loads(js.read_text())[1]
+    assert packed_all["weight_bytes"] < rows[2]["weight_bytes"]  # the packed embedding is smaller
+
+
+def test_quantize_with_embedding(model_dir, tmp_path):
+    d, text = model_dir
+    out = tmp_path / "packed"
+    r = runner.invoke(app, ["quantize", str(d), "--format", "nxfp4", "--embedding", "int8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "16 modules quantized" in r.stdout and "kept in float: nothing" in r.stdout
+    manifest = json.loads((out / "elastiq.json").read_text())
+    assert manifest["modules"]["model.embed_tokens"]["format"] == "int8"
+    assert manifest["modules"]["lm_head"]["tied_to"] == "model.embed_tokens"
+    r = runner.invoke(app, ["eval", str(out), "--text", str(text), "--context", "64"])
+    assert r.exit_code == 0 and "perplexity" in r.stdout, r.output
 
 
 def test_clear_errors(model_dir, tmp_path):
@@ -57,3 +75,5 @@ def test_clear_errors(model_dir, tmp_path):
     assert r.exit_code == 2 and "missing.txt" in r.output
     r = runner.invoke(app, ["compare", str(d), "--formats", "int4,bogus"])
     assert r.exit_code == 2 and "bogus" in r.output
+    r = runner.invoke(app, ["compare", str(d), "--formats", "int4", "--embedding", "int5x"])
+    assert r.exit_code == 2 and "int5x" in r.output

@@ -5,7 +5,7 @@
     p = quantize(x, "nvfp4")           # packed bytes: p.nbytes == storage_bytes(fmt, x.shape)
     x2 = dequantize(p)
 """
-from .cast import Packed, dequantize, fake_quantize, quantize
+from .cast import Packed, dequantize, empty_packed, fake_quantize, quantize
 from .catalog import E8M0, FP16, FP32, NF4, PRESETS, get, grid, names, parse, resolve, spec
 from .format import Format, bits_per_element, storage_bytes
 from .grids import Grid, decode, encode
@@ -13,6 +13,6 @@ from .packing import pack_bits, unpack_bits
 
 __all__ = [
     "Format", "Grid", "Packed", "PRESETS", "E8M0", "FP16", "FP32", "NF4",
-    "bits_per_element", "decode", "dequantize", "encode", "fake_quantize", "get", "grid",
+    "bits_per_element", "decode", "dequantize", "empty_packed", "encode", "fake_quantize", "get", "grid",
     "names", "pack_bits", "parse", "quantize", "resolve", "spec", "storage_bytes", "unpack_bits",
 ]

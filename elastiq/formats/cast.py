@@ -214,6 +214,19 @@ def quantize(x: torch.Tensor, fmt) -> Packed:
     )
 
 
+def empty_packed(fmt, shape, dtype: torch.dtype = torch.float32) -> Packed:
+    """A :class:`Packed` of ``shape`` in ``fmt`` with uninitialized buffers of the right
+    sizes: the target to load stored bytes into, without building a float tensor first."""
+    fmt = resolve(fmt)
+    geo = _Geometry(shape, fmt)
+    u8 = dict(dtype=torch.uint8)
+    return Packed(fmt, geo.shape, dtype,
+                  codes=torch.empty(packed_nbytes(geo.numel, fmt.element_bits), **u8),
+                  scales=torch.empty(packed_nbytes(geo.blocks, fmt.scale.bits), **u8),
+                  selectors=torch.empty(packed_nbytes(geo.blocks, fmt.selector_bits), **u8),
+                  tensor_scale=torch.ones((), dtype=torch.float32) if fmt.tensor_scale else None)
+
+
 def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Decode a :class:`Packed` back to a tensor (its original dtype unless ``dtype``)."""
     if not isinstance(packed, Packed):

@@ -1,6 +1,8 @@
 """elastiq.quant: packed quantized layers and models (imports elastiq.formats only)."""
+from .embedding import QuantEmbedding
 from .linear import QuantLinear
-from .model import QuantReport, fake_quantize_model, normalize_plan, planned_linears, quantize_model, weight_bytes
+from .model import (QuantReport, fake_quantize_model, normalize_plan, planned_modules, quantize_model, tied_heads,
+                    weight_bytes, with_embedding)
 
-__all__ = ["QuantLinear", "QuantReport", "fake_quantize_model", "normalize_plan", "planned_linears",
-           "quantize_model", "weight_bytes"]
+__all__ = ["QuantEmbedding", "QuantLinear", "QuantReport", "fake_quantize_model", "normalize_plan", "planned_modules",
+           "quantize_model", "tied_heads", "weight_bytes", "with_embedding"]

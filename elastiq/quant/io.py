@@ -1,8 +1,10 @@
 """Save and load a packed model: a directory of safetensors, config, tokenizer and a
-JSON manifest (format, shape of each quantized module; size and sha256 of each file).
+JSON manifest (kind, format, shape of each quantized module, which head is tied to
+which embedding; size and sha256 of each file).
 
 A save is built in a temporary directory and renamed into place (no half-written
-model). A load checks every file against the manifest before reading it.
+model). A load checks every file against the manifest before reading it, and builds
+the model skeleton on the meta device: no float copy of the weights is ever made.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from torch import nn
 from elastiq import formats as F
 from elastiq.cache import atomic_dir
 
+from .embedding import QuantEmbedding
 from .linear import QuantLinear
-from .model import _replace
+from .model import _replace, tied_heads
 
 MANIFEST = "elastiq.json"
 WEIGHTS = "model.safetensors"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 1 had packed linear layers only
 
 
 def _sha256(path: Path) -> str:
@@ -37,12 +41,17 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    modules = {
-        name: {"format": F.spec(m.fmt), "shape": [m.out_features, m.in_features],
-               "dtype": str(m.weight_dtype).removeprefix("torch."),
-               "act_format": F.spec(m.act_format) if m.act_format is not None else None}
-        for name, m in model.named_modules() if isinstance(m, QuantLinear)
-    }
+    ties = tied_heads(model)
+    modules = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantEmbedding)):
+            modules[name] = {"kind": "embedding" if isinstance(m, QuantEmbedding) else "linear",
+                             "format": F.spec(m.fmt), "shape": list(m.packed().shape),
+                             "dtype": str(m.weight_dtype).removeprefix("torch.")}
+            if isinstance(m, QuantLinear):
+                modules[name]["act_format"] = F.spec(m.act_format) if m.act_format is not None else None
+            if name in ties:
+                modules[name]["tied_to"] = ties[name]
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         model.config.to_json_file(str(tmp / "config.json"))
         save_model(model, str(tmp / WEIGHTS))
@@ -66,8 +75,9 @@ def read_manifest(directory) -> dict:
         raise FileNotFoundError(f"{directory} has no {MANIFEST}: it is not a model saved by elastiq") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{directory / MANIFEST} is corrupted (not JSON: {e})") from None
-    if manifest.get("elastiq") != VERSION:
-        raise ValueError(f"{directory} was saved by elastiq format version {manifest.get('elastiq')}, this is version {VERSION}")
+    if manifest.get("elastiq") not in READABLE:
+        raise ValueError(f"{directory} was saved by elastiq format version {manifest.get('elastiq')}; this elastiq "
+                         f"reads versions {', '.join(map(str, READABLE))}: upgrade elastiq, or save the model again")
     for name, meta in manifest["files"].items():
         p = directory / name
         if not p.is_file():
@@ -81,35 +91,80 @@ def read_manifest(directory) -> dict:
 
 def load(directory, with_tokenizer: bool = True):
     """(model, tokenizer or None) from a directory written by :func:`save`."""
+    from accelerate import init_empty_weights
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     directory = Path(directory)
     manifest = read_manifest(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    model = AutoModelForCausalLM.from_config(config)
-    for name, meta in manifest["modules"].items():
-        try:
-            old = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"{directory}: the manifest names module {name!r}, which a {config.model_type} model does not have") from None
-        if not isinstance(old, nn.Linear) or [old.out_features, old.in_features] != meta["shape"]:
-            raise ValueError(f"{directory}: module {name} is {old}, but the manifest says a linear of shape {meta['shape']}")
-        fmt = F.get(meta["format"])
-        empty = F.quantize(torch.zeros(meta["shape"], dtype=getattr(torch, meta["dtype"])), fmt)
-        act = F.get(meta["act_format"]) if meta["act_format"] else None
-        _replace(model, name, QuantLinear(empty, old.bias, act))
+    with init_empty_weights(include_buffers=False):  # float parameters on meta: no float copy of the model
+        model = AutoModelForCausalLM.from_config(config)
+    modules = manifest["modules"]
+    for name, meta in sorted(modules.items(), key=lambda kv: "tied_to" in kv[1]):  # embeddings before their heads
+        _replace(model, name, _packed_module(model, directory, config, name, meta))
+    _materialize(model)
     missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
-    if unexpected or [m for m in missing if not _is_tied(model, m)]:
-        raise ValueError(f"{directory / WEIGHTS} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    missing = set(missing) - _retie_float_head(model, config, set(missing))
+    if unexpected or missing:
+        raise ValueError(f"{directory / WEIGHTS} does not fit the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
     model.eval()
     tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True) if with_tokenizer and _has_tokenizer(directory) else None
     return model, tok
 
 
-def _is_tied(model, name: str) -> bool:
-    keys = getattr(model, "_tied_weights_keys", None) or []
-    return name in keys or any(name.endswith(k) for k in (keys if isinstance(keys, list) else keys.keys()))
+def _packed_module(model, directory, config, name: str, meta: dict):
+    """The empty packed module the manifest describes, checked against the skeleton's module."""
+    kind = meta.get("kind", "linear")
+    try:
+        old = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"{directory}: the manifest names module {name!r}, which a {config.model_type} model does not have") from None
+    want = nn.Embedding if kind == "embedding" else nn.Linear
+    shape = [old.num_embeddings, old.embedding_dim] if isinstance(old, nn.Embedding) else (
+        [old.out_features, old.in_features] if isinstance(old, nn.Linear) else None)
+    if not isinstance(old, want) or shape != meta["shape"]:
+        raise ValueError(f"{directory}: module {name} is {old}, but the manifest says {kind} of shape {meta['shape']}")
+    if "tied_to" in meta:
+        emb = model.get_submodule(meta["tied_to"])
+        if not isinstance(emb, QuantEmbedding):
+            raise ValueError(f"{directory}: module {name} is tied to {meta['tied_to']}, which the manifest does not pack")
+        return emb.tied_head()
+    empty = F.empty_packed(F.get(meta["format"]), meta["shape"], getattr(torch, meta["dtype"]))
+    if kind == "embedding":
+        return QuantEmbedding(empty, old.padding_idx)
+    act = F.get(meta["act_format"]) if meta.get("act_format") else None
+    bias = None if old.bias is None else torch.empty(old.bias.shape, dtype=old.bias.dtype)
+    return QuantLinear(empty, bias, act)
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give every parameter still on meta real (uninitialized) storage, keeping ties."""
+    new: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for pname, p in list(module._parameters.items()):
+            if p is not None and p.device.type == "meta":
+                if id(p) not in new:
+                    new[id(p)] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
+                module._parameters[pname] = new[id(p)]
+
+
+def _retie_float_head(model, config, missing: set) -> set:
+    """Tie a float output head to its float embedding again (the file stores the pair
+    once); returns the names this accounts for."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if not (getattr(config, "tie_word_embeddings", False) and isinstance(emb, nn.Embedding) and isinstance(head, nn.Linear)):
+        return set()
+    names = {id(m): n for n, m in model.named_modules()}
+    emb_key, head_key = f"{names[id(emb)]}.weight", f"{names[id(head)]}.weight"
+    if emb_key in missing and head_key not in missing:
+        emb.weight = head.weight
+        return {emb_key}
+    if head_key in missing and emb_key not in missing:
+        head.weight = emb.weight
+        return {head_key}
+    return set()
 
 
 def _has_tokenizer(directory: Path) -> bool:

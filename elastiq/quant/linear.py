@@ -12,6 +12,8 @@ from torch import nn
 
 from elastiq import formats as F
 
+from . import kernels
+
 
 class QuantLinear(nn.Module):
     def __init__(self, packed: F.Packed, bias: torch.Tensor | None = None, act_format: F.Format | str | None = None):
@@ -28,6 +30,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("tensor_scale", packed.tensor_scale)
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
         self.act_format = F.resolve(act_format) if act_format is not None else None
+        self._kernel = None  # kernels.KernelWeight, rebuilt when the buffers move
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt, act_format=None) -> "QuantLinear":
@@ -48,7 +51,19 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_format is not None:
             x = F.fake_quantize(x, self.act_format)
-        return Fn.linear(x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        kernel = None
+        if not (torch.is_grad_enabled() and x.requires_grad):  # the kernels have no backward
+            kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        if kernel is None:
+            return Fn.linear(x, self.weight().to(x.dtype), bias)
+        rows = x.reshape(-1, self.in_features).float()
+        if rows.shape[0] <= kernels.max_rows():  # decoding: multiply from the packed codes
+            y = kernel.matmul_t(rows)
+            y = (y if bias is None else y + bias).to(x.dtype)
+        else:  # prefill: decode once (fast), then BLAS does the heavy product
+            y = Fn.linear(rows.to(x.dtype), kernel.rows().to(x.dtype), bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         act = f", act={self.act_format.name}" if self.act_format is not None else ""

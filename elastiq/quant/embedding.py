@@ -1,0 +1,68 @@
+"""QuantEmbedding: a token embedding held packed in a number format.
+
+A lookup decodes only the rows it needs. When the output head is tied to the
+embedding (as in SmolLM2 and most small models), the head becomes a QuantLinear
+that shares these very buffers: one packed copy serves both.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from elastiq import formats as F
+
+from . import kernels
+from .linear import QuantLinear
+
+
+class QuantEmbedding(nn.Module):
+    def __init__(self, packed: F.Packed, padding_idx: int | None = None):
+        super().__init__()
+        if len(packed.shape) != 2:
+            raise ValueError(f"an embedding is 2-D (vocabulary, dim), got shape {packed.shape}")
+        if packed.fmt.axis % 2 != 1:
+            raise ValueError(f"format {packed.fmt.name} blocks along axis {packed.fmt.axis}: an embedding needs "
+                             "blocks along its rows (axis -1) so a lookup decodes whole rows")
+        packed.validate()
+        self.fmt = packed.fmt
+        self.num_embeddings, self.embedding_dim = packed.shape
+        self.weight_dtype = packed.dtype
+        self.padding_idx = padding_idx
+        self.register_buffer("codes", packed.codes)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("selectors", packed.selectors)
+        self.register_buffer("tensor_scale", packed.tensor_scale)
+        self._kernel = None
+
+    @classmethod
+    def from_embedding(cls, emb: nn.Embedding, fmt) -> "QuantEmbedding":
+        return cls(F.quantize(emb.weight.detach(), fmt), emb.padding_idx)
+
+    def packed(self) -> F.Packed:
+        return F.Packed(self.fmt, (self.num_embeddings, self.embedding_dim), self.weight_dtype,
+                        self.codes, self.scales, self.selectors, self.tensor_scale)
+
+    def tied_head(self) -> QuantLinear:
+        """An output head (logits = hidden @ embedding^T) sharing this module's packed buffers."""
+        return QuantLinear(self.packed())
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed().nbytes
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"token ids must be an integer tensor, got {ids.dtype}")
+        flat = ids.reshape(-1)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise IndexError(f"token id out of range: the vocabulary has {self.num_embeddings} entries, got ids "
+                             f"{int(flat.min())}..{int(flat.max())}")
+        kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        if kernel is not None:
+            rows = kernel.rows(flat)
+        else:  # no native kernels: decode the whole table, keep the rows asked for
+            rows = F.dequantize(self.packed(), torch.float32).index_select(0, flat.long())
+        return rows.to(self.weight_dtype).reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, format={self.fmt.name}, bytes={self.nbytes}"

@@ -1,0 +1,156 @@
+"""Native kernels for packed weights: decode rows, and multiply by a few input rows,
+straight from the packed codes (``lut_kernel.c``).
+
+The C source is compiled once per machine with the system C compiler
+(``cc -O3 -march=native -fopenmp``) into the elastiq cache and loaded with ctypes:
+no torch headers, about a second to build. Where no compiler is found, the build
+fails, or ``ELASTIQ_KERNELS=0`` is set, every caller falls back to the torch path
+(``elastiq.formats.dequantize``), which gives the same values, more slowly.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from elastiq import formats as F
+from elastiq.cache import cache_dir
+from elastiq.formats.grids import value_table
+from elastiq.formats.scales import scale_values
+
+SOURCE = Path(__file__).with_name("lut_kernel.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+
+
+class _QWeight(ctypes.Structure):
+    _fields_ = [
+        ("N", ctypes.c_int64), ("K", ctypes.c_int64),
+        ("bits", ctypes.c_int32), ("block", ctypes.c_int32), ("per_row", ctypes.c_int32),
+        ("scale_bits", ctypes.c_int32), ("sel_bits", ctypes.c_int32), ("pad_", ctypes.c_int32),
+        ("tensor_scale", ctypes.c_float), ("pad2_", ctypes.c_float),
+        ("codes", ctypes.c_void_p), ("scodes", ctypes.c_void_p), ("scale_lut", ctypes.c_void_p),
+        ("sel", ctypes.c_void_p), ("elem_lut", ctypes.c_void_p),
+    ]
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@lru_cache(maxsize=None)
+def library():
+    """The loaded kernel library, or None (with one warning saying why) where it cannot be had."""
+    if os.environ.get("ELASTIQ_KERNELS", "1") == "0":
+        return None
+    cc = _compiler()
+    if cc is None:
+        warnings.warn("elastiq: no C compiler found (install gcc): packed layers use the slower torch path", stacklevel=2)
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, sys.platform]).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"lut-{key}.so"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lut-", suffix=".so")
+        os.close(fd)
+        try:
+            try:
+                r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+                why = r.stderr.strip()[-300:] if r.returncode else None
+            except OSError as e:
+                why = str(e)
+            if why is not None:
+                warnings.warn(f"elastiq: building the packed-weight kernels failed ({cc}: {why}); "
+                              "packed layers use the slower torch path", stacklevel=2)
+                return None
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    lib = ctypes.CDLL(str(path))
+    p = ctypes.c_void_p
+    lib.eq_dequant_rows.argtypes = [ctypes.POINTER(_QWeight), p, ctypes.c_int64, p, ctypes.c_int]
+    lib.eq_gemv.argtypes = [ctypes.POINTER(_QWeight), p, p, p, ctypes.c_int64, p, ctypes.c_int]
+    lib.eq_dequant_rows.restype = lib.eq_gemv.restype = None
+    return lib
+
+
+def supported(fmt: F.Format, shape) -> bool:
+    """Whether the kernels handle a 2-D weight of ``shape`` in ``fmt``."""
+    if len(shape) != 2 or fmt.axis % 2 != 1:
+        return False
+    bits, block = fmt.element_bits, fmt.block or shape[1]
+    if bits not in (4, 8) or fmt.scale.bits not in (8, 16, 32) or fmt.selector_bits not in (0, 1, 2, 4, 8):
+        return False
+    return bits == 8 or (shape[1] % 2 == 0 and block % 2 == 0)
+
+
+def max_rows() -> int:
+    """Input rows up to which a product runs in the kernel rather than decode + BLAS."""
+    return 8
+
+
+class KernelWeight:
+    """A packed 2-D weight viewed by the kernels. It holds the value tables (a few KiB)
+    and pointers into the packed buffers: rebuild it when the buffers change."""
+
+    def __init__(self, packed: F.Packed):
+        fmt = packed.fmt
+        self.fmt, self.N, self.K = fmt, *packed.shape
+        self.key = _key(packed)
+        self._keep = [packed.codes, packed.scales, packed.selectors]
+        self.elem_lut = torch.cat([value_table(g, "cpu") for g in fmt.grids]).contiguous()
+        sbits = fmt.scale.bits
+        self.scale_lut = (scale_values(torch.arange(1 << sbits, dtype=torch.int32), fmt, None).float().contiguous()
+                          if sbits < 32 else torch.zeros(1))
+        ts = 1.0 if packed.tensor_scale is None else float(packed.tensor_scale)
+        block = fmt.block or self.K
+        self.q = _QWeight(self.N, self.K, fmt.element_bits, block, -(-self.K // block), sbits, fmt.selector_bits, 0, ts, 0.0,
+                          packed.codes.data_ptr(), packed.scales.data_ptr(), self.scale_lut.data_ptr(),
+                          packed.selectors.data_ptr() if packed.selectors.numel() else None, self.elem_lut.data_ptr())
+
+    def rows(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoded rows ``index`` (all rows when None) as float32 (len(index), K)."""
+        lib = library()
+        idx = None if index is None else index.reshape(-1).to(torch.int64).contiguous()
+        n = self.N if idx is None else idx.numel()
+        if idx is not None and n and (int(idx.min()) < 0 or int(idx.max()) >= self.N):
+            raise IndexError(f"row index out of range: the weight has {self.N} rows, got indices "
+                             f"{int(idx.min())}..{int(idx.max())}")
+        out = torch.empty(n, self.K, dtype=torch.float32)
+        lib.eq_dequant_rows(ctypes.byref(self.q), None if idx is None else idx.data_ptr(), n, out.data_ptr(),
+                            torch.get_num_threads())
+        return out
+
+    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) float32 @ W^T for M <= max_rows()."""
+        lib = library()
+        x = x.contiguous()
+        m = x.shape[0]
+        xe = x[:, 0::2].contiguous() if self.fmt.element_bits == 4 else x
+        xo = x[:, 1::2].contiguous() if self.fmt.element_bits == 4 else x
+        y = torch.empty(m, self.N, dtype=torch.float32)
+        lib.eq_gemv(ctypes.byref(self.q), x.data_ptr(), xe.data_ptr(), xo.data_ptr(), m, y.data_ptr(), torch.get_num_threads())
+        return y
+
+
+def _key(packed: F.Packed):
+    ts = None if packed.tensor_scale is None else float(packed.tensor_scale)
+    return (packed.codes.data_ptr(), packed.scales.data_ptr(), packed.selectors.data_ptr(), ts, packed.shape)
+
+
+def kernel_for(packed: F.Packed, cached: KernelWeight | None) -> KernelWeight | None:
+    """A KernelWeight for ``packed`` (reusing ``cached`` while its buffers are the same), or None
+    where the kernels cannot serve it: unsupported format, not on the CPU, or no library."""
+    if packed.codes.device.type != "cpu" or not supported(packed.fmt, packed.shape) or library() is None:
+        return None
+    if cached is not None and cached.key == _key(packed):
+        return cached
+    return KernelWeight(packed)

@@ -1,0 +1,231 @@
+/* Matrix products straight from packed weights: element codes of 4 or 8 bits decoded
+ * through a value table (one table per grid choice), times a per-block scale decoded
+ * through its own table. Built at run time by elastiq/quant/kernels.py with
+ * -O3 -march=native -fopenmp; the AVX2 paths are used when the machine has AVX2.
+ *
+ * Layout (see elastiq/formats/cast.py): row n of the (N, K) weight holds elements
+ * [n*K, (n+1)*K) of a little-endian code stream; block b of row n is block index
+ * n*per_row + b, whose scale code and selector sit in their own packed streams.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+typedef struct {
+    int64_t N, K;
+    int32_t bits;         /* element bits: 4 or 8 */
+    int32_t block;        /* elements per block along K */
+    int32_t per_row;      /* ceil(K / block) */
+    int32_t scale_bits;   /* 8, 16 (code -> scale_lut) or 32 (raw float32) */
+    int32_t sel_bits;     /* 0, 1, 2, 4 or 8 */
+    int32_t pad_;
+    float tensor_scale;   /* second-level scale, 1 when the format has none */
+    float pad2_;
+    const uint8_t *codes;
+    const uint8_t *scodes;
+    const float *scale_lut;
+    const uint8_t *sel;
+    const float *elem_lut;  /* (number of grids) x 2^bits values */
+} qweight;
+
+static inline float block_scale(const qweight *w, int64_t bi) {
+    float s;
+    if (w->scale_bits == 8) s = w->scale_lut[w->scodes[bi]];
+    else if (w->scale_bits == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
+    else memcpy(&s, w->scodes + 4 * bi, 4);
+    return s * w->tensor_scale;
+}
+
+static inline const float *block_lut(const qweight *w, int64_t bi) {
+    if (!w->sel_bits) return w->elem_lut;
+    int64_t p = bi * w->sel_bits;
+    int g = (w->sel[p >> 3] >> (p & 7)) & ((1 << w->sel_bits) - 1);
+    return w->elem_lut + ((int64_t)g << w->bits);
+}
+
+static inline int code_at(const qweight *w, int64_t e) {
+    if (w->bits == 8) return w->codes[e];
+    return (w->codes[e >> 1] >> ((e & 1) * 4)) & 15;
+}
+
+#ifdef __AVX2__
+/* Values of 8 4-bit codes (in int32 lanes) from a 16-entry table held in two registers. */
+static inline __m256 lut16(__m256i idx, __m256 lo, __m256 hi) {
+    __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+/* The low and high codes of 8 bytes, decoded through a 16-entry table. */
+static inline void decode8(const uint8_t *c, __m256 lo, __m256 hi, __m256 *vlo, __m256 *vhi) {
+    __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
+    *vlo = lut16(_mm256_and_si256(bytes, _mm256_set1_epi32(15)), lo, hi);
+    *vhi = lut16(_mm256_srli_epi32(bytes, 4), lo, hi);
+}
+#endif
+
+/* The block's value table with its scale folded in (2^bits entries, 16 or 256). */
+static inline void scaled_lut(const qweight *w, int64_t bi, float *out) {
+    float s = block_scale(w, bi);
+    const float *lut = block_lut(w, bi);
+    for (int i = 0; i < (1 << w->bits); i++) out[i] = lut[i] * s;
+}
+
+/* Decode rows `rows` (or all rows when rows is NULL) into out (nrows x K float32). */
+void eq_dequant_rows(const qweight *w, const int64_t *rows, int64_t nrows, float *out, int nthreads) {
+    const int64_t K = w->K;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t n = rows ? rows[r] : r;
+        float *o = out + r * K;
+        float lut[256];
+        for (int64_t b = 0; b < w->per_row; b++) {
+            int64_t bi = n * w->per_row + b;
+            scaled_lut(w, bi, lut);
+            int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K;
+            int64_t e = n * K + k0, k = k0;
+            if (w->bits == 4 && !(e & 1)) {
+                const uint8_t *c = w->codes + (e >> 1);
+#ifdef __AVX2__
+                __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8), vlo, vhi;
+                for (; k + 16 <= k1; k += 16, c += 8) {
+                    decode8(c, lo, hi, &vlo, &vhi);
+                    __m256 a = _mm256_unpacklo_ps(vlo, vhi), b2 = _mm256_unpackhi_ps(vlo, vhi);
+                    _mm256_storeu_ps(o + k, _mm256_permute2f128_ps(a, b2, 0x20));
+                    _mm256_storeu_ps(o + k + 8, _mm256_permute2f128_ps(a, b2, 0x31));
+                }
+#endif
+                for (; k + 1 < k1; k += 2, c++) {
+                    o[k] = lut[*c & 15];
+                    o[k + 1] = lut[*c >> 4];
+                }
+                if (k < k1) o[k] = lut[*c & 15];
+            } else {
+                for (e = n * K + k; k < k1; k++, e++) o[k] = lut[code_at(w, e)];
+            }
+        }
+    }
+}
+
+#ifdef __AVX2__
+static inline float hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+#endif
+
+#define EQ_MAX_M 8
+
+/* One output row for one input row, 4-bit codes: four independent accumulators so the
+ * FMA latency overlaps; the block's scale is folded into its value table. */
+static float row_dot4(const qweight *w, int64_t n, const float *x, const float *xe, const float *xo) {
+    const int64_t K = w->K;
+    float lut[16], tail = 0.0f;
+#ifdef __AVX2__
+    __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0, vlo, vhi, vlo2, vhi2;
+#endif
+    for (int64_t b = 0; b < w->per_row; b++) {
+        int64_t bi = n * w->per_row + b;
+        int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K, k = k0;
+#ifdef __AVX2__
+        const uint8_t *c = w->codes + ((n * K + k0) >> 1);
+        const float *raw = block_lut(w, bi);
+        __m256 s = _mm256_set1_ps(block_scale(w, bi));
+        __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(raw), s), hi = _mm256_mul_ps(_mm256_loadu_ps(raw + 8), s);
+        if ((k1 - k0) % 16) scaled_lut(w, bi, lut);  /* only the scalar tail reads it */
+        for (; k + 32 <= k1; k += 32, c += 16) {
+            decode8(c, lo, hi, &vlo, &vhi);
+            decode8(c + 8, lo, hi, &vlo2, &vhi2);
+            t0 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t0);
+            t1 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t1);
+            t2 = _mm256_fmadd_ps(vlo2, _mm256_loadu_ps(xe + (k >> 1) + 8), t2);
+            t3 = _mm256_fmadd_ps(vhi2, _mm256_loadu_ps(xo + (k >> 1) + 8), t3);
+        }
+        if (k + 16 <= k1) {
+            decode8(c, lo, hi, &vlo, &vhi);
+            t2 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t2);
+            t3 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t3);
+            k += 16;
+        }
+#else
+        scaled_lut(w, bi, lut);
+#endif
+        for (int64_t e = n * K + k; k < k1; k++, e++) tail += lut[code_at(w, e)] * x[k];
+    }
+#ifdef __AVX2__
+    tail += hsum(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
+#endif
+    return tail;
+}
+
+/* One output row for up to EQ_MAX_M input rows, any code width. */
+static void row_dot(const qweight *w, int64_t n, const float *x, const float *xe, const float *xo, int64_t M, float *y) {
+    const int64_t K = w->K, N = w->N, H = K / 2;
+    float lut[256], tot[EQ_MAX_M] = {0};
+#ifdef __AVX2__
+    __m256 acc[EQ_MAX_M];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+#endif
+    for (int64_t b = 0; b < w->per_row; b++) {
+        int64_t bi = n * w->per_row + b;
+        scaled_lut(w, bi, lut);
+        int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K, k = k0;
+#ifdef __AVX2__
+        if (w->bits == 4) {
+            __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8), vlo, vhi;
+            const uint8_t *c = w->codes + ((n * K + k0) >> 1);
+            for (; k + 16 <= k1; k += 16, c += 8) {
+                decode8(c, lo, hi, &vlo, &vhi);
+                for (int m = 0; m < M; m++) {
+                    acc[m] = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + m * H + (k >> 1)), acc[m]);
+                    acc[m] = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + m * H + (k >> 1)), acc[m]);
+                }
+            }
+        } else {
+            const uint8_t *c = w->codes + n * K + k0;
+            for (; k + 8 <= k1; k += 8, c += 8) {
+                __m256 v = _mm256_i32gather_ps(lut, _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c)), 4);
+                for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + m * K + k), acc[m]);
+            }
+        }
+#endif
+        for (int64_t e = n * K + k; k < k1; k++, e++) {
+            float v = lut[code_at(w, e)];
+            for (int m = 0; m < M; m++) tot[m] += v * x[m * K + k];
+        }
+    }
+    for (int m = 0; m < M; m++) {
+#ifdef __AVX2__
+        tot[m] += hsum(acc[m]);
+#endif
+        y[m * N + n] = tot[m];
+    }
+    (void)H;
+}
+
+/* y (M x N) = x (M x K) @ W^T for M <= EQ_MAX_M. For 4-bit codes xe/xo hold x's even
+ * and odd columns (M x K/2 each), so one byte's two codes meet their two inputs. */
+void eq_gemv(const qweight *w, const float *x, const float *xe, const float *xo, int64_t M, float *y, int nthreads) {
+    const int64_t N = w->N;
+    if (M == 1 && w->bits == 4) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t n = 0; n < N; n++) y[n] = row_dot4(w, n, x, xe, xo);
+    } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t n = 0; n < N; n++) row_dot(w, n, x, xe, xo, M, y);
+    }
+}
+
+int eq_max_m(void) { return EQ_MAX_M; }
+int eq_has_avx2(void) {
+#ifdef __AVX2__
+    return 1;
+#else
+    return 0;
+#endif
+}
