@@ -54,12 +54,18 @@ def quality_table(data: dict) -> str:
                    f"{r['delta_perplexity']:+.3f} | {r['kl']:.4f} |")
     if data.get("speed"):
         f = data["speed"][0]
-        out += ["", f"Speed and memory ({m['prompt_tokens']}-token prompt, {m['new_tokens']} greedy tokens, {m['threads']} threads):", "",
-                "| model | weight MiB | resident MiB | prefill tokens/s | decode tokens/s | decode vs float |", "|---|---|---|---|---|---|"]
+        peer = next((r for r in data["speed"] if r["format"].startswith("llama.cpp")), None)
+        runs = f" median of {m['speed_repeats']} fresh-process runs," if m.get("speed_repeats") else ""
+        out += ["", f"Speed and memory ({m['prompt_tokens']}-token prompt, {m['new_tokens']} greedy tokens, "
+                    f"{m['threads']} threads,{runs} weight share of float and ratios to float and llama.cpp):", "",
+                "| model | weight MiB | weight vs float | resident MiB | resident vs llama.cpp | prefill tokens/s "
+                "| decode tokens/s | decode vs float | decode vs llama.cpp |", "|---|---|---|---|---|---|---|---|---|"]
         for r in data["speed"]:
-            out.append(f"| {r['format']} | {r['weight_bytes'] / 2**20:.1f} | {r['resident_bytes'] / 2**20:.0f} | "
-                       f"{r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.2f} | "
-                       f"{r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x |")
+            vs_peer = (lambda k: f"{r[k] / peer[k]:.2f}x") if peer else (lambda k: "")
+            out.append(f"| {r['format']} | {r['weight_bytes'] / 2**20:.1f} | {r['weight_bytes'] / f['weight_bytes']:.0%} | "
+                       f"{r['resident_bytes'] / 2**20:.0f} | {vs_peer('resident_bytes')} | {r['prefill_tokens_per_s']:.0f} | "
+                       f"{r['decode_tokens_per_s']:.2f} | {r['decode_tokens_per_s'] / f['decode_tokens_per_s']:.2f}x | "
+                       f"{vs_peer('decode_tokens_per_s')} |")
     return "\n".join(out)
 
 
