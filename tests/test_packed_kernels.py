@@ -156,3 +156,15 @@ def test_save_load_packed_embedding_and_tied_head(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
     assert weight_bytes(again) == weight_bytes(model)
+
+
+def test_int8_value_tables_where_the_grid_allows():
+    from elastiq.formats.grids import value_table
+
+    def table(name):
+        return torch.cat([value_table(g, "cpu") for g in F.get(name).grids])
+
+    for name, mult in [("int4", 1.0), ("mxfp4", 0.5), ("nxfp4", 0.25)]:
+        i8, m = kernels._as_int8(table(name))
+        assert m == mult and torch.equal(i8.double() * m, table(name).double())
+    assert kernels._as_int8(table("nf4")) == (None, 1.0)  # NF4's levels are not dyadic: the float table serves

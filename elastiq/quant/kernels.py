@@ -39,6 +39,7 @@ class _QWeight(ctypes.Structure):
         ("tensor_scale", ctypes.c_float), ("pad2_", ctypes.c_float),
         ("codes", ctypes.c_void_p), ("scodes", ctypes.c_void_p), ("scale_lut", ctypes.c_void_p),
         ("sel", ctypes.c_void_p), ("elem_lut", ctypes.c_void_p),
+        ("elem_i8", ctypes.c_void_p), ("i8_mult", ctypes.c_float), ("pad3_", ctypes.c_float),
     ]
 
 
@@ -112,9 +113,11 @@ class KernelWeight:
                           if sbits < 32 else torch.zeros(1))
         ts = 1.0 if packed.tensor_scale is None else float(packed.tensor_scale)
         block = fmt.block or self.K
+        self.elem_i8, mult = _as_int8(self.elem_lut) if fmt.element_bits == 4 else (None, 1.0)
         self.q = _QWeight(self.N, self.K, fmt.element_bits, block, -(-self.K // block), sbits, fmt.selector_bits, 0, ts, 0.0,
                           packed.codes.data_ptr(), packed.scales.data_ptr(), self.scale_lut.data_ptr(),
-                          packed.selectors.data_ptr() if packed.selectors.numel() else None, self.elem_lut.data_ptr())
+                          packed.selectors.data_ptr() if packed.selectors.numel() else None, self.elem_lut.data_ptr(),
+                          None if self.elem_i8 is None else self.elem_i8.data_ptr(), mult, 0.0)
 
     def rows(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded rows ``index`` (all rows when None) as float32 (len(index), K)."""
@@ -139,6 +142,18 @@ class KernelWeight:
         y = torch.empty(m, self.N, dtype=torch.float32)
         lib.eq_gemv(ctypes.byref(self.q), x.data_ptr(), xe.data_ptr(), xo.data_ptr(), m, y.data_ptr(), torch.get_num_threads())
         return y
+
+
+def _as_int8(values: torch.Tensor):
+    """(values * 2^k as int8, 2^-k) for the smallest k that makes every value an integer
+    in [-127, 127] (E2M1: k=1, E1M2: k=2, INT4: k=0); (None, 1.0) when none does (NF4)."""
+    if not torch.isfinite(values).all():
+        return None, 1.0
+    for k in range(8):
+        v = values.double() * 2.0**k
+        if (v == v.round()).all() and v.abs().max() <= 127:
+            return v.to(torch.int8).contiguous(), 2.0**-k
+    return None, 1.0
 
 
 def _key(packed: F.Packed):

@@ -29,6 +29,9 @@ typedef struct {
     const float *scale_lut;
     const uint8_t *sel;
     const float *elem_lut;  /* (number of grids) x 2^bits values */
+    const int8_t *elem_i8;  /* the same values / i8_mult as int8, when all are such integers (4-bit only); or NULL */
+    float i8_mult;
+    float pad3_;
 } qweight;
 
 static inline float block_scale(const qweight *w, int64_t bi) {
@@ -121,32 +124,59 @@ static inline float hsum(__m256 v) {
 
 #define EQ_MAX_M 8
 
-/* One output row for one input row, 4-bit codes: four independent accumulators so the
- * FMA latency overlaps; the block's scale is folded into its value table. */
+#ifdef __AVX2__
+/* 32 codes (16 bytes) times 32 inputs, values from an int8 table (one byte shuffle per
+ * 16 codes): even-low, even-high, odd-low and odd-high lanes accumulate apart. */
+#define DOT32_I8(c, lut, pe, po, a0, a1, a2, a3) do {                                                     \
+    const __m128i m4_ = _mm_set1_epi8(15);                                                               \
+    __m128i by_ = _mm_loadu_si128((const __m128i *)(c));                                                 \
+    __m128i lo_ = _mm_shuffle_epi8(lut, _mm_and_si128(by_, m4_));                                        \
+    __m128i hi_ = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(by_, 4), m4_));                     \
+    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo_)), _mm256_loadu_ps(pe), a0);        \
+    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo_, 8))), _mm256_loadu_ps((pe) + 8), a1); \
+    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi_)), _mm256_loadu_ps(po), a2);        \
+    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi_, 8))), _mm256_loadu_ps((po) + 8), a3); \
+} while (0)
+#endif
+
+/* One output row for one input row, 4-bit codes. With an int8 table the codes become
+ * floats by a byte shuffle and a convert, and the block scale is applied once per block;
+ * otherwise the block's scale is folded into its float table. Four accumulators keep
+ * the FMA latency hidden. */
 static float row_dot4(const qweight *w, int64_t n, const float *x, const float *xe, const float *xo) {
     const int64_t K = w->K;
     float lut[16], tail = 0.0f;
 #ifdef __AVX2__
-    __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0, vlo, vhi, vlo2, vhi2;
+    __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0, vlo, vhi, vlo2, vhi2, ti = t0;
 #endif
     for (int64_t b = 0; b < w->per_row; b++) {
         int64_t bi = n * w->per_row + b;
         int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K, k = k0;
 #ifdef __AVX2__
         const uint8_t *c = w->codes + ((n * K + k0) >> 1);
-        const float *raw = block_lut(w, bi);
-        __m256 s = _mm256_set1_ps(block_scale(w, bi));
-        __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(raw), s), hi = _mm256_mul_ps(_mm256_loadu_ps(raw + 8), s);
-        if ((k1 - k0) % 16) scaled_lut(w, bi, lut);  /* only the scalar tail reads it */
-        for (; k + 32 <= k1; k += 32, c += 16) {
-            decode8(c, lo, hi, &vlo, &vhi);
-            decode8(c + 8, lo, hi, &vlo2, &vhi2);
-            t0 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t0);
-            t1 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t1);
-            t2 = _mm256_fmadd_ps(vlo2, _mm256_loadu_ps(xe + (k >> 1) + 8), t2);
-            t3 = _mm256_fmadd_ps(vhi2, _mm256_loadu_ps(xo + (k >> 1) + 8), t3);
+        if ((k1 - k0) % 32) scaled_lut(w, bi, lut);  /* only the 16-wide step and the scalar tail read it */
+        if (w->elem_i8) {
+            const int8_t *i8 = w->elem_i8 + (block_lut(w, bi) - w->elem_lut);
+            __m128i l8 = _mm_loadu_si128((const __m128i *)i8);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (; k + 32 <= k1; k += 32, c += 16) DOT32_I8(c, l8, xe + (k >> 1), xo + (k >> 1), a0, a1, a2, a3);
+            __m256 sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            ti = _mm256_fmadd_ps(sum, _mm256_set1_ps(block_scale(w, bi) * w->i8_mult), ti);
+        } else {
+            const float *raw = block_lut(w, bi);
+            __m256 s = _mm256_set1_ps(block_scale(w, bi));
+            __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(raw), s), hi = _mm256_mul_ps(_mm256_loadu_ps(raw + 8), s);
+            for (; k + 32 <= k1; k += 32, c += 16) {
+                decode8(c, lo, hi, &vlo, &vhi);
+                decode8(c + 8, lo, hi, &vlo2, &vhi2);
+                t0 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t0);
+                t1 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t1);
+                t2 = _mm256_fmadd_ps(vlo2, _mm256_loadu_ps(xe + (k >> 1) + 8), t2);
+                t3 = _mm256_fmadd_ps(vhi2, _mm256_loadu_ps(xo + (k >> 1) + 8), t3);
+            }
         }
         if (k + 16 <= k1) {
+            __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
             decode8(c, lo, hi, &vlo, &vhi);
             t2 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t2);
             t3 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t3);
@@ -158,7 +188,7 @@ static float row_dot4(const qweight *w, int64_t n, const float *x, const float *
         for (int64_t e = n * K + k; k < k1; k++, e++) tail += lut[code_at(w, e)] * x[k];
     }
 #ifdef __AVX2__
-    tail += hsum(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
+    tail += hsum(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)), ti));
 #endif
     return tail;
 }
