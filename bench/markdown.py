@@ -69,11 +69,29 @@ def quality_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def kernels_table(data: dict) -> str:
+    m = data["meta"]
+    fmts = m["formats"]
+    cols = ["float"] + fmts + ["torch_int4pack", "nxfp4_torch_path"]
+    names = {"torch_int4pack": "torch int4pack (int4-g64)", "nxfp4_torch_path": "nxfp4, torch path"}
+    out = [f"One token (a matrix-vector product), median µs of {m['reps']} passes over the copies, torch {m['torch']}, "
+           f"{m['date']}; in brackets: speed-up over float32 (above 1 is faster).", ""]
+    for threads in sorted({r["threads"] for r in data["rows"]}):
+        out += [f"{threads} thread{'s' if threads > 1 else ''}:", "",
+                "| weight (out x in) | " + " | ".join(names.get(c, c) for c in cols) + " |",
+                "|---|" + "---|" * len(cols)]
+        for r in (r for r in data["rows"] if r["threads"] == threads):
+            cells = [f"{r[c + '_us']:.0f}" + ("" if c == "float" else f" ({r['float_us'] / r[c + '_us']:.2f}x)") for c in cols]
+            out.append(f"| {r['shape']} ({r['out']} x {r['in']}) | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
-    render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table}.get(which)
+    render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

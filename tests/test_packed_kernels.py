@@ -168,3 +168,17 @@ def test_int8_value_tables_where_the_grid_allows():
         i8, m = kernels._as_int8(table(name))
         assert m == mult and torch.equal(i8.double() * m, table(name).double())
     assert kernels._as_int8(table("nf4")) == (None, 1.0)  # NF4's levels are not dyadic: the float table serves
+
+
+@needs_kernels
+def test_the_portable_build_without_avx2_gives_the_same_results():
+    lib = kernels.library(("-mno-avx2", "-mno-fma"))
+    assert lib is not None and lib.eq_has_avx2() == 0
+    torch.manual_seed(5)
+    w, x = torch.randn(40, 200), torch.randn(3, 200)
+    for fmt in ["nxfp4", "nvfp4", "nf4", "int8", "mxfp8_e4m3"]:
+        p = F.quantize(w, fmt)
+        plain, fast = kernels.KernelWeight(p, lib), kernels.KernelWeight(p)
+        assert torch.equal(plain.rows(), F.dequantize(p, torch.float32))
+        for m in (1, 3):
+            assert torch.allclose(plain.matmul_t(x[:m]), fast.matmul_t(x[:m]), rtol=1e-5, atol=1e-5)

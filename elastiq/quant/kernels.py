@@ -48,15 +48,17 @@ def _compiler() -> str | None:
 
 
 @lru_cache(maxsize=None)
-def library():
-    """The loaded kernel library, or None (with one warning saying why) where it cannot be had."""
+def library(extra_flags: tuple[str, ...] = ()):
+    """The loaded kernel library, or None (with one warning saying why) where it cannot be had.
+    ``extra_flags`` builds a variant (the tests build one without AVX2)."""
     if os.environ.get("ELASTIQ_KERNELS", "1") == "0":
         return None
     cc = _compiler()
     if cc is None:
         warnings.warn("elastiq: no C compiler found (install gcc): packed layers use the slower torch path", stacklevel=2)
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, sys.platform]).encode()).hexdigest()[:16]
+    flags = [*FLAGS, *extra_flags]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"lut-{key}.so"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ def library():
         os.close(fd)
         try:
             try:
-                r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+                r = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
                 why = r.stderr.strip()[-300:] if r.returncode else None
             except OSError as e:
                 why = str(e)
@@ -80,6 +82,7 @@ def library():
     lib.eq_dequant_rows.argtypes = [ctypes.POINTER(_QWeight), p, ctypes.c_int64, p, ctypes.c_int]
     lib.eq_gemv.argtypes = [ctypes.POINTER(_QWeight), p, p, p, ctypes.c_int64, p, ctypes.c_int]
     lib.eq_dequant_rows.restype = lib.eq_gemv.restype = None
+    lib.eq_has_avx2.restype = ctypes.c_int
     return lib
 
 
@@ -102,7 +105,8 @@ class KernelWeight:
     """A packed 2-D weight viewed by the kernels. It holds the value tables (a few KiB)
     and pointers into the packed buffers: rebuild it when the buffers change."""
 
-    def __init__(self, packed: F.Packed):
+    def __init__(self, packed: F.Packed, lib=None):
+        self.lib = lib or library()
         fmt = packed.fmt
         self.fmt, self.N, self.K = fmt, *packed.shape
         self.key = _key(packed)
@@ -113,7 +117,7 @@ class KernelWeight:
                           if sbits < 32 else torch.zeros(1))
         ts = 1.0 if packed.tensor_scale is None else float(packed.tensor_scale)
         block = fmt.block or self.K
-        self.elem_i8, mult = _as_int8(self.elem_lut) if fmt.element_bits == 4 else (None, 1.0)
+        self.elem_i8, mult = _as_int8(self.elem_lut) if fmt.element_bits == 4 else _int8_codes(self.elem_lut)
         self.q = _QWeight(self.N, self.K, fmt.element_bits, block, -(-self.K // block), sbits, fmt.selector_bits, 0, ts, 0.0,
                           packed.codes.data_ptr(), packed.scales.data_ptr(), self.scale_lut.data_ptr(),
                           packed.selectors.data_ptr() if packed.selectors.numel() else None, self.elem_lut.data_ptr(),
@@ -121,7 +125,7 @@ class KernelWeight:
 
     def rows(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded rows ``index`` (all rows when None) as float32 (len(index), K)."""
-        lib = library()
+        lib = self.lib
         idx = None if index is None else index.reshape(-1).to(torch.int64).contiguous()
         n = self.N if idx is None else idx.numel()
         if idx is not None and n and (int(idx.min()) < 0 or int(idx.max()) >= self.N):
@@ -134,7 +138,7 @@ class KernelWeight:
 
     def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) float32 @ W^T for M <= max_rows()."""
-        lib = library()
+        lib = self.lib
         x = x.contiguous()
         m = x.shape[0]
         xe = x[:, 0::2].contiguous() if self.fmt.element_bits == 4 else x
@@ -153,6 +157,17 @@ def _as_int8(values: torch.Tensor):
         v = values.double() * 2.0**k
         if (v == v.round()).all() and v.abs().max() <= 127:
             return v.to(torch.int8).contiguous(), 2.0**-k
+    return None, 1.0
+
+
+def _int8_codes(values: torch.Tensor):
+    """For 8-bit grids whose value is the code read as a two's-complement int8 times a
+    step (INT8, MXINT8): (that int8 table, step), telling the kernel to convert codes
+    directly; (None, 1.0) otherwise (FP8: a table gather)."""
+    as_int = torch.arange(256, dtype=torch.int64).to(torch.uint8).view(torch.int8)
+    step = float(values[1]) if values.numel() == 256 else 0.0
+    if step > 0 and torch.equal(values, as_int.float() * step):
+        return as_int.contiguous(), step
     return None, 1.0
 
 

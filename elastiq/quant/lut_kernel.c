@@ -154,12 +154,21 @@ static float row_dot4(const qweight *w, int64_t n, const float *x, const float *
         int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K, k = k0;
 #ifdef __AVX2__
         const uint8_t *c = w->codes + ((n * K + k0) >> 1);
-        if ((k1 - k0) % 32) scaled_lut(w, bi, lut);  /* only the 16-wide step and the scalar tail read it */
         if (w->elem_i8) {
             const int8_t *i8 = w->elem_i8 + (block_lut(w, bi) - w->elem_lut);
             __m128i l8 = _mm_loadu_si128((const __m128i *)i8);
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (; k + 32 <= k1; k += 32, c += 16) DOT32_I8(c, l8, xe + (k >> 1), xo + (k >> 1), a0, a1, a2, a3);
+            if (k + 16 <= k1) {  /* blocks of 16 (NVFP4) */
+                const __m128i m4 = _mm_set1_epi8(15);
+                __m128i by = _mm_loadl_epi64((const __m128i *)c);
+                __m128i lo8 = _mm_shuffle_epi8(l8, _mm_and_si128(by, m4));
+                __m128i hi8 = _mm_shuffle_epi8(l8, _mm_and_si128(_mm_srli_epi16(by, 4), m4));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo8)), _mm256_loadu_ps(xe + (k >> 1)), a0);
+                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi8)), _mm256_loadu_ps(xo + (k >> 1)), a2);
+                k += 16;
+                c += 8;
+            }
             __m256 sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             ti = _mm256_fmadd_ps(sum, _mm256_set1_ps(block_scale(w, bi) * w->i8_mult), ti);
         } else {
@@ -174,14 +183,14 @@ static float row_dot4(const qweight *w, int64_t n, const float *x, const float *
                 t2 = _mm256_fmadd_ps(vlo2, _mm256_loadu_ps(xe + (k >> 1) + 8), t2);
                 t3 = _mm256_fmadd_ps(vhi2, _mm256_loadu_ps(xo + (k >> 1) + 8), t3);
             }
+            if (k + 16 <= k1) {
+                decode8(c, lo, hi, &vlo, &vhi);
+                t2 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t2);
+                t3 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t3);
+                k += 16;
+            }
         }
-        if (k + 16 <= k1) {
-            __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
-            decode8(c, lo, hi, &vlo, &vhi);
-            t2 = _mm256_fmadd_ps(vlo, _mm256_loadu_ps(xe + (k >> 1)), t2);
-            t3 = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + (k >> 1)), t3);
-            k += 16;
-        }
+        if (k < k1) scaled_lut(w, bi, lut);  /* only the scalar tail reads it */
 #else
         scaled_lut(w, bi, lut);
 #endif
@@ -198,16 +207,18 @@ static void row_dot(const qweight *w, int64_t n, const float *x, const float *xe
     const int64_t K = w->K, N = w->N, H = K / 2;
     float lut[256], tot[EQ_MAX_M] = {0};
 #ifdef __AVX2__
-    __m256 acc[EQ_MAX_M];
+    __m256 acc[EQ_MAX_M], part[EQ_MAX_M];
     for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
 #endif
     for (int64_t b = 0; b < w->per_row; b++) {
         int64_t bi = n * w->per_row + b;
-        scaled_lut(w, bi, lut);
         int64_t k0 = b * w->block, k1 = k0 + w->block < K ? k0 + w->block : K, k = k0;
+        float s = block_scale(w, bi);
+        const float *raw = block_lut(w, bi);
 #ifdef __AVX2__
-        if (w->bits == 4) {
-            __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8), vlo, vhi;
+        if (w->bits == 4) {  /* the scale folded into the block's table, in registers */
+            __m256 vs = _mm256_set1_ps(s), vlo, vhi;
+            __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(raw), vs), hi = _mm256_mul_ps(_mm256_loadu_ps(raw + 8), vs);
             const uint8_t *c = w->codes + ((n * K + k0) >> 1);
             for (; k + 16 <= k1; k += 16, c += 8) {
                 decode8(c, lo, hi, &vlo, &vhi);
@@ -216,17 +227,25 @@ static void row_dot(const qweight *w, int64_t n, const float *x, const float *xe
                     acc[m] = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + m * H + (k >> 1)), acc[m]);
                 }
             }
-        } else {
+        } else {  /* 8-bit: unscaled values (int8 codes as they are, or a table gather), the scale once per block */
             const uint8_t *c = w->codes + n * K + k0;
+            for (int m = 0; m < M; m++) part[m] = _mm256_setzero_ps();
             for (; k + 8 <= k1; k += 8, c += 8) {
-                __m256 v = _mm256_i32gather_ps(lut, _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c)), 4);
-                for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + m * K + k), acc[m]);
+                __m128i c8 = _mm_loadl_epi64((const __m128i *)c);
+                __m256 v = w->elem_i8 ? _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c8))
+                                      : _mm256_i32gather_ps(raw, _mm256_cvtepu8_epi32(c8), 4);
+                for (int m = 0; m < M; m++) part[m] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + m * K + k), part[m]);
             }
+            __m256 vs = _mm256_set1_ps(w->elem_i8 ? s * w->i8_mult : s);
+            for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(part[m], vs, acc[m]);
         }
 #endif
-        for (int64_t e = n * K + k; k < k1; k++, e++) {
-            float v = lut[code_at(w, e)];
-            for (int m = 0; m < M; m++) tot[m] += v * x[m * K + k];
+        if (k < k1) {  /* the scalar tail (everything, without AVX2) */
+            for (int i = 0; i < (1 << w->bits); i++) lut[i] = raw[i] * s;
+            for (int64_t e = n * K + k; k < k1; k++, e++) {
+                float v = lut[code_at(w, e)];
+                for (int m = 0; m < M; m++) tot[m] += v * x[m * K + k];
+            }
         }
     }
     for (int m = 0; m < M; m++) {
