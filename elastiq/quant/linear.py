@@ -41,8 +41,11 @@ class QuantLinear(nn.Module):
                         self.codes, self.scales, self.selectors, self.tensor_scale)
 
     def weight(self) -> torch.Tensor:
-        """The decoded float weight (computed on each call)."""
-        return F.dequantize(self.packed())
+        """The decoded float weight (computed on each call, by the native kernel where it can)."""
+        kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        if kernel is None:
+            return F.dequantize(self.packed())
+        return kernel.rows().to(self.weight_dtype)
 
     @property
     def nbytes(self) -> int:

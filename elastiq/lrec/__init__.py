@@ -1,0 +1,13 @@
+"""elastiq.lrec: low-rank error correction of packed models (EMEF training of LoRA adapters, LREC loss).
+
+    targets = teacher_targets(float_model, tok, load_text("wiki-calib"))   # then the float model can go
+    add_adapters(packed_model, rank=16, init="svd", float_model=float_model)
+    correct(packed_model, targets, steps=200)
+    save_adapters(packed_model, "out/adapters")
+"""
+from .adapter import LoRALinear, add_adapters, adapters_of, effective_bits, merged_weight
+from .io import load_adapters, save_adapters
+from .train import TeacherTargets, TrainLog, correct, distill_loss, teacher_targets
+
+__all__ = ["LoRALinear", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of", "correct", "distill_loss",
+           "effective_bits", "load_adapters", "merged_weight", "save_adapters", "teacher_targets"]

@@ -1,0 +1,144 @@
+"""LoRA adapters on packed layers, trained without a float copy of the base (EMEF).
+
+Our own small adapter rather than peft's: peft's LoRA wraps nn.Linear and a fixed list
+of quantized layer classes (bitsandbytes, GPTQ, AWQ, torchao, ...); wrapping
+``QuantLinear`` would mean writing a peft layer class anyway, and the backward pass
+through packed codes below is the part that matters.
+
+The backward pass through a packed layer needs only the gradient with respect to its
+input, ``grad_y @ W``. ``W`` is decoded from the packed codes inside the backward pass
+and dropped right after: autograd never holds a float copy of any base weight.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from elastiq.quant import QuantLinear
+
+
+class _PackedMatmul(torch.autograd.Function):
+    """y = base(x) with grad_x = grad_y @ W, W decoded in backward (not saved)."""
+
+    @staticmethod
+    def forward(ctx, x, base: QuantLinear):
+        ctx.base = base
+        with torch.no_grad():
+            return base(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        w = ctx.base.weight().to(grad_y.dtype)
+        return grad_y @ w, None
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scaling * x A^T B^T`` over a frozen, packed ``QuantLinear``."""
+
+    def __init__(self, base: QuantLinear, rank: int, alpha: float | None = None):
+        super().__init__()
+        if not isinstance(base, QuantLinear):
+            raise TypeError(f"LoRA adapters go on packed QuantLinear layers, got {type(base).__name__}")
+        if not isinstance(rank, int) or rank < 1 or rank > min(base.in_features, base.out_features):
+            raise ValueError(f"rank must be an integer from 1 to {min(base.in_features, base.out_features)} for a "
+                             f"{base.out_features}x{base.in_features} layer, got {rank!r}")
+        self.base = base
+        self.rank = rank
+        self.alpha = float(alpha if alpha is not None else rank)
+        self.scaling = self.alpha / rank
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # the standard LoRA start: B = 0, so no change yet
+
+    def init_from_error(self, float_weight: torch.Tensor) -> float:
+        """LoftQ-style start: B A * scaling = the best rank-r approximation of (W - decoded W_q).
+        Returns the share of the error's energy that the adapter captures."""
+        err = float_weight.detach().double() - self.base.weight().double()
+        u, s, vh = torch.linalg.svd(err, full_matrices=False)
+        r = self.rank
+        root = s[:r].sqrt() / math.sqrt(self.scaling)
+        with torch.no_grad():
+            self.lora_B.copy_((u[:, :r] * root).float())
+            self.lora_A.copy_((root[:, None] * vh[:r]).float())
+        total = float((s * s).sum())
+        return float((s[:r] * s[:r]).sum()) / total if total > 0 else 1.0
+
+    def delta(self) -> torch.Tensor:
+        """The adapter's weight update, scaling * B A (out x in)."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    @property
+    def adapter_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in (self.lora_A, self.lora_B))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _PackedMatmul.apply(x, self.base) if torch.is_grad_enabled() else self.base(x)
+        a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
+        return y + self.scaling * ((x @ a.T) @ b.T)
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha:g}, base={self.base.fmt.name}"
+
+
+def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: str = "zero",
+                 float_model: nn.Module | None = None, patterns=("*",)) -> dict[str, LoRALinear]:
+    """Wrap every packed linear layer of ``model`` whose name matches ``patterns`` in a
+    LoRALinear; freeze everything else. ``init="svd"`` starts each adapter from the SVD
+    of its layer's quantization error, which needs ``float_model`` (same architecture,
+    float weights). Returns {name: adapter}."""
+    from fnmatch import fnmatchcase
+
+    from elastiq.quant.model import _replace
+
+    if init not in ("zero", "svd"):
+        raise ValueError(f"init must be 'zero' or 'svd', got {init!r}")
+    if init == "svd" and float_model is None:
+        raise ValueError("init='svd' needs the float model (the adapters start from W - decoded W_q)")
+    targets = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, QuantLinear) and any(fnmatchcase(n, p) for p in patterns)]
+    if not targets:
+        raise ValueError("the model has no packed linear layers to put adapters on: quantize it first")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    floats = dict(float_model.named_modules()) if float_model is not None else {}
+    adapters = {}
+    for name, base in targets:
+        lora = LoRALinear(base, rank, alpha)
+        if init == "svd":
+            ref = floats.get(name)
+            if not isinstance(ref, nn.Linear) or tuple(ref.weight.shape) != (base.out_features, base.in_features):
+                raise ValueError(f"the float model has no linear layer {name} of shape "
+                                 f"{(base.out_features, base.in_features)}: is it the model that was quantized?")
+            lora.init_from_error(ref.weight)
+        _replace(model, name, lora)
+        adapters[name] = lora
+    return adapters
+
+
+def adapters_of(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def merged_weight(lora: LoRALinear) -> torch.Tensor:
+    """The float weight the adapted layer computes with: decoded W_q + scaling * B A."""
+    return lora.base.weight().float() + lora.delta().detach()
+
+
+def effective_bits(model: nn.Module) -> dict:
+    """Bits per base weight of the packed linear layers, without and with their adapters
+    (the "INT2.1" figure)."""
+    loras = adapters_of(model)
+    packed = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    weights = sum(m.in_features * m.out_features for m in packed)
+    base_bytes = sum(m.packed().nbytes for m in packed)
+    extra = sum(lo.adapter_bytes for lo in loras.values())
+    if not weights:
+        raise ValueError("the model has no packed linear layers")
+    return {"weights": weights, "base_bytes": base_bytes, "adapter_bytes": extra,
+            "bits_per_weight": 8 * base_bytes / weights, "bits_per_weight_with_adapters": 8 * (base_bytes + extra) / weights,
+            "adapter_share_of_packed_linears": extra / base_bytes}
+
+
+__all__ = ["LoRALinear", "add_adapters", "adapters_of", "effective_bits", "merged_weight"]

@@ -1,0 +1,203 @@
+"""LREC: train the adapters so the packed model matches the float one.
+
+The float model's next-token distributions over the calibration text are computed once
+(``teacher_targets``: its top-k log-probabilities per position, float16) and the float
+model can then be dropped: training holds the packed model, its adapters, their optimizer
+state and the activations of one window (recomputed layer by layer: activation
+checkpointing). The loss is KL(teacher || student) over the teacher's top-k tokens,
+optionally plus the ordinary next-token loss.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as Fn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from elastiq.cache import atomic_dir
+from elastiq.data import tokenize, windows
+
+from .adapter import adapters_of
+
+CHECKPOINT_STATE = "state.pt"
+
+
+@dataclass
+class TeacherTargets:
+    """Per window: its token ids, and the float model's top-k log-probs (and their token
+    ids) for the next token at every position but the last."""
+
+    ids: list[torch.Tensor]
+    logp: list[torch.Tensor]  # (len - 1, k) float16
+    top: list[torch.Tensor]  # (len - 1, k) int32
+    k: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(t) - 1 for t in self.ids)
+
+    @property
+    def mass(self) -> float:
+        """Mean probability mass the teacher puts on its top-k tokens (what the loss sees)."""
+        return float(torch.cat([lp.float().exp().sum(-1) for lp in self.logp]).mean())
+
+
+@torch.no_grad()
+def teacher_targets(float_model, tokenizer, text: str, context: int = 256, max_tokens: int | None = 16384,
+                    top_k: int = 64, progress: bool = True) -> TeacherTargets:
+    """The float model's top-k next-token log-probs on non-overlapping windows of ``text``."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    wins = [w for w, _ in windows(tokenize(tokenizer, text), context=context, max_tokens=max_tokens)]
+    if not wins:
+        raise ValueError("the calibration text is too short for a single window")
+    float_model.eval()
+    out = TeacherTargets([], [], [], top_k)
+    with Progress(TextColumn("teacher"), BarColumn(), TimeRemainingColumn(), transient=True,
+                  disable=not (progress and sys.stderr.isatty())) as prog:
+        task = prog.add_task("", total=len(wins))
+        for w in wins:
+            logp = Fn.log_softmax(float_model(w[None]).logits[0, :-1].float(), -1)
+            vals, idx = logp.topk(min(top_k, logp.shape[-1]), -1)
+            out.ids.append(w.clone())
+            out.logp.append(vals.half())
+            out.top.append(idx.int())
+            prog.advance(task)
+    return out
+
+
+def distill_loss(student_logits: torch.Tensor, logp: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of sum_top p_t (log p_t - log p_s), p_s the student's full softmax."""
+    s = Fn.log_softmax(student_logits.float(), -1).gather(-1, top.long())
+    t = logp.float()
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
+@dataclass
+class TrainLog:
+    losses: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumulate: int = 1, lm_weight: float = 0.0,
+            checkpoint_dir=None, save_every: int = 25, checkpointing: bool = True, progress: bool = True,
+            stop_after: int | None = None) -> TrainLog:
+    """Train ``model``'s adapters for ``steps`` optimizer steps (each over ``accumulate``
+    windows). With ``checkpoint_dir`` the adapters and optimizer state are written there
+    every ``save_every`` steps (whole or not at all) and a later call resumes from them.
+    ``stop_after`` ends the run early after that many steps of this call (to test resuming)."""
+    loras = adapters_of(model)
+    if not loras:
+        raise ValueError("the model has no adapters: call elastiq.lrec.add_adapters first")
+    if not isinstance(steps, int) or steps < 1 or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"steps and accumulate must be positive integers, got {steps!r} and {accumulate!r}")
+    if len(targets) == 0:
+        raise ValueError("no teacher targets to train on")
+    params = [p for lo in loras.values() for p in (lo.lora_A, lo.lora_B)]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_shape(s, steps))
+    log = TrainLog()
+    start = _resume(checkpoint_dir, loras, opt, sched, steps) if checkpoint_dir else 0
+    log.resumed_from = start
+    if checkpointing:
+        _checkpointing(model, True)
+    model.train()
+    cols = (TextColumn("LREC"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    try:
+        with Progress(*cols, transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+            task = prog.add_task("", total=steps, completed=start, loss=float("nan"))
+            for step in range(start, steps):
+                t0 = time.perf_counter()
+                total = 0.0
+                for micro in range(accumulate):
+                    i = (step * accumulate + micro) % len(targets)
+                    logits = model(targets.ids[i][None], use_cache=False).logits[0, :-1]
+                    loss = distill_loss(logits, targets.logp[i], targets.top[i])
+                    if lm_weight:
+                        loss = loss + lm_weight * Fn.cross_entropy(logits.float(), targets.ids[i][1:])
+                    (loss / accumulate).backward()
+                    total += float(loss) / accumulate
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                log.losses.append(total)
+                log.seconds.append(time.perf_counter() - t0)
+                prog.update(task, advance=1, loss=total)
+                done = step + 1
+                if checkpoint_dir and (done % save_every == 0 or done == steps):
+                    _save_checkpoint(checkpoint_dir, loras, opt, sched, done, steps)
+                if stop_after is not None and done - start >= stop_after:
+                    break
+    finally:
+        model.eval()
+        if checkpointing:
+            _checkpointing(model, False)
+        for p in params:
+            p.requires_grad_(False)
+    return log
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Activation checkpointing per decoder layer (transformers' switch; its newer name first)."""
+    kwargs = {"use_reentrant": False}  # the base is frozen: reentrant checkpoints would see no input needing grad
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        if on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_disable()
+
+
+def _lr_shape(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine down to 10%."""
+    warm = max(1, steps // 20)
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _save_checkpoint(directory, loras, opt, sched, step: int, steps: int) -> None:
+    state = {"step": step, "steps": steps, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "adapters": {n: {"A": lo.lora_A.detach().clone(), "B": lo.lora_B.detach().clone()} for n, lo in loras.items()}}
+    with atomic_dir(Path(directory), overwrite=True) as tmp:
+        torch.save(state, tmp / CHECKPOINT_STATE)
+
+
+def _resume(directory, loras, opt, sched, steps: int) -> int:
+    path = Path(directory) / CHECKPOINT_STATE
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001  a torn or foreign file: say which, do not guess
+        raise ValueError(f"cannot resume from {path}: {e}. Delete {directory} to start over") from None
+    if set(state["adapters"]) != set(loras) or state["steps"] != steps:
+        raise ValueError(f"the checkpoint in {directory} belongs to another run (its adapters or step count differ): "
+                         f"delete it to start over, or use the same settings")
+    for n, lo in loras.items():
+        a, b = state["adapters"][n]["A"], state["adapters"][n]["B"]
+        if a.shape != lo.lora_A.shape or b.shape != lo.lora_B.shape:
+            raise ValueError(f"the checkpoint in {directory} has rank {a.shape[0]} adapters, this run uses rank {lo.rank}")
+        with torch.no_grad():
+            lo.lora_A.copy_(a)
+            lo.lora_B.copy_(b)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return int(state["step"])
