@@ -14,11 +14,18 @@ __version__ = "0.1.0"
 def load(name_or_path, **kw):
     """(model, tokenizer): a built-in name, a Hugging Face directory, a .gguf file, or a
     directory written by :func:`save`."""
+    from pathlib import Path
+
     from .quant.io import is_saved_model
     from .quant.io import load as load_packed
 
     if is_saved_model(name_or_path):
-        return load_packed(name_or_path)
+        model, tok = load_packed(name_or_path)
+        if (Path(name_or_path) / "adapters").is_dir():  # written by `elastiq correct`
+            from .lrec import load_adapters
+
+            load_adapters(model, Path(name_or_path) / "adapters")
+        return model, tok
     from .models import load as load_float
 
     return load_float(name_or_path, **kw)

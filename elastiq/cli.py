@@ -202,6 +202,78 @@ def compare(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+def correct(
+    model: str = typer.Argument("smollm2-135m", help=MODEL_HELP),
+    fmt: str = typer.Option(..., "--format", "-f", help="the format to pack the linear layers in"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for the packed model and its adapters"),
+    rank: int = typer.Option(16, help="LoRA rank of each adapter"),
+    steps: int = typer.Option(200, help="optimizer steps"),
+    init: str = typer.Option("svd", help="svd (from the quantization error, LoftQ-style) or zero (standard LoRA)"),
+    lr: float = typer.Option(1e-3, help="peak learning rate (warm-up, then cosine to 10%)"),
+    context: int = typer.Option(256, help="tokens per training window"),
+    calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
+    calib_tokens: int = typer.Option(16384, help="calibration tokens the teacher scores"),
+    lm_weight: float = typer.Option(0.0, help="weight of the next-token loss added to the KL"),
+    eval_tokens: int = typer.Option(4096, help="wiki-eval tokens for perplexity before and after (0: skip)"),
+    overwrite: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Pack MODEL and train LoRA adapters that pull it back toward the float model (LREC).
+    Interrupted runs resume from OUT.checkpoint."""
+    import copy
+    import shutil
+
+    import elastiq
+    from elastiq import formats as F
+    from elastiq.evaluate import evaluate
+    from elastiq.lrec import add_adapters, correct as run_correct, effective_bits, save_adapters, teacher_targets
+    from elastiq.lrec.io import unwrapped
+
+    if init not in ("svd", "zero"):
+        _fail(ValueError(f"--init must be svd or zero, got {init!r}"))
+    if out.exists() and not overwrite:
+        _fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+    if calib == "wiki-eval":
+        _fail(ValueError("calibrating on the evaluation text would score the model on what it was trained on: "
+                         "use wiki-calib or your own file"))
+    try:
+        F.get(fmt)
+    except ValueError as e:
+        _fail(e)
+    fp, tok = _load(model)
+    try:
+        with console.status("scoring the calibration text with the float model ..."):
+            targets = teacher_targets(fp, tok, _text(calib), context=context, max_tokens=calib_tokens)
+        q = copy.deepcopy(fp)
+        elastiq.quantize(q, fmt, progress=False)
+        add_adapters(q, rank, init=init, float_model=fp)
+    except ValueError as e:
+        _fail(e)
+    del fp
+    ev_text = _text("wiki-eval") if eval_tokens else None
+    before = evaluate(q, tok, ev_text, max_tokens=eval_tokens, context=1024).perplexity if ev_text else None
+    ck = out.with_name(out.name + ".checkpoint")
+    try:
+        log = run_correct(q, targets, steps, lr=lr, lm_weight=lm_weight, checkpoint_dir=ck)
+    except ValueError as e:
+        _fail(e)
+    if log.resumed_from:
+        console.print(f"resumed from step {log.resumed_from} ({ck})")
+    after = evaluate(q, tok, ev_text, max_tokens=eval_tokens, context=1024).perplexity if ev_text else None
+    with unwrapped(q):
+        elastiq.save(q, out, tokenizer=tok, overwrite=overwrite)
+    save_adapters(q, out / "adapters")
+    shutil.rmtree(ck, ignore_errors=True)
+    bits = effective_bits(q)
+    if log.losses:
+        console.print(f"KL loss {log.losses[0]:.4f} -> {log.losses[-1]:.4f} over {len(log.losses)} steps "
+                      f"({sum(log.seconds) / len(log.seconds):.2f} s/step)")
+    if before is not None:
+        console.print(f"perplexity on {eval_tokens} tokens of wiki-eval: {before:.3f} before, {after:.3f} after")
+    console.print(f"bits per weight {bits['bits_per_weight']:.3f} -> {bits['bits_per_weight_with_adapters']:.3f} with "
+                  f"adapters (+{bits['adapter_bytes'] / 2**20:.2f} MiB); wrote {out}")
+
+
 def _print_values(fmt) -> None:
     for g in fmt.grids:
         if g.bits > 8:

@@ -164,3 +164,29 @@ def test_bad_inputs_are_refused(setup):
         correct(copy.deepcopy(q), targets, steps=2, progress=False)
     with pytest.raises(TypeError, match="QuantLinear"):
         LoRALinear(nn.Linear(8, 8), rank=2)
+
+
+def test_correct_command_end_to_end(tmp_path, byte_tokenizer):
+    from typer.testing import CliRunner
+
+    import elastiq
+    from elastiq.cli import app
+
+    d = tmp_path / "tiny"
+    make_tiny_llama(seed=3).save_pretrained(d)
+    byte_tokenizer.save_pretrained(d)
+    text = tmp_path / "calib.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "corrected"
+    args = ["correct", str(d), "--format", "int4", "--out", str(out), "--rank", "4", "--steps", "3", "--context", "48",
+            "--calib", str(text), "--eval-tokens", "0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "KL loss" in r.stdout and (out / "adapters" / TENSORS).is_file()
+    assert not (tmp_path / "corrected.checkpoint").exists()
+    model, _ = elastiq.load(out)
+    assert len(adapters_of(model)) == 14
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = CliRunner().invoke(app, args[:-4] + ["--calib", "wiki-eval", "--overwrite"])
+    assert r.exit_code == 2 and "evaluation text" in r.output

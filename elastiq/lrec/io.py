@@ -41,6 +41,25 @@ def save_adapters(model: nn.Module, directory, overwrite: bool = False) -> Path:
     return directory
 
 
+def unwrapped(model: nn.Module):
+    """A context in which ``model``'s adapted layers are their packed bases again (to save
+    the packed model under its own module names); the adapters return afterwards."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def ctx():
+        loras = adapters_of(model)
+        for name, lo in loras.items():
+            _replace(model, name, lo.base)
+        try:
+            yield model
+        finally:
+            for name, lo in loras.items():
+                _replace(model, name, lo)
+
+    return ctx()
+
+
 def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
     """Wrap ``model``'s packed layers in the adapters saved in ``directory``; refuses files
     that are corrupted or adapters made for other layers or formats."""
