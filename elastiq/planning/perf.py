@@ -65,7 +65,7 @@ class Parallel:
         return self.dp * self.tp * self.pp
 
     def label(self) -> str:
-        s = f"dp{self.dp}{'(fsdp)' if self.fsdp else ''} tp{self.tp}{'+sp' if self.sp and self.tp > 1 else ''} pp{self.pp}"
+        s = f"dp{self.dp}{'(fsdp)' if self.fsdp else '(zero1)' if self.shard_optimizer and self.dp > 1 else ''} tp{self.tp}{'+sp' if self.sp and self.tp > 1 else ''} pp{self.pp}"
         s += f"x{self.interleave}" if self.interleave > 1 else ""
         return s + f" rc={self.recompute}"
 
@@ -149,10 +149,11 @@ def _groups(par: Parallel, per_node: int) -> dict:
 
 
 # ---- kernels of one layer ------------------------------------------------------------
-def _layer_kernels(m, b: int, s: int, t: int, sp: bool, e: float, training: bool, w_bytes: float):
+def _layer_kernels(m, b: int, s: int, t: int, sp: bool, e: float, training: bool, w_bytes: float, flash: bool = False):
     """Forward kernels of one layer on one device: (name, kind, flops, bytes, part).
 
-    kind is "gemm", "vec" or a collective; part is "attn_core" for the recomputable attention core."""
+    kind is "gemm", "vec" or a collective; part is "attn_core" for the recomputable attention core.
+    With ``flash`` the attention core is one fused kernel that reads Q, K, V and writes O only."""
     T, h, a, d = b * s, m.hidden, m.heads, m.head_dim
     qkv_out = h + 2 * m.kv * d
     f_in = m.ffn * (2 if m.gated_mlp else 1)
@@ -166,11 +167,14 @@ def _layer_kernels(m, b: int, s: int, t: int, sp: bool, e: float, training: bool
     if t > 1 and tp_in:
         ks.append(("ag_attn", tp_in, 0, T * h * e, None))
     ks.append(("qkv", "gemm", 2 * T * h * qkv_out / t, h * qkv_out / t * w_bytes + T * (h + qkv_out / t) * e, None))
-    ks.append(("scores", "gemm", 2 * b * s * s * h / t, 2 * T * h / t * e + score * e, "attn_core"))
-    ks.append(("softmax", "vec", 5 * score, 2 * score * e, "attn_core"))
-    if drop:
-        ks.append(("attn_dropout", "vec", score, score * (2 * e + 1), "attn_core"))
-    ks.append(("attn_v", "gemm", 2 * b * s * s * h / t, score * e + 2 * T * h / t * e, "attn_core"))
+    if flash:
+        ks.append(("flash_attn", "gemm", 4 * b * s * s * h / t, T * (2 * h + 2 * m.kv * d) / t * e, "attn_core"))
+    else:
+        ks.append(("scores", "gemm", 2 * b * s * s * h / t, 2 * T * h / t * e + score * e, "attn_core"))
+        ks.append(("softmax", "vec", 5 * score, 2 * score * e, "attn_core"))
+        if drop:
+            ks.append(("attn_dropout", "vec", score, score * (2 * e + 1), "attn_core"))
+        ks.append(("attn_v", "gemm", 2 * b * s * s * h / t, score * e + 2 * T * h / t * e, "attn_core"))
     ks.append(("proj", "gemm", 2 * T * h * h / t, h * h / t * w_bytes + 2 * T * h / t * e, None))
     if t > 1:
         ks.append(("tp_attn", tp_out, 0, T * h * e, None))
@@ -195,7 +199,9 @@ def _backward(kernels):
     conj = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather", "all_reduce": "all_reduce"}
     out = []
     for name, kind, fl, by, part in reversed(kernels):
-        if kind == "gemm":
+        if name == "flash_attn":   # the fused backward recomputes Q.K^T and P: 2.5x the forward FLOPs
+            out.append((name + "_bwd", kind, 2.5 * fl, 2 * by, part))
+        elif kind == "gemm":
             out.append((name + "_bwd", kind, 2 * fl, 2 * by, part))
         elif kind == "vec":
             out.append((name + "_bwd", kind, 1.5 * fl, 1.5 * by, part))
@@ -263,7 +269,7 @@ def _check_train(m, par, batch, micro_batch, devices):
         raise ValueError(f"global batch {batch} is not a multiple of micro_batch {micro_batch} x dp {par.dp}")
 
 
-def activation_bytes_per_layer(m, b, s, t, sp, recompute, e=2.0) -> float:
+def activation_bytes_per_layer(m, b, s, t, sp, recompute, e=2.0, flash=False) -> float:
     """Stored activations of one layer for one micro-batch (Korthikanti et al. 2022, section 4,
     generalised to grouped-query attention and gated MLPs): 16-bit tensors, 1-byte dropout masks."""
     h, a = m.hidden, m.heads
@@ -273,11 +279,12 @@ def activation_bytes_per_layer(m, b, s, t, sp, recompute, e=2.0) -> float:
     f_in = m.ffn * (2 if m.gated_mlp else 1)
     replicated = s * b * h * (2 * e + 2 * e + 2)  # 2 norm inputs, QKV and fc1 inputs, 2 dropout masks
     split = s * b * (h * e * (1 + m.kv / a) + h * e * m.kv / a + h * e + f_in * e + m.ffn * e)  # Q,K / V / proj in / fc1 out / act out
-    core = 0.0 if recompute == "selective" else b * a * s * s * (2 * e + 1)  # softmax out, dropout mask, dropout out
+    # softmax out, dropout mask, dropout out; a fused (flash) kernel keeps only O and the row statistics
+    core = 0.0 if recompute == "selective" else (b * s * h * e + b * a * s * 4 if flash else b * a * s * s * (2 * e + 1))
     return replicated / div + (split + core) / t
 
 
-def training_memory(m, par: Parallel, micro_batch: int, seq: int, n_micro: int, w_bytes=2.0) -> Memory:
+def training_memory(m, par: Parallel, micro_batch: int, seq: int, n_micro: int, w_bytes=2.0, flash=False) -> Memory:
     """Memory of the most loaded pipeline stage (the first: embedding plus the most in-flight micro-batches)."""
     t, p, v = par.tp, par.pp, par.interleave
     stage_params = m.layers // p * m.layer_params + m.vocab * m.hidden   # first stage holds the embedding
@@ -287,18 +294,20 @@ def training_memory(m, par: Parallel, micro_batch: int, seq: int, n_micro: int, 
     weights = local * w_bytes / shard
     if par.fsdp:   # two gathered layers (current and prefetched) live unsharded
         weights += 2 * m.layer_params / t * w_bytes
-    act_layer = activation_bytes_per_layer(m, micro_batch, seq, t, par.sp, par.recompute)
+    act_layer = activation_bytes_per_layer(m, micro_batch, seq, t, par.sp, par.recompute, flash=flash)
     in_flight = min(p, n_micro)
     factor = 1 + (p - 1) / (p * v) if v > 1 else 1.0
     acts = act_layer * (m.layers // p) * in_flight * factor
     if par.recompute == "full":   # the layer being recomputed holds its full activations once
-        acts += activation_bytes_per_layer(m, micro_batch, seq, t, par.sp, "none")
+        acts += activation_bytes_per_layer(m, micro_batch, seq, t, par.sp, "none", flash=flash)
     return Memory(weights, local * GRAD_BYTES / shard, local * OPTIMIZER_BYTES / opt_shard, acts)
 
 
 def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: int | None = None,
-          dtype: str = "bf16", devices: int | None = None, check_fit: bool = True) -> TrainResult:
-    """One training iteration (forward, backward, optimizer step) of ``batch`` sequences."""
+          dtype: str = "bf16", devices: int | None = None, check_fit: bool = True, flash: bool = False) -> TrainResult:
+    """One training iteration (forward, backward, optimizer step) of ``batch`` sequences.
+
+    ``flash``: fused attention (FlashAttention) instead of Megatron-2022's unfused softmax path."""
     m, sy = get_model(model), get_system(system)
     s = seq or m.seq
     if not isinstance(s, int) or s < 1:
@@ -309,8 +318,8 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
     e = 2.0
     groups = _groups(par, sy.devices_per_node)
     coster = _Coster(sy, dtype, groups, Links.of(sy))
-    mem = training_memory(m, par, micro_batch, s, n_micro)
-    fwd = _layer_kernels(m, micro_batch, s, t, par.sp, e, True, e)
+    mem = training_memory(m, par, micro_batch, s, n_micro, flash=flash)
+    fwd = _layer_kernels(m, micro_batch, s, t, par.sp, e, True, e, flash)
     bwd = _backward(fwd)
     core = [k for k in fwd if k[4] == "attn_core"]
     c_fwd, c_bwd, c_core = _chain_cost(coster, fwd), _chain_cost(coster, bwd), _chain_cost(coster, core)
@@ -462,7 +471,7 @@ class InferResult:
 
 def infer(model, system, par: Parallel | None = None, batch: int = 1, prompt: int = 512, new_tokens: int = 128,
           weights: str = "bf16", kv_bits: float = 16, dtype: str = "bf16", devices: int | None = None,
-          check_fit: bool = True) -> InferResult:
+          check_fit: bool = True, flash: bool = True) -> InferResult:
     """Prefill ``prompt`` tokens and decode ``new_tokens`` for ``batch`` sequences.
 
     Weights are read at their format's storage bits (elastiq catalog); embeddings and the
@@ -490,7 +499,7 @@ def infer(model, system, par: Parallel | None = None, batch: int = 1, prompt: in
     per_stage = m.layers // p
 
     # prefill: the forward kernels over the whole prompt
-    fwd = _layer_kernels(m, batch, prompt, t, False, e, False, wb)
+    fwd = _layer_kernels(m, batch, prompt, t, False, e, False, wb, flash)
     comp, comm = _chain_cost(coster, fwd)
     prefill = m.layers * (comp + comm) + coster.compute("gemm", 2 * batch * m.hidden * m.vocab / t, m.hidden * m.vocab / t * e)
 

@@ -44,7 +44,7 @@ class SearchResult:
 
 
 def search(model, system, devices: int, batch: int, seq: int | None = None, dtype: str = "bf16",
-           micro_batches=(1, 2, 4, 8), max_interleave: int = 1) -> SearchResult:
+           micro_batches=(1, 2, 4, 8), max_interleave: int = 1, flash: bool = True, progress=None) -> SearchResult:
     """Every (dp, tp, pp, fsdp, sp, recompute, micro-batch) that divides ``devices`` and fits."""
     m, sy = get_model(model), get_system(system)
     if not isinstance(devices, int) or devices < 1:
@@ -70,8 +70,10 @@ def search(model, system, devices: int, batch: int, seq: int | None = None, dtyp
                             if batch % (mb * dp):
                                 continue
                             tried += 1
+                            if progress:
+                                progress(tried)
                             try:
-                                fits.append(train(m, sy, par, batch, mb, seq, dtype))
+                                fits.append(train(m, sy, par, batch, mb, seq, dtype, flash=flash))
                             except DoesNotFit:
                                 pass
     fits.sort(key=lambda r: r.iteration_s)
@@ -80,7 +82,7 @@ def search(model, system, devices: int, batch: int, seq: int | None = None, dtyp
     try:
         if batch % devices:
             raise ValueError(f"global batch {batch} is not a multiple of {devices} data-parallel devices")
-        dflt = train(m, sy, d, batch, 1, seq, dtype)
+        dflt = train(m, sy, d, batch, 1, seq, dtype, flash=flash)
     except ValueError as e:
         problem = str(e)
     return SearchResult(fits, tried, dflt, problem)
