@@ -105,6 +105,25 @@ def run() -> dict:
                   f"{100 * v['ours_error']:+.1f}%", lla, lerr, f"{100 * v['exposed_comm_fraction']:.1f}%", f"{v['mfu']:.3f}")
     console.print(t)
 
+    # sensitivity: the same eight cases with one other GEMM efficiency for all of them (not used elsewhere)
+    sensitivity = []
+    for eff in (0.70, 0.75, 0.80, 0.85):
+        sy = systems.get("a100-80gb").with_(matmul_eff=eff)
+        errs = []
+        for (name, tp, pp, v, batch, mb, full, sel), rc in jobs:
+            par = perf.Parallel(tp=tp, pp=pp, interleave=v, recompute=rc, sp=rc == "selective")
+            r = perf.train(name, sy, par, batch=batch, micro_batch=mb, dtype="fp16", check_fit=False)
+            errs.append(r.iteration_s / (full if rc == "full" else sel) - 1)
+        sensitivity.append({"matmul_eff": eff, "errors": errs, "mean_abs_error": sum(map(abs, errs)) / len(errs),
+                            "max_abs_error": max(map(abs, errs))})
+    t = Table(title="Sensitivity: one GEMM efficiency for all eight cases")
+    for col in ("matmul_eff", "errors", "mean |error|", "max |error|"):
+        t.add_column(col)
+    for x in sensitivity:
+        t.add_row(f"{x['matmul_eff']:.2f}", " ".join(f"{100 * e:+.1f}" for e in x["errors"]),
+                  f"{100 * x['mean_abs_error']:.1f}%", f"{100 * x['max_abs_error']:.1f}%")
+    console.print(t)
+
     typical = []
     for name, system, par, batch, mb, seq in track(TYPICAL, description="typical set-ups"):
         r = perf.train(name, system, par, batch=batch, micro_batch=mb, seq=seq, flash=True)
@@ -150,7 +169,7 @@ def run() -> dict:
     out = {"meta": {"date": datetime.date.today().isoformat(), "llm_analysis": lla_version,
                     "efficiencies": systems.EFFICIENCY,
                     "source": "Korthikanti et al. 2022 Table 5 via Calculon validation files"},
-           "validation": validation, "typical": typical, "search": searches}
+           "validation": validation, "sensitivity": sensitivity, "typical": typical, "search": searches}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "perf.json", json.dumps(out, indent=2))
     plot_time_breakdown([(v["name"].replace(" seq-par + selective", " sel").replace(" full recompute", " full"),
@@ -176,6 +195,11 @@ def markdown(data: dict) -> str:
     lerrs = [abs(v["llm_analysis_error"]) for v in data["validation"] if v["llm_analysis_error"] is not None]
     out += ["", f"Mean absolute error: ours {100 * sum(errs) / len(errs):.1f}% (max {100 * max(errs):.1f}%)"
             + (f", llm-analysis {100 * sum(lerrs) / len(lerrs):.1f}% (max {100 * max(lerrs):.1f}%)." if lerrs else "."), ""]
+    out += ["| GEMM efficiency (all cases) | errors, in the order above | mean abs error | max abs error |", "|---|---|---|---|"]
+    for x in data["sensitivity"]:
+        out.append(f"| {x['matmul_eff']:.2f} | {' '.join(f'{100 * e:+.1f}%' for e in x['errors'])} | "
+                   f"{100 * x['mean_abs_error']:.1f}% | {100 * x['max_abs_error']:.1f}% |")
+    out += [""]
     out += ["| model | system | strategy | GPUs | iteration s | MFU | all comm / iteration | exposed comm / iteration | bubble / iteration |",
             "|---|---|---|---|---|---|---|---|---|"]
     for x in data["typical"]:

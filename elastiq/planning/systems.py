@@ -23,8 +23,10 @@ class System:
     vector_eff: float = 0.80    # achieved / peak memory bandwidth for element-wise kernels
     intra_eff: float = 0.70     # achieved / nominal link bandwidth for collectives inside a node
     inter_eff: float = 0.80     # ... between nodes
-    intra_latency_s: float = 5e-6   # per ring step
-    inter_latency_s: float = 10e-6
+    # per ring step: 1 us over NVLink, 2 us over InfiniBand, as in Calculon's A100 system file
+    # (a small all-reduce over 8 NVLink GPUs then takes 14 us, the order nccl-tests reports)
+    intra_latency_s: float = 1e-6
+    inter_latency_s: float = 2e-6
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel; matters for decode and small ops
     power_w: float = 0.0        # board power at full load (TDP), for operational carbon
     idle_w: float = 0.0
