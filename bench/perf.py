@@ -44,6 +44,8 @@ TYPICAL = [
 ]
 SEARCHES = [("llama-2-70b", "a100-80gb", 64, 512, 4096), ("llama-2-7b", "h100-80gb", 32, 256, 4096),
             ("gpt3-175b", "a100-80gb", 256, 1024, 2048)]
+INFER_SEARCHES = [("llama-2-70b", "h100-80gb", 16, 64, "bf16"), ("llama-2-70b", "h100-80gb", 16, 64, "nvfp4"),
+                  ("llama-2-7b", "a100-80gb", 8, 64, "bf16"), ("llama-2-70b", "a100-40gb", 8, 32, "bf16")]
 EFF = dict(flops_efficiency=0.80, hbm_memory_efficiency=0.80, intra_node_memory_efficiency=0.70,
            inter_node_memory_efficiency=0.80)
 
@@ -161,6 +163,23 @@ def run() -> dict:
                   "-" if x["speedup"] is None else f"{x['speedup']:.2f}x")
     console.print(t)
 
+    inference = []
+    for name, system, devices, batch, weights in INFER_SEARCHES:
+        s = search.search_inference(name, system, devices, batch, prompt=512, new_tokens=256, weights=weights)
+        inference.append({"model": name, "system": system, "devices": devices, "batch": batch, "weights": weights,
+                          "tried": s.tried, "fit": len(s.ranked), "best": s.best.label(), "best_tokens_per_s": s.best.tokens_per_s,
+                          "default": s.default.label() if s.default else None,
+                          "default_tokens_per_s": s.default.tokens_per_s if s.default else None,
+                          "default_problem": s.default_problem, "speedup": s.speedup_over_default})
+    t = Table(title="Inference: best split into replicas against one tensor-parallel replica per node")
+    for col in ("model", "system", "GPUs", "batch", "weights", "best", "tokens/s", "default tokens/s", "speedup"):
+        t.add_column(col)
+    for x in inference:
+        t.add_row(x["model"], x["system"], str(x["devices"]), str(x["batch"]), x["weights"], x["best"], f"{x['best_tokens_per_s']:,.0f}",
+                  "-" if x["default_tokens_per_s"] is None else f"{x['default_tokens_per_s']:,.0f}",
+                  "-" if x["speedup"] is None else f"{x['speedup']:.2f}x")
+    console.print(t)
+
     import importlib.metadata as md
     try:
         lla_version = md.version("llm-analysis")
@@ -169,7 +188,8 @@ def run() -> dict:
     out = {"meta": {"date": datetime.date.today().isoformat(), "llm_analysis": lla_version,
                     "efficiencies": systems.EFFICIENCY,
                     "source": "Korthikanti et al. 2022 Table 5 via Calculon validation files"},
-           "validation": validation, "sensitivity": sensitivity, "typical": typical, "search": searches}
+           "validation": validation, "sensitivity": sensitivity, "typical": typical, "search": searches,
+           "inference_search": inference}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "perf.json", json.dumps(out, indent=2))
     plot_time_breakdown([(v["name"].replace(" seq-par + selective", " sel").replace(" full recompute", " full"),
@@ -212,6 +232,13 @@ def markdown(data: dict) -> str:
         sp = "-" if x["speedup"] is None else f"{x['speedup']:.2f}x"
         out.append(f"| {x['model']} | {x['system']} | {x['devices']} | {x['batch']} x {x['seq']} | {x['tried']} / {x['fit']} | "
                    f"{x['best']} | {x['best_s']:.2f} ({x['best_mfu']:.3f}) | {d} | {sp} |")
+    out += ["", "| model | system | GPUs | batch | weights | best split | tokens/s | default (one tp replica per node) tokens/s | ratio |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for x in data["inference_search"]:
+        d = "cannot run" if x["default_tokens_per_s"] is None else f"{x['default_tokens_per_s']:,.0f}"
+        ratio = "-" if x["speedup"] is None else f"{x['speedup']:.2f}x"
+        out.append(f"| {x['model']} | {x['system']} | {x['devices']} | {x['batch']} | {x['weights']} | {x['best']} | "
+                   f"{x['best_tokens_per_s']:,.0f} | {d} | {ratio} |")
     return "\n".join(out)
 
 

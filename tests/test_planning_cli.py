@@ -88,3 +88,10 @@ def test_carbon_refusals():
     assert r.exit_code == 2 and "without --measure" in r.output
     r = runner.invoke(app, ["carbon", "--measure", "--", "no-such-command-elastiq"])
     assert r.exit_code == 2 and "command not found" in r.output
+
+
+def test_perf_infer_search():
+    r = runner.invoke(app, ["perf", "llama-2-7b", "--task", "infer", "--search", "--devices", "4", "--batch", "8",
+                            "--system", "h100-80gb", "--top", "2"])
+    assert r.exit_code == 0, r.output
+    assert "splits fit" in r.output and "default" in r.output

@@ -285,3 +285,13 @@ def test_refuses_unknown_presets_and_bad_numbers():
         perf.train("megatron-22b", "a100-80gb", perf.Parallel(tp=8), batch=4, micro_batch=4, dtype="fp8")
     with pytest.raises(ValueError, match="batch must be a positive integer"):
         perf.infer("llama-2-7b", "h100-80gb", batch=0)
+
+
+def test_inference_search_splits_devices_into_replicas():
+    r = search.search_inference("llama-2-7b", "h100-80gb", devices=4, batch=8, prompt=128, new_tokens=16)
+    assert r.ranked and r.default is not None
+    rates = [c.tokens_per_s for c in r.ranked]
+    assert rates == sorted(rates, reverse=True) and r.speedup_over_default >= 1.0
+    for c in r.ranked:
+        assert c.replicas * c.result.parallel.devices == 4 and c.replicas * c.result.batch == 8
+        assert c.tokens_per_s == pytest.approx(c.replicas * c.result.batch / c.result.decode_step_s)

@@ -52,7 +52,8 @@ def perf(
     prompt: int = typer.Option(512, help="prompt tokens (infer)"),
     new_tokens: int = typer.Option(128, help="generated tokens (infer)"),
     weights: str = typer.Option("bf16", help="weight format (infer): bf16, fp16, or any elastiq format (nvfp4, mxfp4, int4, ...)"),
-    search_: bool = typer.Option(False, "--search", help="rank every strategy that fits --devices (train) and compare with plain FSDP"),
+    search_: bool = typer.Option(False, "--search", help="rank every strategy that fits --devices and compare with a default "
+                                 "(train: FSDP on every device; infer: one tensor-parallel replica per node)"),
     top: int = typer.Option(10, help="rows of --search to show"),
     plot: Optional[Path] = typer.Option(None, help="write a stacked-bar PNG of the time breakdown here"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
@@ -64,6 +65,8 @@ def perf(
     try:
         if task not in ("train", "infer"):
             raise ValueError(f"--task must be train or infer, got {task!r}")
+        if search_ and task == "infer":
+            return _search_infer(model, system, devices, batch, prompt, new_tokens, weights, top, json_out)
         if search_:
             return _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out)
         if dp is None:
@@ -150,6 +153,30 @@ def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_ou
     _write_json(json_out, {"ranked": [r.as_dict() for r in s.ranked], "tried": s.tried,
                            "default": s.default.as_dict() if s.default else None, "default_problem": s.default_problem,
                            "speedup_over_default": s.speedup_over_default})
+
+
+def _search_infer(model, system, devices, batch, prompt, new_tokens, weights, top, json_out):
+    from elastiq.planning.search import search_inference
+
+    if devices is None:
+        raise ValueError("--search needs --devices")
+    s = search_inference(model, system, devices, batch, prompt, new_tokens, weights)
+    if not s.ranked:
+        raise ValueError(f"no split of {devices} x {system} into replicas fits {model} with {weights} weights")
+    t = Table(title=f"{model} serving {batch} sequences on {devices} x {system}, {weights} weights: "
+                    f"{len(s.ranked)} of {s.tried} splits fit (highest throughput first)")
+    for c in ("#", "split", "decode step ms", "tokens/s", "GiB/device"):
+        t.add_column(c, justify="left" if c == "split" else "right")
+    for i, c in enumerate(s.ranked[:top], 1):
+        t.add_row(str(i), c.label(), f"{1e3 * c.result.decode_step_s:.2f}", f"{c.tokens_per_s:,.0f}", _gib(c.result.memory.total))
+    console.print(t)
+    if s.default is not None:
+        console.print(f"default ({s.default.label()}): {s.default.tokens_per_s:,.0f} tokens/s; best is "
+                      f"[bold]{s.speedup_over_default:.2f}x[/bold] of it")
+    else:
+        console.print(f"default (one replica per node) cannot run: {s.default_problem}")
+    _write_json(json_out, {"ranked": [{"split": c.label(), "tokens_per_s": c.tokens_per_s, "replica": c.result.as_dict()}
+                                      for c in s.ranked], "tried": s.tried, "speedup_over_default": s.speedup_over_default})
 
 
 def carbon(

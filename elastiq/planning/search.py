@@ -86,3 +86,75 @@ def search(model, system, devices: int, batch: int, seq: int | None = None, dtyp
     except ValueError as e:
         problem = str(e)
     return SearchResult(fits, tried, dflt, problem)
+
+
+@dataclass
+class InferChoice:
+    replicas: int
+    result: object          # InferResult of one replica
+    tokens_per_s: float     # all replicas together
+
+    def label(self) -> str:
+        return f"{self.replicas} replica(s) x tp{self.result.parallel.tp} pp{self.result.parallel.pp}, batch {self.result.batch} each"
+
+
+@dataclass
+class InferSearchResult:
+    ranked: list            # InferChoices that fit, highest throughput first
+    tried: int
+    default: object         # InferChoice of the default, or None
+    default_problem: str
+
+    @property
+    def best(self):
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def speedup_over_default(self):
+        if not self.ranked or self.default is None:
+            return None
+        return self.best.tokens_per_s / self.default.tokens_per_s
+
+
+def search_inference(model, system, devices: int, batch: int, prompt: int = 512, new_tokens: int = 128,
+                     weights: str = "bf16", kv_bits: float = 16) -> InferSearchResult:
+    """Split ``devices`` into replicas of tp x pp and ``batch`` concurrent sequences among them; rank by
+    decode throughput. The default is the common recipe: one replica per node, tensor parallel over
+    the node's devices. Pipeline stages decode one after another (no micro-batching), so pp > 1
+    only helps where a replica would not fit otherwise."""
+    from .perf import infer
+
+    m, sy = get_model(model), get_system(system)
+    if not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    fits, tried = [], 0
+
+    def one(tp, pp):
+        reps = devices // (tp * pp)
+        r = infer(m, sy, Parallel(tp=tp, pp=pp), batch=batch // reps, prompt=prompt, new_tokens=new_tokens,
+                  weights=weights, kv_bits=kv_bits)
+        return InferChoice(reps, r, reps * r.tokens_per_s)
+
+    for tp in _pow2_upto(min(devices, sy.devices_per_node)):
+        if m.heads % tp or devices % tp:
+            continue
+        for pp in _divisors(devices // tp):
+            if m.layers % pp or batch % (devices // (tp * pp)):
+                continue
+            tried += 1
+            try:
+                fits.append(one(tp, pp))
+            except DoesNotFit:
+                pass
+    fits.sort(key=lambda c: -c.tokens_per_s)
+    tp0 = max(t for t in _pow2_upto(min(devices, sy.devices_per_node)) if devices % t == 0 and m.heads % t == 0)
+    dflt, problem = None, ""
+    try:
+        if batch % (devices // tp0):
+            raise ValueError(f"batch {batch} does not split over {devices // tp0} replicas")
+        dflt = one(tp0, 1)
+    except ValueError as e:
+        problem = str(e)
+    return InferSearchResult(fits, tried, dflt, problem)
