@@ -295,3 +295,12 @@ def test_inference_search_splits_devices_into_replicas():
     for c in r.ranked:
         assert c.replicas * c.result.parallel.devices == 4 and c.replicas * c.result.batch == 8
         assert c.tokens_per_s == pytest.approx(c.replicas * c.result.batch / c.result.decode_step_s)
+
+
+def test_sharded_optimizer_moves_the_same_bytes_as_an_all_reduce():
+    # ZeRO-1: reduce-scatter the gradients, all-gather the updated weights: one all-reduce's volume
+    kw = dict(batch=8, micro_batch=1, seq=512, check_fit=False)
+    plain = perf.train("llama-2-7b", "a100-80gb", perf.Parallel(dp=8), **kw)
+    z1 = perf.train("llama-2-7b", "a100-80gb", perf.Parallel(dp=8, shard_optimizer=True), **kw)
+    assert z1.comm_s == pytest.approx(plain.comm_s, rel=0.05)
+    assert z1.memory.optimizer == pytest.approx(plain.memory.optimizer / 8)

@@ -325,6 +325,9 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
     c_fwd, c_bwd, c_core = _chain_cost(coster, fwd), _chain_cost(coster, bwd), _chain_cost(coster, core)
     per_stage = m.layers // p
     layer_grad = m.layer_params / t * e   # gradients reduced in 16 bits
+    # a sharded optimizer only needs each rank's shard of the summed gradient; the updated
+    # weights are all-gathered after the step (together the volume of one all-reduce)
+    grad_sync = "reduce_scatter" if par.shard_optimizer else "all_reduce"
     T = micro_batch * s
 
     def stage(last_micro: bool, head: bool, tail: bool):
@@ -366,9 +369,9 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
             if par.fsdp:
                 sc.add(f"L{i}.fsdp_reduce_scatter", COMM, coster.dp("reduce_scatter", layer_grad), (prev,))
             elif par.dp > 1 and last_micro and par.dp_overlap:
-                sc.add(f"L{i}.dp_all_reduce", COMM, coster.dp("all_reduce", layer_grad), (prev,))
+                sc.add(f"L{i}.dp_grad_sync", COMM, coster.dp(grad_sync, layer_grad), (prev,))
         if par.dp > 1 and last_micro and not par.fsdp and not par.dp_overlap:
-            sc.add("dp_all_reduce", COMM, coster.dp("all_reduce", layer_grad * per_stage), (prev,))
+            sc.add("dp_grad_sync", COMM, coster.dp(grad_sync, layer_grad * per_stage), (prev,))
         return sc.run()
 
     def _p2p(nbytes):
@@ -386,12 +389,13 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
     local_params = (per_stage * m.layer_params + m.vocab * m.hidden) / t
     opt_share = par.dp if (par.fsdp or par.shard_optimizer) else 1
     optimizer = coster.compute("vec", 0, local_params * OPTIMIZER_STEP_BYTES / opt_share)
-    if par.shard_optimizer and not par.fsdp and par.dp > 1:   # gather the updated weight shards
-        optimizer += coster.dp("all_gather", local_params * e)
-    iteration = (n_micro - 1) * slow.total_s + slow_end.total_s + bubble + optimizer
+    gather = 0.0
+    if par.shard_optimizer and not par.fsdp and par.dp > 1:   # all-gather the updated weight shards
+        gather = coster.dp("all_gather", local_params * e)
+    iteration = (n_micro - 1) * slow.total_s + slow_end.total_s + bubble + optimizer + gather
     compute = (n_micro - 1) * slow.compute_s + slow_end.compute_s + optimizer
-    exposed = (n_micro - 1) * slow.exposed_comm_s + slow_end.exposed_comm_s
-    comm = (n_micro - 1) * slow.comm_s + slow_end.comm_s
+    exposed = (n_micro - 1) * slow.exposed_comm_s + slow_end.exposed_comm_s + gather
+    comm = (n_micro - 1) * slow.comm_s + slow_end.comm_s + gather
     tokens = batch * s
     mflops = m.training_flops(tokens, s)
     recompute_flops = {"none": 0.0, "full": m.layers * m.layer_flops_per_token(s) * tokens,
