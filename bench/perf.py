@@ -85,7 +85,7 @@ def run() -> dict:
         published = full if rc == "full" else sel
         par = perf.Parallel(tp=tp, pp=pp, interleave=v, recompute=rc, sp=rc == "selective")
         t0 = time.perf_counter()
-        r = perf.train(name, "a100-80gb", par, batch=batch, micro_batch=mb, dtype="fp16", devices=tp * pp)
+        r = perf.train(name, "a100-80gb", par, batch=batch, micro_batch=mb, dtype="fp16", devices=tp * pp, flash=False)
         ours_ms = (time.perf_counter() - t0) * 1e3
         lla, why = llm_analysis_time(name, tp, pp, batch, mb, rc, EFF["flops_efficiency"])
         lla05, _ = llm_analysis_time(name, tp, pp, batch, mb, rc, 0.5)
@@ -114,7 +114,7 @@ def run() -> dict:
         errs = []
         for (name, tp, pp, v, batch, mb, full, sel), rc in jobs:
             par = perf.Parallel(tp=tp, pp=pp, interleave=v, recompute=rc, sp=rc == "selective")
-            r = perf.train(name, sy, par, batch=batch, micro_batch=mb, dtype="fp16", check_fit=False)
+            r = perf.train(name, sy, par, batch=batch, micro_batch=mb, dtype="fp16", check_fit=False, flash=False)
             errs.append(r.iteration_s / (full if rc == "full" else sel) - 1)
         sensitivity.append({"matmul_eff": eff, "errors": errs, "mean_abs_error": sum(map(abs, errs)) / len(errs),
                             "max_abs_error": max(map(abs, errs))})

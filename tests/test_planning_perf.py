@@ -172,7 +172,7 @@ def test_gemm_roofline_by_hand():
 def test_pipeline_bubble_is_p_minus_1_over_v_micro_batches():
     m = transformer.get("gpt3-175b")
     par = perf.Parallel(tp=8, pp=8, interleave=3, recompute="full")
-    r = perf.train(m, "a100-80gb", par, batch=64, micro_batch=1, dtype="fp16")
+    r = perf.train(m, "a100-80gb", par, batch=64, micro_batch=1, dtype="fp16", flash=False)
     per_mb = (r.iteration_s - r.bubble_s - (r.compute_s - r.compute_s)) / 64
     assert r.bubble_s / per_mb == pytest.approx(7 / 3, rel=0.03)
 
@@ -201,7 +201,7 @@ def test_megatron_validation(case, rc):
     name, t, p, v, batch, mb, full, sel = case
     published = full if rc == "full" else sel
     par = perf.Parallel(tp=t, pp=p, interleave=v, recompute=rc, sp=rc == "selective")
-    r = perf.train(name, "a100-80gb", par, batch=batch, micro_batch=mb, dtype="fp16", devices=t * p)
+    r = perf.train(name, "a100-80gb", par, batch=batch, micro_batch=mb, dtype="fp16", devices=t * p, flash=False)
     assert r.fits
     assert r.iteration_s == pytest.approx(OURS[(name, rc)], rel=0.005)
     # the goal is 10%: six cases meet it; megatron-22b and gpt3-175b with selective recompute miss it

@@ -8,8 +8,8 @@ bandwidth (a roofline), collectives follow the ring models in :mod:`.collectives
 pipeline stage's micro-batch runs through the two-stream :mod:`.schedule`. The 1F1B pipeline
 adds (p-1)/v micro-batch times of bubble.
 
-    r = train(get_model("gpt3-175b"), get_system("a100-80gb"), Parallel(tp=8, pp=8, interleave=3, recompute="full"),
-              batch=64, micro_batch=1)
+    r = train("gpt3-175b", "a100-80gb", Parallel(tp=8, pp=8, interleave=3, recompute="full"),
+              batch=64, micro_batch=1, dtype="fp16", flash=False)
 """
 from __future__ import annotations
 
@@ -304,10 +304,11 @@ def training_memory(m, par: Parallel, micro_batch: int, seq: int, n_micro: int, 
 
 
 def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: int | None = None,
-          dtype: str = "bf16", devices: int | None = None, check_fit: bool = True, flash: bool = False) -> TrainResult:
+          dtype: str = "bf16", devices: int | None = None, check_fit: bool = True, flash: bool = True) -> TrainResult:
     """One training iteration (forward, backward, optimizer step) of ``batch`` sequences.
 
-    ``flash``: fused attention (FlashAttention) instead of Megatron-2022's unfused softmax path."""
+    ``flash``: fused attention (FlashAttention, today's default); ``flash=False`` models
+    Megatron-2022's unfused softmax path (the validation runs)."""
     m, sy = get_model(model), get_system(system)
     s = seq or m.seq
     if not isinstance(s, int) or s < 1:
