@@ -288,5 +288,10 @@ def _print_values(fmt) -> None:
         console.print(t)
 
 
+from elastiq.planning.commands import carbon, perf  # noqa: E402  (planning: deployment performance and carbon)
+
+app.command("perf")(perf)
+app.command("carbon")(carbon)
+
 if __name__ == "__main__":
     app()
