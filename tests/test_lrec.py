@@ -163,7 +163,9 @@ def test_bad_inputs_are_refused(setup):
     with pytest.raises(ValueError, match="no adapters"):
         correct(copy.deepcopy(q), targets, steps=2, progress=False)
     with pytest.raises(TypeError, match="QuantLinear"):
-        LoRALinear(nn.Linear(8, 8), rank=2)
+        LoRALinear(nn.Conv1d(8, 8, 1), rank=2)
+    with pytest.raises(TypeError, match="quantization error"):
+        LoRALinear(nn.Linear(8, 8), rank=2).init_from_error(torch.zeros(8, 8))
 
 
 def test_correct_command_end_to_end(tmp_path, byte_tokenizer):

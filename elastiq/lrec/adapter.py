@@ -35,12 +35,13 @@ class _PackedMatmul(torch.autograd.Function):
 
 
 class LoRALinear(nn.Module):
-    """``base(x) + scaling * x A^T B^T`` over a frozen, packed ``QuantLinear``."""
+    """``base(x) + scaling * x A^T B^T`` over a frozen, packed ``QuantLinear`` (or, for
+    plain LoRA as a baseline, a frozen float ``nn.Linear``)."""
 
-    def __init__(self, base: QuantLinear, rank: int, alpha: float | None = None):
+    def __init__(self, base: QuantLinear | nn.Linear, rank: int, alpha: float | None = None):
         super().__init__()
-        if not isinstance(base, QuantLinear):
-            raise TypeError(f"LoRA adapters go on packed QuantLinear layers, got {type(base).__name__}")
+        if not isinstance(base, (QuantLinear, nn.Linear)):
+            raise TypeError(f"LoRA adapters go on QuantLinear (or nn.Linear) layers, got {type(base).__name__}")
         if not isinstance(rank, int) or rank < 1 or rank > min(base.in_features, base.out_features):
             raise ValueError(f"rank must be an integer from 1 to {min(base.in_features, base.out_features)} for a "
                              f"{base.out_features}x{base.in_features} layer, got {rank!r}")
@@ -55,6 +56,8 @@ class LoRALinear(nn.Module):
     def init_from_error(self, float_weight: torch.Tensor) -> float:
         """LoftQ-style start: B A * scaling = the best rank-r approximation of (W - decoded W_q).
         Returns the share of the error's energy that the adapter captures."""
+        if not isinstance(self.base, QuantLinear):
+            raise TypeError("only an adapter on a packed layer has a quantization error to start from")
         err = float_weight.detach().double() - self.base.weight().double()
         u, s, vh = torch.linalg.svd(err, full_matrices=False)
         r = self.rank
@@ -74,12 +77,14 @@ class LoRALinear(nn.Module):
         return sum(p.numel() * p.element_size() for p in (self.lora_A, self.lora_B))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _PackedMatmul.apply(x, self.base) if torch.is_grad_enabled() else self.base(x)
+        packed = isinstance(self.base, QuantLinear)
+        y = _PackedMatmul.apply(x, self.base) if packed and torch.is_grad_enabled() else self.base(x)
         a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
         return y + self.scaling * ((x @ a.T) @ b.T)
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha:g}, base={self.base.fmt.name}"
+        fmt = self.base.fmt.name if isinstance(self.base, QuantLinear) else "float"
+        return f"rank={self.rank}, alpha={self.alpha:g}, base={fmt}"
 
 
 def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: str = "zero",
@@ -123,7 +128,8 @@ def adapters_of(model: nn.Module) -> dict[str, LoRALinear]:
 
 def merged_weight(lora: LoRALinear) -> torch.Tensor:
     """The float weight the adapted layer computes with: decoded W_q + scaling * B A."""
-    return lora.base.weight().float() + lora.delta().detach()
+    w = lora.base.weight() if isinstance(lora.base, QuantLinear) else lora.base.weight.detach()
+    return w.float() + lora.delta().detach()
 
 
 def effective_bits(model: nn.Module) -> dict:

@@ -1,0 +1,203 @@
+"""LREC on SmolLM2-135M: perplexity before and after error correction, adapter overhead,
+peak training memory against LoRA on the float model and full fine-tuning.
+
+    .venv/bin/python bench/lrec.py                                   # int2, int3, int4, nxfp4
+    .venv/bin/python bench/lrec.py --formats int3 --steps 20         # a quick look
+    .venv/bin/python bench/lrec.py --memory-only                     # redo the memory rows
+
+Protocol: the teacher (the float model) scores --calib-tokens of wiki-calib in windows of
+--context tokens (its top-64 next-token log-probs); each format's packed copy gets rank
+--rank adapters on every linear layer, zero-initialized or from the SVD of the layer's
+quantization error, trained --steps steps (AdamW, warm-up then cosine, one window per
+step, activation checkpointing); perplexity is measured on the first --eval-tokens of
+wiki-eval (windows of 1024), never on calibration text. Memory: each training set-up
+runs a few steps in a fresh process; its peak resident size over the baseline after
+imports is reported. Writes bench/results/lrec.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from memory import peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def memory_child(kind: str, fmt: str, rank: int, context: int, steps: int) -> None:
+    """In a fresh process: peak resident memory of a few training steps of one set-up:
+    lrec (packed base + adapters), float_lora (float base + adapters), full (every weight trains)."""
+    import transformers  # noqa: F401  library code loads before the baseline
+
+    import elastiq
+    from elastiq.data import load_text
+    from elastiq.lrec import add_adapters, correct, teacher_targets
+
+    torch.set_num_threads(2)
+    trim_heap()
+    base = rss_bytes()
+    fp, tok = elastiq.load("smollm2-135m")
+    targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=context, max_tokens=context * steps, progress=False)
+    if kind == "lrec":
+        elastiq.quantize(fp, fmt, progress=False)
+        add_adapters(fp, rank)
+        model = fp
+    elif kind == "float_lora":
+        model = _float_lora(fp, rank)
+    else:
+        model = fp
+        for p in model.parameters():
+            p.requires_grad_(True)
+    gc.collect()
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    if kind == "full":
+        _full_finetune(model, targets, steps)
+    else:
+        correct(model, targets, steps, progress=False)
+    secs = (time.perf_counter() - t0) / steps
+    print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "step_seconds": secs}))
+
+
+def _float_lora(model, rank):
+    """The same adapters on the float model's nn.Linear layers (plain LoRA), for the memory baseline."""
+    from torch import nn
+
+    from elastiq.lrec import LoRALinear
+    from elastiq.quant.model import _replace
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Linear) and name != "lm_head":  # the same layers LREC adapts
+            _replace(model, name, LoRALinear(m, rank))
+    return model
+
+
+def _full_finetune(model, targets, steps):
+    from elastiq.lrec.train import _checkpointing, distill_loss
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    _checkpointing(model, True)
+    model.train()
+    for s in range(steps):
+        i = s % len(targets)
+        loss = distill_loss(model(targets.ids[i][None], use_cache=False).logits[0, :-1], targets.logp[i], targets.top[i])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def memory_rows(args) -> dict:
+    rows = {}
+    for kind in ("lrec", "float_lora", "full"):
+        cmd = [sys.executable, __file__, "--_memory", kind, args.memory_format, str(args.rank), str(args.context), "3"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode or not lines:
+            raise RuntimeError(f"memory run {kind} failed:\n{r.stderr[-2000:]}")
+        rows[kind] = json.loads(lines[-1])
+        print(rows[kind])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--formats", default="int2,int3,int4,nxfp4")
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--calib-tokens", type=int, default=16384)
+    ap.add_argument("--eval-tokens", type=int, default=4096)
+    ap.add_argument("--memory-format", default="int3")
+    ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/lrec.json")
+    ap.add_argument("--_memory", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._memory:
+        kind, fmt, rank, context, steps = args._memory
+        return memory_child(kind, fmt, int(rank), int(context), int(steps))
+
+    import elastiq
+    from elastiq.data import load_text
+    from elastiq.evaluate import evaluate
+    from elastiq.lrec import add_adapters, correct, effective_bits, teacher_targets
+    from elastiq.quant import weight_bytes
+
+    torch.set_num_threads(2)
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.memory_only:
+        old.update(_memory_summary(memory_rows(args)))
+        args.out.write_text(json.dumps(old, indent=2) + "\n")
+        return print(f"updated {args.out}")
+    fp, tok = elastiq.load("smollm2-135m")
+    text = load_text("wiki-eval")
+
+    def ppl(m):
+        return evaluate(m, tok, text, max_tokens=args.eval_tokens, context=1024, progress=False).perplexity
+
+    float_ppl = ppl(fp)
+    print(f"float {float_ppl:.3f}")
+    targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=args.context, max_tokens=args.calib_tokens)
+    print(f"teacher: {len(targets)} windows, {targets.tokens} tokens, top-{targets.k} mass {targets.mass:.3f}")
+    results = {}
+    for fmt in [f for f in args.formats.split(",") if f]:
+        row = {}
+        for init in ("zero", "svd"):
+            q = copy.deepcopy(fp)
+            elastiq.quantize(q, fmt, progress=False)
+            if init == "zero":
+                row["ppl_before"] = ppl(q)
+            add_adapters(q, args.rank, init=init, float_model=fp)
+            if init == "svd":
+                row["ppl_svd_init_only"] = ppl(q)
+            log = correct(q, targets, args.steps, lr=args.lr)
+            row["ppl_after" if init == "zero" else "ppl_after_svd"] = ppl(q)
+            row[f"loss_{init}"] = [log.losses[0], log.losses[-1]]
+            row.setdefault("step_seconds_all", []).extend(log.seconds)
+            bits = effective_bits(q)
+            row.update(bits_per_weight=bits["bits_per_weight"], bits_per_weight_with_adapters=bits["bits_per_weight_with_adapters"],
+                       adapter_bytes=bits["adapter_bytes"])
+            from elastiq.lrec.io import unwrapped
+
+            with unwrapped(q):
+                row["quantized_model_bytes"] = weight_bytes(q)
+            del q
+            gc.collect()
+        row["adapter_overhead"] = row["adapter_bytes"] / row["quantized_model_bytes"]
+        row["step_seconds"] = statistics.median(row.pop("step_seconds_all"))
+        best = min(row["ppl_after"], row["ppl_after_svd"])
+        gap = row["ppl_before"] - float_ppl
+        row["gap_closed"] = (row["ppl_before"] - best) / gap if gap > 0 else None
+        results[fmt] = row
+        print(fmt, json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}))
+    meta = {"rank": args.rank, "steps": args.steps, "lr": args.lr, "context": args.context, "calib_tokens": targets.tokens,
+            "eval_tokens": args.eval_tokens, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+    data = {"meta": meta, "float_ppl": float_ppl, **results}
+    data.update(_memory_summary(memory_rows(args)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def _memory_summary(rows: dict) -> dict:
+    return {"memory": rows, "peak_mem_bytes": rows["lrec"]["peak_bytes"],
+            "peak_mem_float_lora_bytes": rows["float_lora"]["peak_bytes"], "peak_mem_full_bytes": rows["full"]["peak_bytes"],
+            "memory_ratio_vs_float_lora": rows["float_lora"]["peak_bytes"] / rows["lrec"]["peak_bytes"],
+            "memory_ratio_vs_full": rows["full"]["peak_bytes"] / rows["lrec"]["peak_bytes"]}
+
+
+if __name__ == "__main__":
+    main()
