@@ -211,3 +211,7 @@ def _print_values(fmt) -> None:
 
 if __name__ == "__main__":
     app()
+
+from elastiq.analysis.profiling.commands import profile as _profile_command  # noqa: E402
+
+app.command("profile")(_profile_command)

@@ -9,6 +9,8 @@ ran in; Python time between operators is not operator time and shows as the gap 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from typing import Callable
 
@@ -35,6 +37,26 @@ def sdpa_backend(backend: str):
     return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH,
                          "efficient": SDPBackend.EFFICIENT_ATTENTION,
                          "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]])
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side prints a line to file descriptor 2 at every start and stop;
+    those would break progress bars, so fd 2 points at /dev/null meanwhile."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. some notebooks): nothing to hide
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _device_of(workload: Workload) -> torch.device:
@@ -139,12 +161,18 @@ def profile(workload: Workload, backend: str = "default", on_step: Callable[[str
         workload.reset()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if use_device else [])
         for i in range(workload.steps):
-            with Scopes(workload.model, workload.attention_kinds, record=True), \
-                    torch_profile(activities=activities) as prof:
-                t0 = time.perf_counter()
-                _run(workload, f"step {i}", lambda i=i: workload.step(i))
-                _sync(device)
-                step_wall.append(time.perf_counter() - t0)
+            prof = torch_profile(activities=activities)
+            with Scopes(workload.model, workload.attention_kinds, record=True):
+                with _quiet_stderr():
+                    prof.__enter__()
+                try:
+                    t0 = time.perf_counter()
+                    _run(workload, f"step {i}", lambda i=i: workload.step(i))
+                    _sync(device)
+                    step_wall.append(time.perf_counter() - t0)
+                finally:
+                    with _quiet_stderr():
+                        prof.__exit__(None, None, None)
             step_times.append(classify_events(prof.events(), use_device, ops))
             tick("time", i)
     return ProfileResult(name=workload.name, family=workload.family, backend=backend, device=str(device),
