@@ -81,6 +81,8 @@ class FlopCounter(TorchDispatchMode):
             q, k, v = (_shape(a) for a in args[:3])
             if q and k and v:
                 flops = sdpa_flops(q, k, v)
+                if call < 0:  # attention called outside any module we know as attention
+                    call = self.new_call("(no attention module)", "self")
                 self._note_call(call, cls, q[-2], k[-2], prod(q[:-2]), q[-1])
         elif packet in flop_registry:
             try:  # the registry's formulas take the tensors and read their shapes themselves

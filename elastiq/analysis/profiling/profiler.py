@@ -75,7 +75,7 @@ def _run(workload: Workload, what: str, fn: Callable[[], None]) -> None:
     except ProfileError:
         raise
     except Exception as e:  # the user's model or inputs: say which and why, not a deep traceback
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = str(e).strip().splitlines()[0].rstrip(". ") if str(e).strip() else ""
         raise ProfileError(f"{workload.name} could not run ({what}): {type(e).__name__}: {msg}. Check that the "
                            f"inputs match what the model's forward() expects (shapes, dtypes, device) and that "
                            f"the attention backend is available on this device") from e

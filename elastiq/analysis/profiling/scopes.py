@@ -56,7 +56,7 @@ def find_attention(model: nn.Module, kinds: Mapping[str, str] | None = None) -> 
         inner = False
         for child_name, child in module.named_children():
             inner |= walk(child, f"{prefix}.{child_name}" if prefix else child_name, ancestors + [module])
-        if not inner and prefix and is_attention_module(module):
+        if not inner and is_attention_module(module):  # the model itself may be one
             found[prefix] = attention_kind(prefix, module, ancestors)
             return True
         return inner
