@@ -27,8 +27,8 @@ def _diffusers():
     return diffusers
 
 
-# diffusers' UNets read attention_head_dim as the number of heads (a naming kept for old configs);
-# one head per 32 channels gives 32-wide heads at every level, as Stable Diffusion's 40-64.
+# diffusers' 2-D UNet reads attention_head_dim as the number of heads (a naming kept for old
+# configs); one head per 32 channels gives 32-wide heads at every level (Stable Diffusion: 40-64).
 
 
 def unet_config(tiny: bool = False) -> dict:
@@ -50,12 +50,12 @@ def pixart_config(tiny: bool = False) -> dict:
 
 def unet3d_config(tiny: bool = False) -> dict:
     """ModelScope text-to-video's 3-D UNet layout (spatial and temporal attention per level) scaled down.
-    Its temporal input block takes one head count for all levels: 2 heads, 16 to 64 wide."""
+    Unlike the 2-D UNet, this class reads attention_head_dim as the width of a head: 32 wide."""
     return dict(in_channels=4, out_channels=4, layers_per_block=1,
                 block_out_channels=(32, 32, 64, 64) if tiny else (32, 64, 128, 128),
                 down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
                 up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3,
-                cross_attention_dim=32 if tiny else 128, attention_head_dim=1 if tiny else 2,
+                cross_attention_dim=32 if tiny else 128, attention_head_dim=8 if tiny else 32,
                 norm_num_groups=8 if tiny else 32)
 
 
