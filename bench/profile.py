@@ -52,6 +52,8 @@ def attention_summary(r) -> dict:
             "temporal_share_of_attention": r.share_of_attention(C.ATTN_TEMPORAL),
             "score_bytes_total": sum(c.score_bytes for c in calls),
             "score_bytes_max_call": max((c.score_bytes for c in calls), default=0),
+            "temporal_score_bytes": sum(c.score_bytes for c in calls if c.kind == "temporal"),
+            "temporal_attention_s_per_step": r.times[C.ATTN_TEMPORAL] / r.steps,
             "max_q_len": max((c.q_len for c in calls), default=0),
             "median_step_wall_s": r.median_step_wall}
 
@@ -60,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3, help="denoising steps / prefills profiled per model")
     ap.add_argument("--decode-steps", type=int, default=16, help="decode tokens profiled")
-    ap.add_argument("--repeats", type=int, default=3, help="end-to-end runs per backend (median)")
+    ap.add_argument("--repeats", type=int, default=5, help="end-to-end runs per backend (median)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: this 2-core CPU is shared, and extra threads only wait)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is at hand")
@@ -78,7 +80,7 @@ def main() -> None:
         return a.decode_steps if name == "smollm2-decode" else a.steps
 
     total = (sum(2 * steps_of(m) + 1 for m in MODELS)                      # part 1
-             + len(MODELS) * len(backends) * (1 + a.repeats)               # part 2: timing runs
+             + len(MODELS) * len(backends) * (1 + a.repeats)               # part 2: timing runs, profiles
              + len(backends) * 3 * (len(sides) + len(frames)))             # part 3: 1-step profiles
     cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TimeRemainingColumn()]
@@ -98,19 +100,22 @@ def main() -> None:
             plot(r, RESULTS / f"profile_{name}.png")
             prog.console.print(table(r))
 
-            # 2. flash vs math on the same workload (2 steps each)
-            w.steps = min(w.steps, 2)
+            # 2. flash vs math on the same workload: a few steps, backends interleaved so that load
+            # on the shared CPU hits both alike; one warm-up per backend first
+            w.steps = {"smollm2-prefill": 1, "smollm2-decode": 4}.get(name, 2)
             per = {b: [] for b in backends}
-            for _ in range(a.repeats):  # interleaved, so load on the shared CPU hits both alike
+            for b in backends:
+                time_steps(w, b, repeats=0)
+            for _ in range(a.repeats):
                 for b in backends:
-                    per[b].append(time_steps(w, b, repeats=1)[0] / w.steps)
+                    per[b].append(time_steps(w, b, repeats=1, warmup=False)[0] / w.steps)
                     prog.update(task, advance=1, description=f"{name}: {b} timing")
             att = {}
             for b in backends:
                 rb = profile(w, backend=b)
                 att[b] = rb.attention_time / rb.steps
                 prog.update(task, advance=1, description=f"{name}: {b} profile")
-            speedups[name] = {"family": w.family, **{f"{b}_s_per_step": median(per[b]) for b in backends},
+            speedups[name] = {"family": w.family, "steps": w.steps, **{f"{b}_s_per_step": median(per[b]) for b in backends},
                               **{f"{b}_runs_s_per_step": per[b] for b in backends},
                               **{f"{b}_attention_s_per_step": att[b] for b in backends},
                               "end_to_end_speedup": median(per["math"]) / median(per["flash"]),

@@ -181,14 +181,15 @@ def profile(workload: Workload, backend: str = "default", on_step: Callable[[str
                          weight_bytes=weight_bytes(workload.model), threads=torch.get_num_threads(), ops=ops)
 
 
-def time_steps(workload: Workload, backend: str = "default", repeats: int = 3) -> list[float]:
+def time_steps(workload: Workload, backend: str = "default", repeats: int = 3, warmup: bool = True) -> list[float]:
     """Wall seconds of all the workload's steps, without the profiler, one value per repeat
-    (after one warm-up step). For comparing attention backends."""
+    (after one warm-up step unless warmup=False). For comparing attention backends."""
     device = _device_of(workload)
     out = []
     with torch.no_grad(), sdpa_backend(backend):
-        workload.reset()
-        _run(workload, "warm-up", lambda: workload.step(0))
+        if warmup:
+            workload.reset()
+            _run(workload, "warm-up", lambda: workload.step(0))
         for _ in range(repeats):
             workload.reset()
             _sync(device)
