@@ -7,8 +7,8 @@
 Writes bench/results/profile.json, bench/results/profile.png (all models) and
 bench/results/profile_<model>.png (per step). Three parts:
 1. each suite model profiled step by step (operator-class shares, FLOPs, attention calls);
-2. flash versus math scaled-dot-product attention: end-to-end time without the profiler
-   (median of --repeats, backends interleaved) and attention time under the profiler;
+2. flash versus math scaled-dot-product attention: end-to-end time without the profiler and
+   attention time under it, backends alternating, median of the per-repeat ratios;
 3. attention time and score-matrix bytes as the image side (sd-unet) and the frame count
    (video-unet3d) grow, under both backends.
 Models are built from configurations with random weights (see elastiq/analysis/profiling/suite.py).
@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3, help="denoising steps / prefills profiled per model")
     ap.add_argument("--decode-steps", type=int, default=16, help="decode tokens profiled")
-    ap.add_argument("--repeats", type=int, default=5, help="end-to-end runs per backend (median)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per backend (median of paired ratios)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: this 2-core CPU is shared, and extra threads only wait)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is at hand")
@@ -80,7 +80,7 @@ def main() -> None:
         return a.decode_steps if name == "smollm2-decode" else a.steps
 
     total = (sum(2 * steps_of(m) + 1 for m in MODELS)                      # part 1
-             + len(MODELS) * len(backends) * (1 + a.repeats)               # part 2: timing runs, profiles
+             + len(MODELS) * len(backends) * a.repeats                     # part 2: timing runs
              + len(backends) * 3 * (len(sides) + len(frames)))             # part 3: 1-step profiles
     cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), TimeRemainingColumn()]
@@ -100,26 +100,27 @@ def main() -> None:
             plot(r, RESULTS / f"profile_{name}.png")
             prog.console.print(table(r))
 
-            # 2. flash vs math on the same workload: a few steps, backends interleaved so that load
-            # on the shared CPU hits both alike; one warm-up per backend first
+            # 2. flash vs math on the same workload, a few steps. Backends alternate within each
+            # repeat and the speedup is the median of the per-repeat ratios, so load that drifts on
+            # the shared CPU cancels out; one warm-up per backend first
             w.steps = {"smollm2-prefill": 1, "smollm2-decode": 4}.get(name, 2)
-            per = {b: [] for b in backends}
+            wall = {b: [] for b in backends}
+            att = {b: [] for b in backends}
             for b in backends:
                 time_steps(w, b, repeats=0)
             for _ in range(a.repeats):
                 for b in backends:
-                    per[b].append(time_steps(w, b, repeats=1, warmup=False)[0] / w.steps)
+                    wall[b].append(time_steps(w, b, repeats=1, warmup=False)[0] / w.steps)
+                    rb = profile(w, backend=b, count=False)
+                    att[b].append(rb.attention_time / rb.steps)
                     prog.update(task, advance=1, description=f"{name}: {b} timing")
-            att = {}
-            for b in backends:
-                rb = profile(w, backend=b)
-                att[b] = rb.attention_time / rb.steps
-                prog.update(task, advance=1, description=f"{name}: {b} profile")
-            speedups[name] = {"family": w.family, "steps": w.steps, **{f"{b}_s_per_step": median(per[b]) for b in backends},
-                              **{f"{b}_runs_s_per_step": per[b] for b in backends},
-                              **{f"{b}_attention_s_per_step": att[b] for b in backends},
-                              "end_to_end_speedup": median(per["math"]) / median(per["flash"]),
-                              "attention_speedup": att["math"] / att["flash"] if att["flash"] else None}
+            speedups[name] = {"family": w.family, "steps": w.steps,
+                              **{f"{b}_s_per_step": median(wall[b]) for b in backends},
+                              **{f"{b}_runs_s_per_step": wall[b] for b in backends},
+                              **{f"{b}_attention_s_per_step": median(att[b]) for b in backends},
+                              **{f"{b}_attention_runs_s_per_step": att[b] for b in backends},
+                              "end_to_end_speedup": median(m / f for m, f in zip(wall["math"], wall["flash"])),
+                              "attention_speedup": median(m / f for m, f in zip(att["math"], att["flash"]))}
             del w
 
         # 3. growth with image side and frame count (one denoising step)

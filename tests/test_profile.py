@@ -228,3 +228,19 @@ def test_cli_profile(tmp_path):
     assert r.exit_code == 2 and "unknown model" in r.output
     r = runner.invoke(app, ["profile", "sd-unet", "--tiny", "--backend", "fast"])
     assert r.exit_code == 2 and "unknown attention backend" in r.output
+
+
+def test_torch_flop_counter_misses_cpu_fused_attention():
+    """The gap docs/profile.md states: torch's FlopCounterMode prices the CPU fused kernel at 0,
+    the math decomposition at the hand count; ours gives the hand count on both."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q = torch.randn(1, 2, 8, 4)
+    hand = attn_flops(2, 8, 8, 4)
+    counts = {}
+    for name, b in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        with sdpa_kernel([b]), FlopCounterMode(display=False) as m:
+            F.scaled_dot_product_attention(q, q, q)
+        counts[name] = m.get_total_flops()
+    assert counts == {"flash": 0, "math": hand}

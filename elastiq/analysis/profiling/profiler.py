@@ -126,9 +126,10 @@ def classify_events(events, use_device: bool = False, ops: dict | None = None) -
     return times
 
 
-def profile(workload: Workload, backend: str = "default", on_step: Callable[[str, int], None] | None = None
-            ) -> ProfileResult:
-    """Profile every step of a workload. on_step(phase, i) is called after each step (for progress bars)."""
+def profile(workload: Workload, backend: str = "default", on_step: Callable[[str, int], None] | None = None,
+            count: bool = True) -> ProfileResult:
+    """Profile every step of a workload. on_step(phase, i) is called after each step (for progress bars).
+    count=False skips the FLOP and attention-call pass (time only: FLOPs read 0, no calls)."""
     sdpa_backend(backend)  # validates the name
     device = _device_of(workload)
     check_device(device)
@@ -138,7 +139,7 @@ def profile(workload: Workload, backend: str = "default", on_step: Callable[[str
     with torch.no_grad(), sdpa_backend(backend):
         # 1. FLOPs and attention calls (also the check that the model runs at all)
         workload.reset()
-        for i in range(workload.steps):
+        for i in range(workload.steps if count else 0):
             counter_box = {}
 
             def counted(i=i):
@@ -175,6 +176,9 @@ def profile(workload: Workload, backend: str = "default", on_step: Callable[[str
                         prof.__exit__(None, None, None)
             step_times.append(classify_events(prof.events(), use_device, ops))
             tick("time", i)
+    if not count:
+        step_flops = [{c: 0 for c in C.CLASSES} for _ in step_times]
+        step_calls = [[] for _ in step_times]
     return ProfileResult(name=workload.name, family=workload.family, backend=backend, device=str(device),
                          step_name=workload.step_name, config=dict(workload.config), step_times=step_times,
                          step_wall=step_wall, step_flops=step_flops, step_calls=step_calls,

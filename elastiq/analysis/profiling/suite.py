@@ -8,6 +8,7 @@ DDIM scheduler update, as a pipeline's denoising loop does.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Callable
 
@@ -148,8 +149,11 @@ def llm_decode(steps: int = 16, tokens: int = 256, device="cpu") -> Workload:
     state = {}
 
     def reset():
-        out = model(ids, use_cache=True)
-        state["cache"], state["next"] = out.cache, out.logits[:, -1:].argmax(-1)
+        # the prefill runs once; later resets copy its cache (decode steps grow the cache in place)
+        if "start" not in state:
+            out = model(ids, use_cache=True)
+            state["start"] = (out.cache, out.logits[:, -1:].argmax(-1))
+        state["cache"], state["next"] = copy.deepcopy(state["start"][0]), state["start"][1]
 
     def step(i):
         out = model(state["next"], cache=state["cache"], use_cache=True)
