@@ -1,6 +1,6 @@
 """Where the time goes in text-to-image, text-to-video and LLM inference (issue 8).
 
-    .venv/bin/python bench/profile.py                 # the suite, backends, sweeps: ~5 minutes
+    .venv/bin/python bench/profile.py                 # the suite, backends, sweeps: ~7 minutes
     .venv/bin/python bench/profile.py --quick         # fewer steps and sweep points
     .venv/bin/python bench/markdown.py profile        # the tables of docs/profile.md
 

@@ -45,7 +45,7 @@ _MEMORY = {"copy_", "clone", "contiguous", "cat", "stack", "to", "_to_copy", "vi
            "upsample_nearest3d", "_upsample_nearest_exact2d", "upsample_bilinear2d", "interpolate", "empty",
            "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "new_zeros",
            "new_empty", "fill_", "zero_", "as_strided", "detach", "alias", "_unsafe_view", "movedim", "roll",
-           "flip", "contiguous_format", "resize_", "masked_select", "where", "tril", "triu", "arange", "lift_fresh"}
+           "flip", "resize_", "masked_select", "where", "tril", "triu", "arange", "lift_fresh"}
 _OTHER = {"embedding", "multinomial", "argmax", "topk", "sort", "nonzero", "item", "_local_scalar_dense",
           "randn", "rand", "normal_", "uniform_", "bernoulli_", "randint"}
 
@@ -95,7 +95,7 @@ _POINTWISE = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "silu"
               "sum", "amax", "max", "min", "clamp", "clamp_", "softplus", "mish", "erf", "addcmul", "addcdiv", "lerp",
               "rsub", "reciprocal", "square", "var", "std", "var_mean", "floor", "ceil", "round", "sign", "eq", "ne",
               "lt", "le", "gt", "ge", "logical_not", "logical_and", "logical_or", "bitwise_not", "masked_fill",
-              "masked_fill_", "baddbmm_scale", "hardswish", "leaky_relu", "elu", "glu", "cumsum", "_log_softmax",
+              "masked_fill_", "hardswish", "leaky_relu", "elu", "glu", "cumsum", "_log_softmax",
               "linalg_vector_norm", "norm", "maximum", "minimum", "isnan", "isinf", "nan_to_num", "all", "any",
               "fmod", "remainder", "exp2", "expm1", "log1p", "hardtanh", "threshold", "dropout", "native_dropout",
               "feature_dropout", "type_as", "float", "half", "bfloat16", "_softmax", "softmax", "log_softmax",
