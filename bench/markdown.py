@@ -3,6 +3,7 @@
     .venv/bin/python bench/markdown.py formats    # from bench/results/formats.json
     .venv/bin/python bench/markdown.py nxfp       # from bench/results/nxfp.json
     .venv/bin/python bench/markdown.py quality    # from bench/results/quality.json
+    .venv/bin/python bench/markdown.py profile    # from bench/results/profile.json
 """
 from __future__ import annotations
 
@@ -87,11 +88,78 @@ def kernels_table(data: dict) -> str:
     return "\n".join(out).rstrip()
 
 
+_CLASSES = ["conv", "linear", "attn_self", "attn_cross", "attn_temporal", "norm", "elementwise", "memory", "other"]
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def profile_table(data: dict) -> str:
+    m = data["meta"]
+    out = [f"{m['device']}, {m['threads']} thread(s), torch {m['torch']}, diffusers {m['diffusers']}, "
+           f"{m['steps']} denoising steps or prefills, {m['decode_steps']} decode tokens, {m['date']}; "
+           f"`{m['command']}` ({m['seconds']:.0f} s).", "",
+           "### Share of operator time by class (default attention backend)", "",
+           "| model | family | ms / step | conv | linear | attn self | attn cross | attn temporal | norm | "
+           "elementwise | memory | other | operators / wall |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in data["models"].items():
+        out.append(f"| {name} | {r['family']} | {1e3 * r['median_step_wall_s']:.0f} | "
+                   + " | ".join(_pct(r["shares"][c]) for c in _CLASSES) + f" | {_pct(r['op_time_share_of_wall'])} |")
+    out += ["", "### Range of the largest class over steps", "", "| model | class | lowest step | highest step |",
+            "|---|---|---|---|"]
+    for name, r in data["models"].items():
+        top = max(_CLASSES, key=lambda c: r["shares"][c])
+        vals = [s[top] for s in r["step_shares"]]
+        out.append(f"| {name} | {top} | {_pct(min(vals))} | {_pct(max(vals))} |")
+    out += ["", "### FLOPs per step by class", "", "| model | GFLOP / step | conv | linear | attn self | attn cross | "
+            "attn temporal |", "|---|---|---|---|---|---|---|"]
+    for name, r in data["models"].items():
+        total = sum(r["flops"].values()) / r["steps"]
+        out.append(f"| {name} | {total / 1e9:.2f} | " + " | ".join(_pct(r["flop_shares"][c]) for c in _CLASSES[:5]) + " |")
+    out += ["", "### What elastiq formats compress: linear and convolution", "",
+            "| model | share of operator time | share of weight bytes | weight MiB |", "|---|---|---|---|"]
+    for name, r in data["models"].items():
+        out.append(f"| {name} | {_pct(r['compressible_time_share'])} | {_pct(r['compressible_weight_share'])} | "
+                   f"{sum(r['weight_bytes'].values()) / 2**20:.1f} |")
+    out += ["", "### Attention sequence lengths (one step)", "",
+            "| model | query lengths | key lengths | spread (max / min query) | attention calls |", "|---|---|---|---|---|"]
+    for name, r in data["models"].items():
+        calls = r["attention_calls"][0]
+        qs = sorted({c["q_len"] for c in calls})
+        ks = sorted({c["kv_len"] for c in calls})
+        out.append(f"| {name} | {', '.join(map(str, qs))} | {', '.join(map(str, ks))} | "
+                   f"{r['seq_len_spread']:.0f}x | {len(calls)} |")
+    out += ["", "### Flash versus math attention (CPU)", "",
+            "| model | family | flash s / step | math s / step | end-to-end speedup | attention-time speedup |",
+            "|---|---|---|---|---|---|"]
+    for name, b in data["backends"].items():
+        out.append(f"| {name} | {b['family']} | {b['flash_s_per_step']:.3f} | {b['math_s_per_step']:.3f} | "
+                   f"{b['end_to_end_speedup']:.2f}x | {_num(b['attention_speedup'], '.2f')}x |")
+    for key, rows in data["sweeps"].items():
+        what = key.split()[-1]
+        out += ["", f"### Growth with {what} ({key.split()[0]}, one denoising step)", "",
+                f"| {what} | image side | longest query | attention ms, flash | attention ms, math | "
+                "attention share, flash | attention share, math | temporal / attention, flash | "
+                "score matrices MiB (math materializes) | largest call MiB | temporal score MiB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            f, mm = r["flash"], r["math"]
+            out.append(f"| {r['value']} | {r['image_side']} | {f['max_q_len']} | {1e3 * f['attention_s_per_step']:.0f} | "
+                       f"{1e3 * mm['attention_s_per_step']:.0f} | {_pct(f['attention_share'])} | "
+                       f"{_pct(mm['attention_share'])} | {_pct(f['temporal_share_of_attention'])} | "
+                       f"{f['score_bytes_total'] / 2**20:.1f} | {f['score_bytes_max_call'] / 2**20:.1f} | "
+                       f"{f.get('temporal_score_bytes', 0) / 2**20:.2f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
-    render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table}.get(which)
+    render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
+              "profile": profile_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

@@ -290,8 +290,11 @@ def _print_values(fmt) -> None:
 
 from elastiq.planning.commands import carbon, perf  # noqa: E402  (planning: deployment performance and carbon)
 
+from elastiq.analysis.profiling.commands import profile as _profile_command  # noqa: E402
+
 app.command("perf")(perf)
 app.command("carbon")(carbon)
+app.command("profile")(_profile_command)
 
 if __name__ == "__main__":
     app()

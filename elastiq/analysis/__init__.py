@@ -1,0 +1,1 @@
+"""Analyses of models and their workloads: where time goes, numerics, resilience."""
