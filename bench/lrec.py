@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--memory-format", default="int3")
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other work)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/lrec.json")
     ap.add_argument("--_memory", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -135,7 +136,7 @@ def main() -> None:
     from elastiq.lrec import add_adapters, correct, effective_bits, teacher_targets
     from elastiq.quant import weight_bytes
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.memory_only:
         old.update(_memory_summary(memory_rows(args)))
@@ -183,7 +184,7 @@ def main() -> None:
         results[fmt] = row
         print(fmt, json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}))
     meta = {"rank": args.rank, "steps": args.steps, "lr": args.lr, "context": args.context, "calib_tokens": targets.tokens,
-            "eval_tokens": args.eval_tokens, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
+            "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
     data = {"meta": meta, "float_ppl": float_ppl, **results}
     data.update(_memory_summary(memory_rows(args)))

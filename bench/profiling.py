@@ -1,7 +1,7 @@
 """Where the time goes in text-to-image, text-to-video and LLM inference (issue 8).
 
-    .venv/bin/python bench/profile.py                 # the suite, backends, sweeps: ~7 minutes
-    .venv/bin/python bench/profile.py --quick         # fewer steps and sweep points
+    .venv/bin/python bench/profiling.py                 # the suite, backends, sweeps: ~7 minutes
+    .venv/bin/python bench/profiling.py --quick         # fewer steps and sweep points
     .venv/bin/python bench/markdown.py profile        # the tables of docs/profile.md
 
 Writes bench/results/profile.json, bench/results/profile.png (all models) and
@@ -15,23 +15,17 @@ Models are built from configurations with random weights (see elastiq/analysis/p
 """
 from __future__ import annotations
 
+import argparse
+import platform
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 
-# This file shares its name with the standard library's profile module, which cProfile (imported
-# by torch._dynamo, which diffusers imports) needs: take bench/ off the front of sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from statistics import median  # noqa: E402
-
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -140,7 +134,7 @@ def main() -> None:
                  "diffusers": __import__("diffusers").__version__, "device": a.device, "threads": a.threads,
                  "cpu": platform.processor() or platform.machine(), "steps": a.steps, "decode_steps": a.decode_steps,
                  "repeats": a.repeats, "seconds": round(time.time() - t_start, 1),
-                 "command": "bench/profile.py" + (" --quick" if a.quick else "")},
+                 "command": "bench/profiling.py" + (" --quick" if a.quick else "")},
         "conv_share_diffusion_tti": sd.shares[C.CONV],
         "linear_share_transformer_tti": dit.shares[C.LINEAR],
         "temporal_share_of_attention_ttv": ttv.share_of_attention(C.ATTN_TEMPORAL),
