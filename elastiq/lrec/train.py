@@ -128,7 +128,7 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
                     if lm_weight:
                         loss = loss + lm_weight * Fn.cross_entropy(logits.float(), targets.ids[i][1:])
                     (loss / accumulate).backward()
-                    total += float(loss) / accumulate
+                    total += float(loss.detach()) / accumulate
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
