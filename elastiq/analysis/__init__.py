@@ -1,0 +1,1 @@
+"""elastiq.analysis: numeric deviation of attention, fault injection and resilience, profiling."""
