@@ -211,3 +211,8 @@ def _print_values(fmt) -> None:
 
 if __name__ == "__main__":
     app()
+
+from elastiq.analysis.commands_lab import deviation as _deviation, faults as _faults  # noqa: E402
+
+app.command("deviation")(_deviation)
+app.command("faults")(_faults)

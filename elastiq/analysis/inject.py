@@ -150,8 +150,11 @@ class Injector:
                 self.targets[name] = _Target(name, m, weight_dtype=dt)
         self.modules = dict(model.named_modules())
         if not self.targets:
-            raise ValueError("the model has no Linear, Conv or QuantLinear layer to inject faults into"
-                             + (f" matching {list(layers)}" if layers else ""))
+            every = [n for n, m in model.named_modules() if isinstance(m, (QuantLinear,) + _FLOAT_LAYERS)]
+            if layers is not None and every:
+                raise ValueError(f"no injectable layer named {', '.join(map(repr, layers))}; layers are e.g. "
+                                 f"{', '.join(every[:4])} (patterns like '*.down_proj' work)")
+            raise ValueError("the model has no Linear, Conv or QuantLinear layer to inject faults into")
 
     @property
     def layers(self) -> list[str]:

@@ -124,3 +124,37 @@ def attribution(low="bf16", high="fp32", seq_len: int = 1024, head_dim: int = 64
         kw[stage] = low
         add(f"inputs {low}, rest {high}, {stage} {low}", "flash", AttentionPrecision.of(low, **kw))
     return rows
+
+
+def plot_deviation(rows: list[dict], path, title: str = "attention deviation from float64 golden") -> None:
+    """Max |deviation| against sequence length: one line per (impl, precision, tile, head dim)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from elastiq.cache import atomic_write_bytes
+
+    lines: dict = {}
+    for r in rows:
+        key = f"{r['impl']} {r['precision']}" + (f" tile{r['block']}" if r["block"] else "") + \
+              (f" d{r['head_dim']}" if len({x['head_dim'] for x in rows}) > 1 else "")
+        lines.setdefault(key, []).append((r["seq_len"], r["max_abs"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, pts in lines.items():
+        pts.sort()
+        style = "--" if key.startswith("sdpa") else ("-" if key.startswith("flash") else ":")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=key)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("max |O - O_fp64| (mean over seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -159,9 +159,10 @@ def _nll(logits, ids):
 
 @torch.no_grad()
 def lm_campaign(model, ids: torch.Tensor, spec: CampaignSpec, injector: Injector | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, goldens: dict | None = None) -> dict:
     """Next-token mismatch rate and perplexity change per layer and overall; ``ids`` is a
-    (batch, tokens) tensor of token windows."""
+    (batch, tokens) tensor of token windows. ``goldens`` (a dict, filled on first use)
+    lets several campaigns on the same model and ids share their golden runs."""
     model.eval()
     if ids.dim() != 2 or ids.shape[1] < 2:
         raise ValueError(f"ids must be (batch, tokens) with at least 2 tokens, got {tuple(ids.shape)}")
@@ -169,17 +170,19 @@ def lm_campaign(model, ids: torch.Tensor, spec: CampaignSpec, injector: Injector
     layers = inj.select(spec.layers)
     shapes = output_shapes(model, layers, ids[:1]) if spec.kind != "weight" else None
     runs = plan(inj, spec, shapes)
-    goldens = {}
+    goldens = {} if goldens is None else goldens
     records = []
     prog, task = _progress(len(runs), "fault injection", progress)
     with prog:
-        for layer, faults in runs:
-            fmts = _act_formats(spec, layer)
+        for layer, faults in runs + [(None, None)]:
+            fmts = _act_formats(spec, layer) if layer else {}
             key = tuple(fmts.items())
             if key not in goldens:
                 with inj.inject((), fmts):
                     g = _lm_logits(model, ids)
                 goldens[key] = (g.argmax(-1), math.exp(float(_nll(g, ids))))
+            if layer is None:  # the plain golden run, for the report
+                break
             top1, ppl0 = goldens[key]
             with inj.inject(faults, fmts):
                 out = _lm_logits(model, ids)
@@ -189,8 +192,7 @@ def lm_campaign(model, ids: torch.Tensor, spec: CampaignSpec, injector: Injector
             records.append({"layer": layer, "faults": [f.as_dict() for f in faults], "mismatches": int(bad.sum()),
                             "injections": bad.numel(), "delta_ppl": ppl - ppl0})
             prog.advance(task)
-    g = _lm_logits(model, ids)
-    return {"spec": asdict(spec), "tokens": ids.numel(), "golden_perplexity": math.exp(float(_nll(g, ids))),
+    return {"spec": asdict(spec), "tokens": ids.numel(), "golden_perplexity": goldens[()][1],
             **summarize(records)}
 
 
@@ -288,3 +290,41 @@ def activation_site_sizes(model, layer, example, act_format="fp32") -> dict:
 
 __all__ = ["CampaignSpec", "Fault", "Injector", "classifier_campaign", "lm_campaign", "plan", "plot", "summarize",
            "table", "output_shapes", "group_of"]
+
+
+# ---- which stored format survives a flipped bit best ---------------------------------
+def bit_study(model, ids: torch.Tensor, storage: str, trials_per_bit: int = 3, layers=("model.layers.*",),
+              sites=None, exclude=(), seed: int = 0, progress: bool = True) -> dict:
+    """For a model stored in ``storage`` (a float dtype such as fp16, or an elastiq format),
+    flip each bit position of each stored site ``trials_per_bit`` times (a random weight of
+    a random layer each time) and measure next-token mismatch and perplexity change.
+    ``sites`` picks the sites (default all the format stores), ``exclude`` drops some.
+    ``model`` is changed in place (weights rounded or packed): pass a copy."""
+    from elastiq.quant import quantize_model
+
+    from .inject import store_weights
+    from .precision import precision
+
+    prec = precision(storage)
+    if prec.dtype is not None:
+        store_weights(model, prec.dtype)
+        inj = Injector(model, weight_dtype=prec.dtype, layers=layers)
+    else:
+        quantize_model(model, {p: prec.fmt for p in layers}, progress=False)
+        inj = Injector(model, decoded=True, layers=layers)
+    first = inj.layers[0]
+    all_sites = inj.weight_sites(first)
+    for s in sites or ():
+        if s not in all_sites:
+            raise ValueError(f"{storage} stores no {s!r}; it stores {', '.join(all_sites)}")
+    rows = []
+    goldens: dict = {}
+    for site in sites or [s for s in all_sites if s not in exclude]:
+        width = all_sites[site][1]
+        for bit in range(width):
+            spec = CampaignSpec(layers=list(layers), site=site, bits=[bit], trials=trials_per_bit, per_layer=False,
+                                seed=seed)
+            r = lm_campaign(model, ids, spec, injector=inj, progress=progress, goldens=goldens)
+            rows.append({"storage": storage, "site": site, "bit": bit, **{k: v for k, v in r["overall"].items()}})
+    return {"storage": storage, "sites": {k: {"entries_in_first_layer": v[0], "bits": v[1]} for k, v in all_sites.items()},
+            "golden_perplexity": goldens[()][1], "rows": rows}
