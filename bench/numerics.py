@@ -1,12 +1,12 @@
 """Attention numerics: deviation from a float64 golden, and weight drift in training.
 
-    /work/main/.venv/bin/python bench/numerics.py            # about 6 minutes on 2 shared cores
+    /work/main/.venv/bin/python bench/numerics.py            # about 15 minutes on 2 shared cores
     /work/main/.venv/bin/python bench/numerics.py --quick    # a smoke run (small sizes)
 
 Writes bench/results/numerics.json, numerics_deviation.png, numerics_tiles.png,
 numerics_training.png. Studies:
 1. sweep: baseline, flash (tiles 64, 256) and PyTorch SDPA at bf16 / fp16 / fp32 over
-   sequence lengths; 2. tiles: flash at bf16 over tile sizes at the longest length;
+   sequence lengths, and baseline / flash (tiles 16, 64) / SDPA at bf16 at 8192 tokens; 2. tiles: flash at bf16 over tile sizes at the longest length;
    3. head dims; 4. elastiq formats as the attention precision; 5. attribution: which
    precision makes flash deviate; 6. training: Wasserstein distance of a tiny LM's weights
    between runs that differ in attention algorithm, precision or seed.
@@ -66,6 +66,7 @@ def main() -> None:
     seeds = 1 if q else args.seeds
     lens = [64, 128] if q else [128, 512, 2048]
     longest = lens[-1]
+    very_long = 256 if q else 8192
     t0 = time.perf_counter()
     timings = {}
 
@@ -78,6 +79,8 @@ def main() -> None:
 
     main_rows = timed("sweep", lambda: sweep(["baseline", "flash", "sdpa", "sdpa-math"], ["bf16", "fp16", "fp32"], lens,
                                              blocks=[64], seeds=seeds))
+    long_rows = timed("long", lambda: sweep(["baseline", "flash", "sdpa"], ["bf16"], [very_long], blocks=[16, 64],
+                                            seeds=min(seeds, 2)))
     tile_rows = timed("tiles", lambda: sweep(["flash"], ["bf16"], [longest], blocks=[16, 32, 64, 128, 256] if not q else [16, 64],
                                              seeds=seeds))
     dim_rows = timed("head_dims", lambda: sweep(["baseline", "flash", "sdpa"], ["bf16"], [512 if not q else 64],
@@ -94,20 +97,24 @@ def main() -> None:
 
     base = dev(main_rows, "baseline")
     by_tile = {str(r["block"]): r["max_abs"] / base for r in tile_rows}
+    long_base = dev(long_rows, "baseline", seq=very_long)
     final = {name: curve[-1]["wasserstein"] for name, curve in study["curves"].items()}
     mean_w = {name: sum(c["wasserstein"] for c in curve[1:]) / max(1, len(curve) - 1) for name, curve in study["curves"].items()}
     flash_pair, low_pair = "flash-bf16attn vs baseline-bf16attn", "lowprec-bf16 vs baseline"
     result = {
         "meta": {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "machine": platform.machine(), "seeds": seeds, "seq_lens": lens, "quick": q,
+                 "machine": platform.machine(), "seeds": seeds, "seq_lens": lens, "long_seq_len": very_long,
+                 "long_seeds": min(seeds, 2), "quick": q,
                  "seconds": timings, "inputs": "Q, K, V ~ N(0, 1), one head; golden = baseline attention in float64"},
-        "flash_vs_baseline_bf16": dev(main_rows, "flash", 64) / base,
-        "flash_vs_baseline_bf16_by_tile": by_tile,
-        "sdpa_vs_baseline_bf16": dev(main_rows, "sdpa") / base,
+        # the issue's headline: flash (tile 64) over baseline, bf16, at the longest sequence measured
+        "flash_vs_baseline_bf16": dev(long_rows, "flash", 64, seq=very_long) / long_base,
+        "flash_vs_baseline_bf16_tile16": dev(long_rows, "flash", 16, seq=very_long) / long_base,
+        "sdpa_vs_baseline_bf16": dev(long_rows, "sdpa", seq=very_long) / long_base,
+        f"flash_vs_baseline_bf16_by_tile_at_{longest}": by_tile,
         "lowprec_vs_flash_wasserstein": final[low_pair] / final[flash_pair],
         "lowprec_vs_flash_wasserstein_mean_over_training": mean_w[low_pair] / mean_w[flash_pair],
         "final_wasserstein": final,
-        "sweep": main_rows, "tiles": tile_rows, "head_dims": dim_rows, "formats": fmt_rows, "attribution": att,
+        "sweep": main_rows, "long": long_rows, "tiles": tile_rows, "head_dims": dim_rows, "formats": fmt_rows, "attribution": att,
         "training": study,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +124,8 @@ def main() -> None:
     plot_deviation(tile_rows + [r for r in main_rows if r["impl"] == "baseline" and r["precision"] == "bf16"],
                    args.out / "numerics_tiles.png", "flash at bf16: tile size")
     plot_training(study, args.out / "numerics_training.png")
-    print(json.dumps({k: result[k] for k in ("flash_vs_baseline_bf16", "flash_vs_baseline_bf16_by_tile",
+    print(json.dumps({k: result[k] for k in ("flash_vs_baseline_bf16", "flash_vs_baseline_bf16_tile16",
+                                             f"flash_vs_baseline_bf16_by_tile_at_{longest}",
                                              "sdpa_vs_baseline_bf16", "lowprec_vs_flash_wasserstein",
                                              "lowprec_vs_flash_wasserstein_mean_over_training", "final_wasserstein")},
                      indent=2))
