@@ -154,12 +154,40 @@ def profile_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def lrec_table(data: dict) -> str:
+    m = data["meta"]
+    fp = data["float_ppl"]
+    fmts = [k for k, v in data.items() if isinstance(v, dict) and "ppl_before" in v]
+    out = [f"SmolLM2-135M, rank {m['rank']}, {m['steps']} steps (lr {m['lr']:g}, one {m['context']}-token window per step, "
+           f"{m.get('threads', 2)} thread(s)), teacher top-{m['top_k']} on {m['calib_tokens']} tokens of wiki-calib "
+           f"(mass {m['top_k_mass']:.3f}); perplexity on {m['eval_tokens']} tokens of wiki-eval; float {fp:.3f}; "
+           f"torch {m['torch']}, {m['date']}.", "",
+           "| format | bits/weight | with adapters | adapter overhead | before | SVD init only | after (zero init) | "
+           "after (SVD init) | gap closed | after / float | s/step |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in fmts:
+        r = data[f]
+        best = min(r["ppl_after"], r["ppl_after_svd"])
+        out.append(f"| `{f}` | {r['bits_per_weight']:.3f} | {r['bits_per_weight_with_adapters']:.3f} | "
+                   f"{r['adapter_overhead']:.1%} | {r['ppl_before']:.2f} | {r['ppl_svd_init_only']:.2f} | "
+                   f"{r['ppl_after']:.2f} | {r['ppl_after_svd']:.2f} | {_pct(r['gap_closed'])} | {best / fp:.2f}x | "
+                   f"{r['step_seconds']:.2f} |")
+    if "memory" in data:
+        mem = data["memory"]
+        out += ["", "Peak resident memory of training (growth over the process after imports; 3 steps):", "",
+                "| set-up | peak MiB | vs LREC | s/step |", "|---|---|---|---|"]
+        names = {"lrec": "LREC: packed base + adapters", "float_lora": "LoRA on the float model", "full": "full fine-tuning"}
+        for k in ("lrec", "float_lora", "full"):
+            out.append(f"| {names[k]} | {mem[k]['peak_bytes'] / 2**20:.0f} | {mem[k]['peak_bytes'] / mem['lrec']['peak_bytes']:.2f}x | "
+                       f"{mem[k]['step_seconds']:.2f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
-              "profile": profile_table}.get(which)
+              "profile": profile_table, "lrec": lrec_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

@@ -290,11 +290,14 @@ def _print_values(fmt) -> None:
 
 from elastiq.planning.commands import carbon, perf  # noqa: E402  (planning: deployment performance and carbon)
 
+from elastiq.analysis.commands_lab import deviation as _deviation, faults as _faults  # noqa: E402
 from elastiq.analysis.profiling.commands import profile as _profile_command  # noqa: E402
 
 app.command("perf")(perf)
 app.command("carbon")(carbon)
 app.command("profile")(_profile_command)
+app.command("deviation")(_deviation)
+app.command("faults")(_faults)
 
 if __name__ == "__main__":
     app()

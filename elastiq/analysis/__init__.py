@@ -1,1 +1,1 @@
-"""Analyses of models and their workloads: where time goes, numerics, resilience."""
+"""elastiq.analysis: where a workload's time goes (profiling), numeric deviation of attention, fault injection and resilience."""
