@@ -15,7 +15,7 @@ from conftest import make_tiny_llama
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the torch path is tested elsewhere")
 KERNEL_FORMATS = ["nxfp4", "mxfp4", "nvfp4", "nf4", "int4", "int4-g64", "mxfp4_cr", "int8", "int8-channel", "mxint8",
-                  "mxfp8_e4m3", "mxfp8_e5m2"]
+                  "mxfp8_e4m3", "mxfp8_e5m2", "int3", "int2", "mxfp6_e2m3", "nxfp6", "nxfp5"]
 
 
 def _no_kernels(monkeypatch):
@@ -50,9 +50,9 @@ def test_kernel_product_matches_float64(fmt, m):
 
 
 def test_unsupported_shapes_and_formats_fall_back():
-    assert not kernels.supported(F.get("mxfp6_e2m3"), (8, 64))  # 6-bit codes
+    assert kernels.supported(F.get("mxfp6_e2m3"), (8, 64)) and kernels.supported(F.get("int3"), (8, 64))
     assert not kernels.supported(F.get("int4"), (8, 63))  # odd rows of 4-bit codes are not byte aligned
-    assert not kernels.supported(F.get("int3"), (8, 64))
+    assert not kernels.supported(F.get("elem=e4m3,block=32,scale=e8m0,axis=0"), (8, 64))  # blocks across rows
     assert kernels.supported(F.get("nxfp4"), (8, 64))
     lin = nn.Linear(63, 5)
     q = QuantLinear.from_linear(lin, "int4")
@@ -176,7 +176,7 @@ def test_the_portable_build_without_avx2_gives_the_same_results():
     assert lib is not None and lib.eq_has_avx2() == 0
     torch.manual_seed(5)
     w, x = torch.randn(40, 200), torch.randn(3, 200)
-    for fmt in ["nxfp4", "nvfp4", "nf4", "int8", "mxfp8_e4m3"]:
+    for fmt in ["nxfp4", "nvfp4", "nf4", "int8", "mxfp8_e4m3", "int3"]:
         p = F.quantize(w, fmt)
         plain, fast = kernels.KernelWeight(p, lib), kernels.KernelWeight(p)
         assert torch.equal(plain.rows(), F.dequantize(p, torch.float32))

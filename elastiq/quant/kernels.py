@@ -1,5 +1,6 @@
 """Native kernels for packed weights: decode rows, and multiply by a few input rows,
-straight from the packed codes (``lut_kernel.c``).
+straight from the packed codes (``lut_kernel.c``): codes of 1 to 8 bits, vectorized for
+4 and 8 bits.
 
 The C source is compiled once per machine with the system C compiler
 (``cc -O3 -march=native -fopenmp``) into the elastiq cache and loaded with ctypes:
@@ -91,9 +92,9 @@ def supported(fmt: F.Format, shape) -> bool:
     if len(shape) != 2 or fmt.axis % 2 != 1:
         return False
     bits, block = fmt.element_bits, fmt.block or shape[1]
-    if bits not in (4, 8) or fmt.scale.bits not in (8, 16, 32) or fmt.selector_bits not in (0, 1, 2, 4, 8):
+    if not 1 <= bits <= 8 or fmt.scale.bits not in (8, 16, 32) or fmt.selector_bits not in (0, 1, 2, 4, 8):
         return False
-    return bits == 8 or (shape[1] % 2 == 0 and block % 2 == 0)
+    return bits != 4 or (shape[1] % 2 == 0 and block % 2 == 0)  # the 4-bit fast path reads whole bytes
 
 
 def max_rows() -> int:

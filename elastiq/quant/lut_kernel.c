@@ -16,7 +16,7 @@
 
 typedef struct {
     int64_t N, K;
-    int32_t bits;         /* element bits: 4 or 8 */
+    int32_t bits;         /* element bits: 1 to 8 (vectorized: 4 and 8) */
     int32_t block;        /* elements per block along K */
     int32_t per_row;      /* ceil(K / block) */
     int32_t scale_bits;   /* 8, 16 (code -> scale_lut) or 32 (raw float32) */
@@ -51,7 +51,12 @@ static inline const float *block_lut(const qweight *w, int64_t bi) {
 
 static inline int code_at(const qweight *w, int64_t e) {
     if (w->bits == 8) return w->codes[e];
-    return (w->codes[e >> 1] >> ((e & 1) * 4)) & 15;
+    if (w->bits == 4) return (w->codes[e >> 1] >> ((e & 1) * 4)) & 15;
+    int64_t p = e * w->bits;  /* any width up to 8: the code may straddle two bytes */
+    int shift = p & 7;
+    unsigned v = w->codes[p >> 3] >> shift;
+    if (shift + w->bits > 8) v |= (unsigned)w->codes[(p >> 3) + 1] << (8 - shift);
+    return v & ((1u << w->bits) - 1);
 }
 
 #ifdef __AVX2__
@@ -227,7 +232,7 @@ static void row_dot(const qweight *w, int64_t n, const float *x, const float *xe
                     acc[m] = _mm256_fmadd_ps(vhi, _mm256_loadu_ps(xo + m * H + (k >> 1)), acc[m]);
                 }
             }
-        } else {  /* 8-bit: unscaled values (int8 codes as they are, or a table gather), the scale once per block */
+        } else if (w->bits == 8) {  /* unscaled values (int8 codes as they are, or a table gather), the scale once per block */
             const uint8_t *c = w->codes + n * K + k0;
             for (int m = 0; m < M; m++) part[m] = _mm256_setzero_ps();
             for (; k + 8 <= k1; k += 8, c += 8) {
