@@ -6,6 +6,8 @@ interrupted run never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -58,3 +60,33 @@ def atomic_dir(path: Path, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_file(path: Path, size: int, sha256: str) -> None:
+    """Refuse a file that is missing, or whose size or checksum is not the recorded one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.parent} is incomplete: {path.name} is missing")
+    if path.stat().st_size != size:
+        raise ValueError(f"{path} has {path.stat().st_size} bytes but the manifest says {size}: truncated or replaced")
+    if sha256_file(path) != sha256:
+        raise ValueError(f"{path} does not match its checksum in the manifest: the file is corrupted")
+
+
+def read_manifest_json(path: Path, what: str) -> dict:
+    """A JSON manifest, or a clear error: ``what`` says what the directory should hold."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent} has no {path.name}: it is not {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupted (not JSON: {e})") from None

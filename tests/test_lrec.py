@@ -143,7 +143,7 @@ def test_save_load_adapters_exact_and_refusals(setup, tmp_path):
         load_adapters(other, tmp_path / "ad")
     data = (tmp_path / "ad" / TENSORS).read_bytes()
     (tmp_path / "ad" / TENSORS).write_bytes(data[:-10])
-    with pytest.raises(ValueError, match="truncated or corrupted"):
+    with pytest.raises(ValueError, match="truncated or replaced"):
         load_adapters(copy.deepcopy(other), tmp_path / "ad")
     with pytest.raises(FileNotFoundError, match="adapters"):
         load_adapters(other, tmp_path / "nothing")

@@ -8,9 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir
+from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
 from elastiq.quant import QuantLinear
-from elastiq.quant.io import _sha256
 from elastiq.quant.model import _replace
 
 from .adapter import LoRALinear, adapters_of
@@ -36,7 +35,7 @@ def save_adapters(model: nn.Module, directory, overwrite: bool = False) -> Path:
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / TENSORS))
         manifest = {"elastiq_adapters": VERSION, "modules": modules,
-                    "file": {"name": TENSORS, "bytes": (tmp / TENSORS).stat().st_size, "sha256": _sha256(tmp / TENSORS)}}
+                    "file": {"name": TENSORS, "bytes": (tmp / TENSORS).stat().st_size, "sha256": sha256_file(tmp / TENSORS)}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return directory
 
@@ -66,17 +65,11 @@ def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{directory} has no {MANIFEST}: it does not hold adapters saved by elastiq") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{directory / MANIFEST} is corrupted (not JSON: {e})") from None
+    manifest = read_manifest_json(directory / MANIFEST, "a directory of adapters saved by elastiq")
     if manifest.get("elastiq_adapters") != VERSION:
         raise ValueError(f"{directory} holds adapters of format version {manifest.get('elastiq_adapters')}, this elastiq reads {VERSION}")
     f = directory / manifest["file"]["name"]
-    if not f.is_file() or f.stat().st_size != manifest["file"]["bytes"] or _sha256(f) != manifest["file"]["sha256"]:
-        raise ValueError(f"{f} is missing, truncated or corrupted (it does not match the manifest)")
+    check_file(f, manifest["file"]["bytes"], manifest["file"]["sha256"])
     tensors = load_file(str(f))
     out = {}
     for name, meta in manifest["modules"].items():

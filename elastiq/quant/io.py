@@ -8,7 +8,6 @@ the model skeleton on the meta device: no float copy of the weights is ever made
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir
+from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
 
 from .embedding import QuantEmbedding
 from .linear import QuantLinear
@@ -26,14 +25,6 @@ MANIFEST = "elastiq.json"
 WEIGHTS = "model.safetensors"
 VERSION = 2
 READABLE = (1, 2)  # version 1 had packed linear layers only
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -> Path:
@@ -57,7 +48,7 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
         save_model(model, str(tmp / WEIGHTS))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"elastiq": VERSION, "architecture": type(model).__name__, "modules": modules, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return directory
@@ -69,23 +60,12 @@ def is_saved_model(path) -> bool:
 
 def read_manifest(directory) -> dict:
     directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{directory} has no {MANIFEST}: it is not a model saved by elastiq") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{directory / MANIFEST} is corrupted (not JSON: {e})") from None
+    manifest = read_manifest_json(directory / MANIFEST, "a model saved by elastiq")
     if manifest.get("elastiq") not in READABLE:
         raise ValueError(f"{directory} was saved by elastiq format version {manifest.get('elastiq')}; this elastiq "
                          f"reads versions {', '.join(map(str, READABLE))}: upgrade elastiq, or save the model again")
     for name, meta in manifest["files"].items():
-        p = directory / name
-        if not p.is_file():
-            raise ValueError(f"{directory} is incomplete: {name} is missing")
-        if p.stat().st_size != meta["bytes"]:
-            raise ValueError(f"{p} has {p.stat().st_size} bytes but the manifest says {meta['bytes']}: truncated or replaced")
-        if _sha256(p) != meta["sha256"]:
-            raise ValueError(f"{p} does not match its checksum in the manifest: the file is corrupted")
+        check_file(directory / name, meta["bytes"], meta["sha256"])
     return manifest
 
 
