@@ -12,7 +12,8 @@ quantization error, trained --steps steps (AdamW, warm-up then cosine, one windo
 step, activation checkpointing); perplexity is measured on the first --eval-tokens of
 wiki-eval (windows of 1024), never on calibration text. Memory: each training set-up
 runs a few steps in a fresh process; its peak resident size over the baseline after
-imports is reported. Writes bench/results/lrec.json.
+imports is reported; the LREC process loads the packed model from disk (so no float
+weights ever exist in it) and the teacher's targets from a file. Writes bench/results/lrec.json.
 """
 from __future__ import annotations
 
@@ -34,32 +35,31 @@ from memory import peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap  # noqa:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def memory_child(kind: str, fmt: str, rank: int, context: int, steps: int) -> None:
-    """In a fresh process: peak resident memory of a few training steps of one set-up:
-    lrec (packed base + adapters), float_lora (float base + adapters), full (every weight trains)."""
+def memory_child(kind: str, workdir: str, rank: int, steps: int) -> None:
+    """In a fresh process: peak resident memory of a few training steps of one set-up, from
+    files the parent wrote (the teacher's targets; for lrec, the packed model): lrec (packed
+    base + adapters), float_lora (float base + adapters), full (every weight trains)."""
     import transformers  # noqa: F401  library code loads before the baseline
 
     import elastiq
-    from elastiq.data import load_text
-    from elastiq.lrec import add_adapters, correct, teacher_targets
+    from elastiq.lrec import TeacherTargets, add_adapters, correct
 
     torch.set_num_threads(2)
     trim_heap()
     base = rss_bytes()
-    fp, tok = elastiq.load("smollm2-135m")
-    targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=context, max_tokens=context * steps, progress=False)
-    if kind == "lrec":
-        elastiq.quantize(fp, fmt, progress=False)
-        add_adapters(fp, rank)
-        model = fp
-    elif kind == "float_lora":
-        model = _float_lora(fp, rank)
-    else:
-        model = fp
-        for p in model.parameters():
-            p.requires_grad_(True)
-    gc.collect()
     reset_peak_rss()
+    t = torch.load(Path(workdir) / "targets.pt", weights_only=True)
+    targets = TeacherTargets(t["ids"], t["logp"], t["top"], t["k"])
+    if kind == "lrec":
+        model, _ = elastiq.load(Path(workdir) / "packed")  # built on meta: no float copy ever exists
+        add_adapters(model, rank)
+    else:
+        model, _ = elastiq.load("smollm2-135m")
+        if kind == "float_lora":
+            model = _float_lora(model, rank)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
     t0 = time.perf_counter()
     if kind == "full":
         _full_finetune(model, targets, steps)
@@ -98,16 +98,29 @@ def _full_finetune(model, targets, steps):
         opt.zero_grad(set_to_none=True)
 
 
-def memory_rows(args) -> dict:
+def memory_rows(args, fp, tok, targets) -> dict:
+    """Write the teacher's targets and the packed --memory-format model to a temporary
+    directory, then measure each set-up in its own process."""
+    import tempfile
+
+    import elastiq
+
     rows = {}
-    for kind in ("lrec", "float_lora", "full"):
-        cmd = [sys.executable, __file__, "--_memory", kind, args.memory_format, str(args.rank), str(args.context), "3"]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        if r.returncode or not lines:
-            raise RuntimeError(f"memory run {kind} failed:\n{r.stderr[-2000:]}")
-        rows[kind] = json.loads(lines[-1])
-        print(rows[kind])
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 3
+        torch.save({"ids": targets.ids[:n], "logp": targets.logp[:n], "top": targets.top[:n], "k": targets.k},
+                   Path(tmp) / "targets.pt")
+        packed = elastiq.quantize(copy.deepcopy(fp), args.memory_format, progress=False)
+        elastiq.save(packed, Path(tmp) / "packed", tokenizer=tok)
+        del packed
+        for kind in ("lrec", "float_lora", "full"):
+            cmd = [sys.executable, __file__, "--_memory", kind, tmp, str(args.rank), str(n)]
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            if r.returncode or not lines:
+                raise RuntimeError(f"memory run {kind} failed:\n{r.stderr[-2000:]}")
+            rows[kind] = json.loads(lines[-1])
+            print(rows[kind])
     return rows
 
 
@@ -124,11 +137,11 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other work)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/lrec.json")
-    ap.add_argument("--_memory", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._memory:
-        kind, fmt, rank, context, steps = args._memory
-        return memory_child(kind, fmt, int(rank), int(context), int(steps))
+        kind, workdir, rank, steps = args._memory
+        return memory_child(kind, workdir, int(rank), int(steps))
 
     import elastiq
     from elastiq.data import load_text
@@ -138,11 +151,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    fp, tok = elastiq.load("smollm2-135m")
     if args.memory_only:
-        old.update(_memory_summary(memory_rows(args)))
+        targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=args.context, max_tokens=args.context * 3)
+        old.update(_memory_summary(memory_rows(args, fp, tok, targets)))
         args.out.write_text(json.dumps(old, indent=2) + "\n")
         return print(f"updated {args.out}")
-    fp, tok = elastiq.load("smollm2-135m")
     text = load_text("wiki-eval")
 
     def ppl(m):
@@ -187,7 +201,7 @@ def main() -> None:
             "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
     data = {"meta": meta, "float_ppl": float_ppl, **results}
-    data.update(_memory_summary(memory_rows(args)))
+    data.update(_memory_summary(memory_rows(args, fp, tok, targets)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -163,14 +164,16 @@ def lrec_table(data: dict) -> str:
            f"(mass {m['top_k_mass']:.3f}); perplexity on {m['eval_tokens']} tokens of wiki-eval; float {fp:.3f}; "
            f"torch {m['torch']}, {m['date']}.", "",
            "| format | bits/weight | with adapters | adapter overhead | before | SVD init only | after (zero init) | "
-           "after (SVD init) | gap closed | after / float | s/step |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "after (SVD init) | gap closed | gap closed in log perplexity | best after / float | s/step |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in fmts:
         r = data[f]
         best = min(r["ppl_after"], r["ppl_after_svd"])
+        log_gap = (math.log(r["ppl_before"]) - math.log(best)) / (math.log(r["ppl_before"]) - math.log(fp))
         out.append(f"| `{f}` | {r['bits_per_weight']:.3f} | {r['bits_per_weight_with_adapters']:.3f} | "
-                   f"{r['adapter_overhead']:.1%} | {r['ppl_before']:.2f} | {r['ppl_svd_init_only']:.2f} | "
-                   f"{r['ppl_after']:.2f} | {r['ppl_after_svd']:.2f} | {_pct(r['gap_closed'])} | {best / fp:.2f}x | "
-                   f"{r['step_seconds']:.2f} |")
+                   f"{r['adapter_overhead']:.1%} | {r['ppl_before']:.5g} | {r['ppl_svd_init_only']:.5g} | "
+                   f"{r['ppl_after']:.5g} | {r['ppl_after_svd']:.5g} | {_pct(r['gap_closed'])} | {_pct(log_gap)} | "
+                   f"{best / fp:.3g}x | {r['step_seconds']:.2f} |")
     if "memory" in data:
         mem = data["memory"]
         out += ["", "Peak resident memory of training (growth over the process after imports; 3 steps):", "",
