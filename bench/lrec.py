@@ -12,7 +12,8 @@ quantization error, trained --steps steps (AdamW, warm-up then cosine, one windo
 step, activation checkpointing); perplexity is measured on the first --eval-tokens of
 wiki-eval (windows of 1024), never on calibration text. Memory: each training set-up
 runs a few steps in a fresh process; its peak resident size over the baseline after
-imports is reported; the LREC process loads the packed model from disk (so no float
+imports is reported (the peak reading is reset once the model is loaded, so that the
+transients of loading do not count), and what the loaded model held; the LREC process loads the packed model from disk (so no float
 weights ever exist in it) and the teacher's targets from a file. Writes bench/results/lrec.json.
 """
 from __future__ import annotations
@@ -47,7 +48,6 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int) -> None:
     torch.set_num_threads(2)
     trim_heap()
     base = rss_bytes()
-    reset_peak_rss()
     t = torch.load(Path(workdir) / "targets.pt", weights_only=True)
     targets = TeacherTargets(t["ids"], t["logp"], t["top"], t["k"])
     if kind == "lrec":
@@ -60,13 +60,16 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int) -> None:
         else:
             for p in model.parameters():
                 p.requires_grad_(True)
+    gc.collect()
+    reset_peak_rss()  # the peak of training, not of loading (which frees its temporaries)
+    loaded = rss_bytes() - base
     t0 = time.perf_counter()
     if kind == "full":
         _full_finetune(model, targets, steps)
     else:
         correct(model, targets, steps, progress=False)
     secs = (time.perf_counter() - t0) / steps
-    print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "step_seconds": secs}))
+    print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "loaded_bytes": loaded, "step_seconds": secs}))
 
 
 def _float_lora(model, rank):

@@ -176,12 +176,14 @@ def lrec_table(data: dict) -> str:
                    f"{best / fp:.3g}x | {r['step_seconds']:.2f} |")
     if "memory" in data:
         mem = data["memory"]
-        out += ["", "Peak resident memory of training (growth over the process after imports; 3 steps):", "",
-                "| set-up | peak MiB | vs LREC | s/step |", "|---|---|---|---|"]
+        out += ["", "Peak resident memory of training (3 steps; growth over the process after imports; the peak is read "
+                    "from when the model is loaded):", "",
+                "| set-up | model loaded, MiB | peak in training, MiB | peak vs LREC | s/step |", "|---|---|---|---|---|"]
         names = {"lrec": "LREC: packed base + adapters", "float_lora": "LoRA on the float model", "full": "full fine-tuning"}
         for k in ("lrec", "float_lora", "full"):
-            out.append(f"| {names[k]} | {mem[k]['peak_bytes'] / 2**20:.0f} | {mem[k]['peak_bytes'] / mem['lrec']['peak_bytes']:.2f}x | "
-                       f"{mem[k]['step_seconds']:.2f} |")
+            loaded = mem[k].get("loaded_bytes")
+            out.append(f"| {names[k]} | {'-' if loaded is None else f'{loaded / 2**20:.0f}'} | {mem[k]['peak_bytes'] / 2**20:.0f} | "
+                       f"{mem[k]['peak_bytes'] / mem['lrec']['peak_bytes']:.2f}x | {mem[k]['step_seconds']:.2f} |")
     return "\n".join(out)
 
 
