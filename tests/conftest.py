@@ -30,3 +30,14 @@ def make_tiny_llama(seed=0, tie=True):
 @pytest.fixture
 def tiny_llama():
     return make_tiny_llama()
+
+
+@pytest.fixture
+def model_dir(tmp_path, byte_tokenizer):
+    """A tiny Llama saved as a Hugging Face directory with its tokenizer, and a small text file."""
+    d = tmp_path / "tiny"
+    make_tiny_llama().save_pretrained(d)
+    byte_tokenizer.save_pretrained(d)
+    text = tmp_path / "text.txt"
+    text.write_text("A small real sentence, repeated to make a text. " * 8)
+    return d, text

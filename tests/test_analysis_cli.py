@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 from elastiq.analysis.textguided import DigitsNet
 from elastiq.cli import app
 
-from conftest import make_tiny_llama
 
 runner = CliRunner()
 
@@ -26,16 +25,6 @@ def test_deviation_command(tmp_path):
     assert r.exit_code == 2 and "unknown precision 'fp7'" in r.output
     r = runner.invoke(app, ["deviation", "--seq-lens", "abc"])
     assert r.exit_code == 2 and "--seq-lens" in r.output
-
-
-@pytest.fixture
-def model_dir(tmp_path, byte_tokenizer):
-    d = tmp_path / "tiny"
-    make_tiny_llama().save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
-    text = tmp_path / "text.txt"
-    text.write_text("A small real sentence, repeated to make a text. " * 8)
-    return d, text
 
 
 def test_faults_command(model_dir, tmp_path):

@@ -6,7 +6,6 @@ from typer.testing import CliRunner
 
 from elastiq.cli import app
 
-from conftest import make_tiny_llama
 
 runner = CliRunner()
 
@@ -18,16 +17,6 @@ def test_formats_table_and_values():
     assert r.exit_code == 0 and "0111" in r.stdout and " 6 " in r.stdout
     r = runner.invoke(app, ["formats", "mxfp5"])
     assert r.exit_code != 0 and "unknown format" in r.output
-
-
-@pytest.fixture
-def model_dir(tmp_path, byte_tokenizer):
-    d = tmp_path / "tiny"
-    make_tiny_llama().save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
-    text = tmp_path / "text.txt"
-    text.write_text("A small real sentence, repeated to make a text. " * 8)
-    return d, text
 
 
 def test_quantize_eval_compare(model_dir, tmp_path):
