@@ -1,7 +1,6 @@
 """The elastiq command, end to end on a tiny model saved as a Hugging Face directory."""
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from elastiq.cli import app
