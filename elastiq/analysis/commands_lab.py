@@ -107,11 +107,8 @@ def faults(
     from elastiq.cache import atomic_write_text
     from elastiq.cli import _fail, _load, _text, console
     from elastiq.data import tokenize
-    from elastiq.quant import quantize_model
-
-    from .inject import Injector, store_weights
     from .precision import precision
-    from .resilience import CampaignSpec, lm_campaign
+    from .resilience import CampaignSpec, lm_campaign, stored_injector
     from .resilience import plot as plot_rates
     from .resilience import table
 
@@ -119,7 +116,7 @@ def faults(
         _fail(ValueError(f"--by must be group, layer or bit, got {by!r}"))
     pats = _names(layers)
     try:
-        prec = precision(storage)
+        precision(storage)  # refuse an unknown storage before loading the model
         spec = CampaignSpec(layers=pats, kind=kind, site=site, bits=_ints(bits, "--bits") if bits else None, flips=flips,
                             trials=trials, per_layer=False, act_format=act_format, seed=seed)
         spec.check()
@@ -133,12 +130,7 @@ def faults(
         _fail(ValueError(f"the text has {len(ids)} tokens, fewer than one window of --context {context}"))
     ids = ids[: n * context].view(n, context)
     try:
-        if prec.dtype is not None:
-            store_weights(m, prec.dtype)
-            inj = Injector(m, weight_dtype=prec.dtype, layers=pats)
-        else:
-            quantize_model(m, {p: prec.fmt for p in pats}, progress=False)
-            inj = Injector(m, decoded=True, layers=pats)
+        inj = stored_injector(m, storage, pats)
         res = lm_campaign(m, ids, spec, injector=inj)
     except ValueError as e:
         _fail(e)

@@ -289,17 +289,13 @@ def activation_site_sizes(model, layer, example, act_format="fp32") -> dict:
 
 
 __all__ = ["CampaignSpec", "Fault", "Injector", "classifier_campaign", "lm_campaign", "plan", "plot", "summarize",
-           "table", "output_shapes", "group_of"]
+           "table", "output_shapes", "group_of", "stored_injector", "bit_study"]
 
 
 # ---- which stored format survives a flipped bit best ---------------------------------
-def bit_study(model, ids: torch.Tensor, storage: str, trials_per_bit: int = 3, layers=("model.layers.*",),
-              sites=None, exclude=(), seed: int = 0, progress: bool = True) -> dict:
-    """For a model stored in ``storage`` (a float dtype such as fp16, or an elastiq format),
-    flip each bit position of each stored site ``trials_per_bit`` times (a random weight of
-    a random layer each time) and measure next-token mismatch and perplexity change.
-    ``sites`` picks the sites (default all the format stores), ``exclude`` drops some.
-    ``model`` is changed in place (weights rounded or packed): pass a copy."""
+def stored_injector(model, storage, layers) -> Injector:
+    """Store ``model``'s ``layers`` in ``storage`` (a float dtype such as fp16, or an elastiq
+    format, packed) in place, and return an Injector over what is stored."""
     from elastiq.quant import quantize_model
 
     from .inject import store_weights
@@ -308,10 +304,19 @@ def bit_study(model, ids: torch.Tensor, storage: str, trials_per_bit: int = 3, l
     prec = precision(storage)
     if prec.dtype is not None:
         store_weights(model, prec.dtype)
-        inj = Injector(model, weight_dtype=prec.dtype, layers=layers)
-    else:
-        quantize_model(model, {p: prec.fmt for p in layers}, progress=False)
-        inj = Injector(model, decoded=True, layers=layers)
+        return Injector(model, weight_dtype=prec.dtype, layers=layers)
+    quantize_model(model, {p: prec.fmt for p in layers}, progress=False)
+    return Injector(model, decoded=True, layers=layers)
+
+
+def bit_study(model, ids: torch.Tensor, storage: str, trials_per_bit: int = 3, layers=("model.layers.*",),
+              sites=None, exclude=(), seed: int = 0, progress: bool = True) -> dict:
+    """For a model stored in ``storage`` (a float dtype such as fp16, or an elastiq format),
+    flip each bit position of each stored site ``trials_per_bit`` times (a random weight of
+    a random layer each time) and measure next-token mismatch and perplexity change.
+    ``sites`` picks the sites (default all the format stores), ``exclude`` drops some.
+    ``model`` is changed in place (weights rounded or packed): pass a copy."""
+    inj = stored_injector(model, storage, layers)
     first = inj.layers[0]
     all_sites = inj.weight_sites(first)
     for s in sites or ():
