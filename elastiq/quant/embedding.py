@@ -11,36 +11,21 @@ from torch import nn
 
 from elastiq import formats as F
 
-from . import kernels
-from .linear import QuantLinear
+from .linear import PackedWeight, QuantLinear
 
 
-class QuantEmbedding(nn.Module):
+class QuantEmbedding(PackedWeight):
     def __init__(self, packed: F.Packed, padding_idx: int | None = None):
-        super().__init__()
-        if len(packed.shape) != 2:
-            raise ValueError(f"an embedding is 2-D (vocabulary, dim), got shape {packed.shape}")
-        if packed.fmt.axis % 2 != 1:
+        if len(packed.shape) == 2 and packed.fmt.axis % 2 != 1:
             raise ValueError(f"format {packed.fmt.name} blocks along axis {packed.fmt.axis}: an embedding needs "
                              "blocks along its rows (axis -1) so a lookup decodes whole rows")
-        packed.validate()
-        self.fmt = packed.fmt
+        super().__init__(packed, "an embedding (vocabulary, dim)")
         self.num_embeddings, self.embedding_dim = packed.shape
-        self.weight_dtype = packed.dtype
         self.padding_idx = padding_idx
-        self.register_buffer("codes", packed.codes)
-        self.register_buffer("scales", packed.scales)
-        self.register_buffer("selectors", packed.selectors)
-        self.register_buffer("tensor_scale", packed.tensor_scale)
-        self._kernel = None
 
     @classmethod
     def from_embedding(cls, emb: nn.Embedding, fmt) -> "QuantEmbedding":
         return cls(F.quantize(emb.weight.detach(), fmt), emb.padding_idx)
-
-    def packed(self) -> F.Packed:
-        return F.Packed(self.fmt, (self.num_embeddings, self.embedding_dim), self.weight_dtype,
-                        self.codes, self.scales, self.selectors, self.tensor_scale)
 
     def tied_head(self) -> QuantLinear:
         """An output head (logits = hidden @ embedding^T) sharing this module's packed buffers."""
@@ -57,7 +42,7 @@ class QuantEmbedding(nn.Module):
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
             raise IndexError(f"token id out of range: the vocabulary has {self.num_embeddings} entries, got ids "
                              f"{int(flat.min())}..{int(flat.max())}")
-        kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        kernel = self.kernel()
         if kernel is not None:
             rows = kernel.rows(flat)
         else:  # no native kernels: decode the whole table, keep the rows asked for

@@ -15,34 +15,47 @@ from elastiq import formats as F
 from . import kernels
 
 
-class QuantLinear(nn.Module):
-    def __init__(self, packed: F.Packed, bias: torch.Tensor | None = None, act_format: F.Format | str | None = None):
+class PackedWeight(nn.Module):
+    """A module holding one packed 2-D weight as buffers, and the kernel view of it."""
+
+    def __init__(self, packed: F.Packed, what: str):
         super().__init__()
         if len(packed.shape) != 2:
-            raise ValueError(f"a linear weight is 2-D (out, in), got shape {packed.shape}")
+            raise ValueError(f"{what} is 2-D, got shape {packed.shape}")
         packed.validate()
         self.fmt = packed.fmt
-        self.out_features, self.in_features = packed.shape
+        self.weight_shape = tuple(packed.shape)
         self.weight_dtype = packed.dtype
         self.register_buffer("codes", packed.codes)
         self.register_buffer("scales", packed.scales)
         self.register_buffer("selectors", packed.selectors)
         self.register_buffer("tensor_scale", packed.tensor_scale)
+        self._kernel = None  # kernels.KernelWeight, rebuilt when the buffers move
+
+    def packed(self) -> F.Packed:
+        return F.Packed(self.fmt, self.weight_shape, self.weight_dtype,
+                        self.codes, self.scales, self.selectors, self.tensor_scale)
+
+    def kernel(self):
+        """The native kernels' view of the weight, or None where they cannot serve it."""
+        self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        return self._kernel
+
+
+class QuantLinear(PackedWeight):
+    def __init__(self, packed: F.Packed, bias: torch.Tensor | None = None, act_format: F.Format | str | None = None):
+        super().__init__(packed, "a linear weight (out, in)")
+        self.out_features, self.in_features = packed.shape
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
         self.act_format = F.resolve(act_format) if act_format is not None else None
-        self._kernel = None  # kernels.KernelWeight, rebuilt when the buffers move
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt, act_format=None) -> "QuantLinear":
         return cls(F.quantize(linear.weight.detach(), fmt), linear.bias, act_format)
 
-    def packed(self) -> F.Packed:
-        return F.Packed(self.fmt, (self.out_features, self.in_features), self.weight_dtype,
-                        self.codes, self.scales, self.selectors, self.tensor_scale)
-
     def weight(self) -> torch.Tensor:
         """The decoded float weight (computed on each call, by the native kernel where it can)."""
-        kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+        kernel = self.kernel()
         if kernel is None:
             return F.dequantize(self.packed())
         return kernel.rows().to(self.weight_dtype)
@@ -57,7 +70,7 @@ class QuantLinear(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         kernel = None
         if not (torch.is_grad_enabled() and x.requires_grad):  # the kernels have no backward
-            kernel = self._kernel = kernels.kernel_for(self.packed(), self._kernel)
+            kernel = self.kernel()
         if kernel is None:
             return Fn.linear(x, self.weight().to(x.dtype), bias)
         rows = x.reshape(-1, self.in_features).float()
