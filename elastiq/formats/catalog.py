@@ -103,7 +103,7 @@ def _presets() -> dict[str, Format]:
     def add(f: Format):
         p[f.name] = f
 
-    for bits in (8, 4, 3, 2):
+    for bits in (8, 6, 5, 4, 3, 2):
         add(Format(f"int{bits}", (int_grid(bits),), FP16, block=128, rounding="even",
                    description=f"symmetric INT{bits}, groups of 128, FP16 scale = amax/{2 ** (bits - 1) - 1}"))
     add(Format("int4-g64", (int_grid(4),), FP16, block=64, rounding="even", description="symmetric INT4, groups of 64"))
