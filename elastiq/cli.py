@@ -299,5 +299,11 @@ app.command("profile")(_profile_command)
 app.command("deviation")(_deviation)
 app.command("faults")(_faults)
 
+from elastiq.elastic.commands import build as _build, host as _host, prune as _prune  # noqa: E402  (elastic hosting)
+
+app.command("build")(_build)
+app.command("prune")(_prune)
+app.command("host")(_host)
+
 if __name__ == "__main__":
     app()

@@ -83,14 +83,14 @@ def load(directory, with_tokenizer: bool = True):
     modules = manifest["modules"]
     for name, meta in sorted(modules.items(), key=lambda kv: "tied_to" in kv[1]):  # embeddings before their heads
         _replace(model, name, _packed_module(model, directory, config, name, meta))
-    _materialize(model)
+    materialize(model)
     missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
-    missing = set(missing) - _retie_float_head(model, config, set(missing))
+    missing = set(missing) - retie_float_head(model, config, set(missing))
     if unexpected or missing:
         raise ValueError(f"{directory / WEIGHTS} does not fit the model: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}")
     model.eval()
-    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True) if with_tokenizer and _has_tokenizer(directory) else None
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True) if with_tokenizer and has_tokenizer(directory) else None
     return model, tok
 
 
@@ -119,7 +119,7 @@ def _packed_module(model, directory, config, name: str, meta: dict):
     return QuantLinear(empty, bias, act)
 
 
-def _materialize(model: nn.Module) -> None:
+def materialize(model: nn.Module) -> None:
     """Give every parameter still on meta real (uninitialized) storage, keeping ties."""
     new: dict[int, nn.Parameter] = {}
     for module in model.modules():
@@ -130,7 +130,7 @@ def _materialize(model: nn.Module) -> None:
                 module._parameters[pname] = new[id(p)]
 
 
-def _retie_float_head(model, config, missing: set) -> set:
+def retie_float_head(model, config, missing: set) -> set:
     """Tie a float output head to its float embedding again (the file stores the pair
     once); returns the names this accounts for."""
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
@@ -147,5 +147,5 @@ def _retie_float_head(model, config, missing: set) -> set:
     return set()
 
 
-def _has_tokenizer(directory: Path) -> bool:
+def has_tokenizer(directory: Path) -> bool:
     return any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"))

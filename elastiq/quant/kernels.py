@@ -102,6 +102,15 @@ def max_rows() -> int:
     return 8
 
 
+@lru_cache(maxsize=64)
+def _scale_table(fmt: F.Format) -> torch.Tensor:
+    """Every scale code's value (65,536 entries for FP16 scales): built once per format,
+    so that wrapping a freshly loaded weight costs microseconds, not milliseconds."""
+    if fmt.scale.bits >= 32:
+        return torch.zeros(1)
+    return scale_values(torch.arange(1 << fmt.scale.bits, dtype=torch.int32), fmt, None).float().contiguous()
+
+
 class KernelWeight:
     """A packed 2-D weight viewed by the kernels. It holds the value tables (a few KiB)
     and pointers into the packed buffers: rebuild it when the buffers change."""
@@ -114,8 +123,7 @@ class KernelWeight:
         self._keep = [packed.codes, packed.scales, packed.selectors]
         self.elem_lut = torch.cat([value_table(g, "cpu") for g in fmt.grids]).contiguous()
         sbits = fmt.scale.bits
-        self.scale_lut = (scale_values(torch.arange(1 << sbits, dtype=torch.int32), fmt, None).float().contiguous()
-                          if sbits < 32 else torch.zeros(1))
+        self.scale_lut = _scale_table(fmt)
         ts = 1.0 if packed.tensor_scale is None else float(packed.tensor_scale)
         block = fmt.block or self.K
         self.elem_i8, mult = _as_int8(self.elem_lut) if fmt.element_bits == 4 else _int8_codes(self.elem_lut)

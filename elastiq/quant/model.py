@@ -94,7 +94,7 @@ def quantize_model(model: nn.Module, plan, act_format=None, progress: bool = Tru
     """Replace ``model``'s planned modules in place; returns what was quantized and kept."""
     report = QuantReport()
     todo = list(planned_modules(model, plan))
-    tied = _tied_heads(model)
+    tied = tied_float_heads(model)
     with Progress(transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
         task = prog.add_task("quantizing", total=len(todo))
         for name, module, fmt, why in todo:
@@ -115,7 +115,7 @@ def quantize_model(model: nn.Module, plan, act_format=None, progress: bool = Tru
     return report
 
 
-def _tied_heads(model: nn.Module) -> dict[str, str]:
+def tied_float_heads(model: nn.Module) -> dict[str, str]:
     """{head name: embedding name} for linear layers that share their weight with an embedding."""
     embeddings = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
     return {n: embeddings[id(m.weight)] for n, m in model.named_modules()

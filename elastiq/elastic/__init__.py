@@ -1,0 +1,22 @@
+"""elastiq.elastic: elastic hosting (FlexQuant). Build a chain of hosting options that
+differ by one unit each from a few base formats, store it once, prune it to a storage
+limit, and host it under a memory budget that moves.
+
+    from elastiq.elastic import build, ElasticModel, prune_artifact
+    build(model, tok, "smollm2.elastic")                 # int8 / int6 / nxfp4 / int3 bases
+    host = ElasticModel("smollm2.elastic")
+    host.apply_budget(100 * 2**20)                       # the best option in 100 MiB
+    print(host.generate("What is a tree?"))
+
+Imports elastiq.quant, elastiq.models, elastiq.data (never higher layers).
+"""
+from .artifact import Artifact, ArtifactError, is_artifact, prune_artifact
+from .budget import AvailableMemory, CgroupLimit, Fixed, parse_bytes, read_trace
+from .build import DEFAULT_FORMATS, build
+from .chain import Chain, Family, build_chain, family_of, prune
+from .host import BudgetError, ElasticModel, Transition
+from .units import Unit, find_units
+
+__all__ = ["Artifact", "ArtifactError", "AvailableMemory", "BudgetError", "CgroupLimit", "Chain", "DEFAULT_FORMATS",
+           "ElasticModel", "Family", "Fixed", "Transition", "Unit", "build", "build_chain", "family_of", "find_units",
+           "is_artifact", "parse_bytes", "prune", "prune_artifact", "read_trace"]

@@ -1,0 +1,280 @@
+"""The elastic artifact: one directory holding each stored (unit, base format) copy once.
+
+    elastic.json          manifest: base formats, units, chain, family, quality, checksums
+    config.json, tokenizer files
+    rest.safetensors      float tensors outside the units (norms, an untied float head, ...)
+    base<i>.safetensors   the packed tensors of every stored copy in base format i
+
+Each stored tensor has its sha256 in the manifest and is checked when it is read, so a
+host loads copies lazily (safetensors maps the file; only what an option needs is
+read) and still refuses a corrupted byte. Small files are checked whole when the
+artifact is opened. An artifact is written in a temporary directory and renamed into
+place: a failed build or prune leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from elastiq import formats as F
+from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
+from elastiq.quant import QuantEmbedding, QuantLinear
+from elastiq.quant.io import has_tokenizer
+
+from .chain import Chain, Family
+from .units import Unit
+
+MANIFEST = "elastic.json"
+REST = "rest.safetensors"
+VERSION = 1
+PACKED_PARTS = ("codes", "scales", "selectors", "tensor_scale")
+
+
+class ArtifactError(ValueError):
+    """The directory is not a usable elastic artifact (missing, corrupted, foreign)."""
+
+
+def base_file(i: int) -> str:
+    return f"base{i}.safetensors"
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    raw = t.detach().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(raw.numpy() if raw.numel() else b"").hexdigest()
+
+
+def module_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors that store a packed module: its packed parts and its bias."""
+    p = module.packed()
+    out = {k: getattr(p, k) for k in PACKED_PARTS if getattr(p, k) is not None}
+    if isinstance(module, QuantLinear) and module.bias is not None:
+        out["bias"] = module.bias.detach()
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def module_meta(module: nn.Module) -> dict:
+    return {"kind": "embedding" if isinstance(module, QuantEmbedding) else "linear",
+            "shape": list(module.weight_shape), "dtype": str(module.weight_dtype).removeprefix("torch."),
+            "bias": isinstance(module, QuantLinear) and module.bias is not None,
+            "padding_idx": getattr(module, "padding_idx", None)}
+
+
+def write(directory, *, config, tokenizer, units: list[Unit], chain: Chain, family: Family,
+          copy_tensors, modules: dict[str, dict], rest: dict[str, torch.Tensor], rest_aliases: dict[str, str],
+          quality: dict, info: dict, overwrite: bool = False) -> Path:
+    """Write an artifact. ``copy_tensors(u, i)`` gives {module: {part: tensor}} for a stored copy."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        config.to_json_file(str(tmp / "config.json"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        save_file({k: v.contiguous() for k, v in rest.items()}, str(tmp / REST))
+        tensors: dict[str, dict[str, str]] = {}
+        for i in range(len(chain.formats)):
+            stored = sorted(u for u, b in family.copies if b == i)
+            if not stored:
+                continue
+            blob = {}
+            for u in stored:
+                for module, parts in copy_tensors(u, i).items():
+                    blob.update({f"{module}.{k}": t for k, t in parts.items()})
+            save_file(blob, str(tmp / base_file(i)))
+            tensors[base_file(i)] = {k: tensor_sha256(t) for k, t in blob.items()}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())
+                 if p.is_file() and p.name not in tensors}
+        files.update({name: {"bytes": (tmp / name).stat().st_size} for name in tensors})
+        manifest = {"elastiq_elastic": VERSION, "architecture": type_name(config), "info": info,
+                    "units": [{"name": u.name, "kind": u.kind, "modules": list(u.modules), "tied": list(u.tied)}
+                              for u in units],
+                    "modules": modules, "chain": chain.to_dict(), "family": family.to_dict(), "quality": quality,
+                    "rest_aliases": rest_aliases, "files": files, "tensors": tensors}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return directory
+
+
+def type_name(config) -> str:
+    return (getattr(config, "architectures", None) or [config.model_type])[0]
+
+
+_DTYPES = {"U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+           "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "BOOL": torch.bool}
+
+
+class TensorFile:
+    """Reads single tensors of a safetensors file with pread into fresh memory.
+
+    safetensors' own reader maps the file: every page a host ever touched would stay
+    resident while the file is open, so process memory would not fall when the budget
+    does. Reading into ordinary tensors lets a swap hand memory back."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        size = os.fstat(self.fd).st_size
+        try:
+            n = int.from_bytes(os.pread(self.fd, 8, 0), "little")
+            if not 2 <= n <= size - 8:
+                raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+            header = json.loads(os.pread(self.fd, n, 8))
+            header.pop("__metadata__", None)
+            self.entries = {}
+            for key, e in header.items():
+                start, end = (8 + n + o for o in e["data_offsets"])
+                dtype = _DTYPES[e["dtype"]]
+                if not 8 + n <= start <= end <= size or (end - start) != math.prod(e["shape"]) * dtype.itemsize:
+                    raise ValueError(f"tensor {key} lies outside the file or has the wrong size")
+                self.entries[key] = (dtype, tuple(e["shape"]), start, end - start)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            os.close(self.fd)
+            raise ArtifactError(f"{path} is not a readable safetensors file ({e}): the file is corrupted") from None
+
+    def get(self, key: str) -> torch.Tensor:
+        dtype, shape, start, nbytes = self.entries[key]
+        out = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes and os.preadv(self.fd, [out.numpy()], start) != nbytes:
+            raise ArtifactError(f"{self.path}: {key} is cut short: the file is truncated")
+        return out.view(dtype).reshape(shape)
+
+    def __del__(self, _close=os.close):  # os may be gone at interpreter exit: keep close bound
+        try:
+            _close(self.fd)
+        except (OSError, AttributeError):
+            pass
+
+
+class Artifact:
+    """A read-only view of an artifact directory; copies are read on demand."""
+
+    def __init__(self, directory):
+        self.path = Path(directory)
+        if not self.path.is_dir():
+            raise ArtifactError(f"{self.path} is not a directory: give the directory `elastiq build` wrote")
+        try:
+            m = read_manifest_json(self.path / MANIFEST, "an elastic artifact (written by `elastiq build`)")
+        except FileNotFoundError as e:
+            raise ArtifactError(str(e)) from None
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        if m.get("elastiq_elastic") != VERSION:
+            raise ArtifactError(f"{self.path} is elastic artifact version {m.get('elastiq_elastic')}; this elastiq "
+                                f"reads version {VERSION}: rebuild it with `elastiq build`")
+        try:
+            for name, meta in m["files"].items():
+                if "sha256" in meta:
+                    check_file(self.path / name, meta["bytes"], meta["sha256"])
+                elif not (self.path / name).is_file():
+                    raise ValueError(f"{self.path} is incomplete: {name} is missing")
+                elif (self.path / name).stat().st_size != meta["bytes"]:
+                    raise ValueError(f"{self.path / name} has {(self.path / name).stat().st_size} bytes but the "
+                                     f"manifest says {meta['bytes']}: truncated or replaced")
+            self.manifest = m
+            self.chain = Chain.from_dict(m["chain"])
+            self.family = Family.from_dict(m["family"])
+            self.units = [Unit(u["name"], tuple(u["modules"]), u["kind"], tuple(u["tied"])) for u in m["units"]]
+            self.formats = [F.get(s) for s in self.chain.formats]
+            self._files = {name: TensorFile(self.path / name) for name in m["tensors"]}
+            self._verified: set[tuple[str, str]] = set()  # checked once per session, at first read
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError) as e:
+            raise ArtifactError(f"{self.path / MANIFEST} is malformed (missing {e}): rebuild the artifact") from None
+        except Exception as e:  # a corrupted safetensors header, a bad checksum, a bad format name
+            raise ArtifactError(f"{self.path}: {e}") from None
+
+    @property
+    def option_bytes(self):
+        return self.chain.option_bytes()
+
+    def read(self, file: str, key: str) -> torch.Tensor:
+        """One stored tensor, checked against its checksum the first time it is read."""
+        want = self.manifest["tensors"].get(file, {}).get(key)
+        if want is None:
+            raise ArtifactError(f"{self.path} does not store {key} (pruned away, or not an option of this artifact)")
+        try:
+            t = self._files[file].get(key)
+        except ArtifactError:
+            raise
+        except Exception as e:
+            raise ArtifactError(f"{self.path / file}: cannot read {key} ({e}): the file is corrupted") from None
+        if (file, key) in self._verified:
+            return t
+        if tensor_sha256(t) != want:
+            raise ArtifactError(f"{self.path / file}: {key} does not match its checksum: the file is corrupted; "
+                                "rebuild the artifact")
+        self._verified.add((file, key))
+        return t
+
+    def load_copy(self, u: int, i: int) -> dict[str, nn.Module]:
+        """{module name: packed module} of unit ``u`` in base format ``i``."""
+        if (u, i) not in self.family.copies:
+            raise ArtifactError(f"{self.path} does not store {self.units[u].name} in {self.chain.formats[i]}")
+        return {name: self._module(name, i) for name in self.units[u].modules}
+
+    def _module(self, name: str, i: int) -> nn.Module:
+        meta, file = self.manifest["modules"][name], base_file(i)
+        parts = {k: self.read(file, f"{name}.{k}") for k in PACKED_PARTS if k != "tensor_scale"}
+        fmt = self.formats[i]
+        ts = self.read(file, f"{name}.tensor_scale") if fmt.tensor_scale else None
+        packed = F.Packed(fmt, tuple(meta["shape"]), getattr(torch, meta["dtype"]), tensor_scale=ts, **parts)
+        if meta["kind"] == "embedding":
+            return QuantEmbedding(packed, meta["padding_idx"])
+        return QuantLinear(packed, self.read(file, f"{name}.bias") if meta["bias"] else None)
+
+    def verify(self) -> None:
+        """Read and check every stored tensor (opening checks only sizes of the large files)."""
+        self._verified.clear()
+        for file, keys in self.manifest["tensors"].items():
+            for key in keys:
+                self.read(file, key)
+
+    def storage_bytes(self) -> int:
+        return sum(meta["bytes"] for meta in self.manifest["files"].values()) + (self.path / MANIFEST).stat().st_size
+
+
+def is_artifact(path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def prune_artifact(src, out, limit_bytes: int, overwrite: bool = False) -> tuple[Path, dict]:
+    """Write the largest family of ``src`` that fits ``limit_bytes`` of storage to ``out``;
+    returns the path and a report of what the family lost."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .chain import prune
+
+    a = src if isinstance(src, Artifact) else Artifact(src)
+    if Path(out).resolve() == a.path.resolve():
+        raise ValueError(f"prune writes a new artifact: give an --out other than {a.path}")
+    family = prune(a.chain, limit_bytes, a.family)
+    sizes = a.option_bytes
+    before = a.family
+    report = {"limit_bytes": int(limit_bytes), "options_before": len(before.options), "options_after": len(family.options),
+              "options_removed": sorted(set(before.options) - set(family.options)),
+              "storage_before": before.storage_bytes, "storage_after": family.storage_bytes,
+              "largest_before": int(sizes[before.options[0]]), "largest_after": int(sizes[family.options[0]]),
+              "smallest_after": int(sizes[family.options[-1]])}
+    keys = a.manifest["tensors"]
+
+    def copy_tensors(u, i):
+        file = base_file(i)
+        return {m: {k.removeprefix(m + "."): a.read(file, k) for k in keys[file] if k.startswith(m + ".")
+                    and k.removeprefix(m + ".") in PACKED_PARTS + ("bias",)}
+                for m in a.units[u].modules}
+
+    tok = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) if has_tokenizer(a.path) else None
+    info = dict(a.manifest["info"], pruning=report)
+    path = write(out, config=AutoConfig.from_pretrained(str(a.path), local_files_only=True), tokenizer=tok,
+                 units=a.units, chain=a.chain, family=family, copy_tensors=copy_tensors, modules=a.manifest["modules"],
+                 rest=load_file(str(a.path / REST)), rest_aliases=a.manifest["rest_aliases"],
+                 quality=a.manifest["quality"], info=info, overwrite=overwrite)
+    return path, report
+

@@ -1,0 +1,193 @@
+"""build(): from a float model and a few base formats to an elastic artifact on disk.
+
+1. Pack every unit in every base format (these copies are all the artifact stores).
+2. Estimate each (unit, base) quality cost once, from one probe pass (sensitivity.py).
+3. Order the moves into a chain (chain.py).
+4. Measure the real KL divergence from the float model at options spread along the
+   chain, on calibration text other than the probe's; the estimates between them are
+   mapped through these measurements.
+5. Prune to a storage limit if one is given, and write the artifact (artifact.py).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from elastiq import formats as F
+from elastiq.quant import QuantEmbedding, QuantLinear, weight_bytes
+
+from . import artifact
+from .chain import build_chain, estimate_cost, family_of, prune
+from .sensitivity import output_cost, record_probes
+from .units import find_units
+
+DEFAULT_FORMATS = ("int8", "int6", "nxfp4", "int3")
+
+
+@contextmanager
+def _progress(enabled: bool):
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, transient=True, disable=not (enabled and sys.stderr.isatty())) as p:
+        yield p
+
+
+def check_formats(formats) -> list[F.Format]:
+    fmts = [F.resolve(f) for f in formats]
+    if len(fmts) < 2:
+        raise ValueError(f"an elastic chain needs at least two base formats, got {len(fmts)}: e.g. "
+                         f"{','.join(DEFAULT_FORMATS)}")
+    specs = [F.spec(f) for f in fmts]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"base formats repeat: {', '.join(specs)}")
+    return fmts
+
+
+def calibration_ids(tokenizer, text: str, tokens: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint sets of windows (windows, context): one to probe, one to measure."""
+    from elastiq.data import tokenize
+
+    if context < 2 or tokens < context:
+        raise ValueError(f"need calib_tokens >= context >= 2, got calib_tokens={tokens}, context={context}")
+    ids = tokenize(tokenizer, text)
+    n = tokens // context * context
+    if len(ids) < 2 * n:
+        raise ValueError(f"the calibration text has {len(ids)} tokens; {2 * n} are needed "
+                         "(half to probe, half to measure): give a longer text or fewer calib_tokens")
+    return ids[:n].reshape(-1, context), ids[n : 2 * n].reshape(-1, context)
+
+
+def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
+    if isinstance(module, nn.Embedding):
+        return QuantEmbedding.from_embedding(module, fmt)
+    return QuantLinear.from_linear(module, fmt)
+
+
+def decoded(module: nn.Module) -> torch.Tensor:
+    return F.dequantize(module.packed(), torch.float32)
+
+
+class _Quality:
+    """KL divergence from the float model on fixed windows, the model's weights set per option."""
+
+    def __init__(self, model, ids, units, copies):
+        self.model, self.ids, self.units, self.copies = model, ids, units, copies
+        with torch.no_grad():
+            self.ref = [Fn.log_softmax(model(w[None]).logits[0].float(), -1) for w in ids]
+        self.current: dict[str, int] = {}
+
+    def set(self, levels) -> None:
+        with torch.no_grad():
+            for u, unit in enumerate(self.units):
+                if self.current.get(unit.name) == int(levels[u]):
+                    continue
+                for name, packed in self.copies[(u, int(levels[u]))].items():
+                    self.model.get_submodule(name).weight.data = decoded(packed).to(self.model.dtype)
+                self.current[unit.name] = int(levels[u])
+
+    @torch.no_grad()
+    def kl(self, levels) -> float:
+        self.set(levels)
+        total = 0.0
+        for w, ref in zip(self.ids, self.ref):
+            logp = Fn.log_softmax(self.model(w[None]).logits[0].float(), -1)
+            total += float((ref.exp() * (ref - logp)).sum())
+        return total / (len(self.ids) * self.ids.shape[1])
+
+
+def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", embedding: bool = True,
+          calib_text: str | None = None, calib_tokens: int = 512, context: int = 256, measure: int = 12,
+          storage_limit: int | None = None, overwrite: bool = False, progress: bool = True, source: str = "",
+          seed: int = 0) -> Path:
+    """Build the elastic family of ``model`` (a float model, changed in place: pass a copy
+    to keep it) and write it to ``out``."""
+    from elastiq.data import load_text
+
+    fmts = check_formats(formats)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
+    t0 = time.perf_counter()
+    model.eval()
+    units = find_units(model, unit, embedding)
+    for f in fmts:
+        if embedding and f.axis % 2 != 1:
+            raise ValueError(f"format {f.name} blocks along axis {f.axis} and cannot pack an embedding: "
+                             "build with embedding=False (--no-embedding)")
+    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), calib_tokens, context)
+    probed = [m for u in units for m in u.modules + u.tied]
+    probes = record_probes(model, probed, probe_ids, seed=seed)
+    rest, aliases, rest_bytes = _rest(model, units)
+
+    copies: dict[tuple[int, int], dict[str, nn.Module]] = {}
+    unit_bytes = np.zeros((len(units), len(fmts)), dtype=np.int64)
+    unit_cost = np.zeros((len(units), len(fmts)))
+    with _progress(progress) as prog:
+        task = prog.add_task("packing and probing", total=len(units) * len(fmts))
+        for u, un in enumerate(units):
+            for i, f in enumerate(fmts):
+                copies[(u, i)] = {m: pack(model.get_submodule(m), f) for m in un.modules}
+                for m, q in copies[(u, i)].items():
+                    w = model.get_submodule(m).weight.detach().float()
+                    delta = decoded(q) - w
+                    kind = "embedding" if isinstance(q, QuantEmbedding) else "linear"
+                    unit_cost[u, i] += output_cost(probes[m], delta, kind)
+                    unit_cost[u, i] += sum(output_cost(probes[h], delta, "linear") for h in un.tied)
+                    unit_bytes[u, i] += q.nbytes
+                prog.advance(task)
+    del probes
+    chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
+
+    sizes = chain.option_bytes()
+    targets = np.linspace(sizes[0], sizes[-1], max(2, measure))
+    points = sorted({int(np.argmin(np.abs(sizes - t))) for t in targets})
+    assignments = chain.assignments()
+    quality = _Quality(model, measure_ids, units, copies)
+    measured: dict[int, float] = {}
+    with _progress(progress) as prog:
+        task = prog.add_task("measuring KL along the chain", total=len(points) + len(fmts))
+        bases = []
+        for i in range(len(fmts)):
+            bases.append(quality.kl(np.full(len(units), i)))
+            prog.advance(task)
+        for k in points:
+            measured[k] = quality.kl(assignments[k])
+            prog.advance(task)
+    est = estimate_cost(chain, measured)
+
+    family = family_of(chain, range(chain.n_options)) if storage_limit is None else prune(chain, storage_limit)
+    metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
+    info = {"source": source, "unit": unit, "embedding": embedding, "calib_tokens": int(probe_ids.numel()),
+            "context": context, "seed": seed, "build_seconds": None, "storage_limit": storage_limit}
+    qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
+            "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
+            "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}
+    info["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return artifact.write(out, config=model.config, tokenizer=tokenizer, units=units, chain=chain, family=family,
+                          copy_tensors=lambda u, i: {m: artifact.module_tensors(q) for m, q in copies[(u, i)].items()},
+                          modules=metas, rest=rest, rest_aliases=aliases, quality=qual, info=info, overwrite=overwrite)
+
+
+def _rest(model: nn.Module, units) -> tuple[dict, dict, int]:
+    """The float state outside the units (each storage once, with aliases for ties), and
+    the bytes it takes when hosted."""
+    owned = {m for u in units for m in u.modules + u.tied}
+    rest, aliases, seen = {}, {}, {}
+    for key, t in model.state_dict().items():
+        if key.rpartition(".")[0] in owned:
+            continue
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if ptr in seen:
+            aliases[key] = seen[ptr]
+        else:
+            seen[ptr] = key
+            rest[key] = t.detach().clone()
+    unit_params = {id(p): p for m in owned for p in model.get_submodule(m).parameters(recurse=False)}
+    return rest, aliases, weight_bytes(model) - sum(p.numel() * p.element_size() for p in unit_params.values())

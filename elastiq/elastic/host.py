@@ -1,0 +1,251 @@
+"""ElasticModel: host an elastic artifact under a memory budget that moves.
+
+Given a budget it runs the largest option of the artifact's family that fits. When the
+budget changes it reads only the units whose base differs (before taking any lock), then
+swaps them in under a write lock and frees the old ones. Every forward pass holds a
+read lock, so each forward (each generated token) runs on one whole option, never on a
+half-swapped model; a swap waits for the forward in flight, and generation continues
+on the new option at the next token.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from elastiq.quant.io import has_tokenizer, materialize
+from elastiq.quant.model import _replace
+
+from .artifact import REST, Artifact, ArtifactError
+
+
+class BudgetError(ValueError):
+    """The budget is below the smallest option: nothing can be hosted in it."""
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds new readers back."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Vacant(nn.Module):
+    """Stands where a unit's module goes until an option is loaded."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"{self.name} is not loaded: choose an option first (apply_budget or swap)")
+
+
+@dataclass
+class Transition:
+    option: int  # chain option index
+    bytes: int  # the option's weight bytes
+    units_changed: int
+    read_seconds: float  # reading and checking the changed copies
+    wait_seconds: float  # waiting for the forward pass in flight
+    seconds: float  # the whole swap, end to end
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: the allocator's defaults stand
+        return None
+
+
+def _fix_mmap_threshold() -> None:
+    """Give every allocation of 1 MiB or more its own mapping, returned to the OS when
+    freed. glibc otherwise raises the threshold after the first large free, and later
+    weights land in a heap that does not shrink."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+class ElasticModel:
+    def __init__(self, path, with_tokenizer: bool = True):
+        from accelerate import init_empty_weights
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        _fix_mmap_threshold()
+        self.artifact = a = Artifact(path)
+        config = AutoConfig.from_pretrained(str(a.path), local_files_only=True)
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config)
+        for unit in a.units:
+            for name in unit.modules + unit.tied:
+                _replace(model, name, Vacant(name))
+        materialize(model)
+        missing, unexpected = model.load_state_dict(load_file(str(a.path / REST)), strict=False)
+        for alias, target in a.manifest["rest_aliases"].items():
+            module, _, pname = alias.rpartition(".")
+            setattr(model.get_submodule(module), pname, model.get_parameter(target))
+        missing = set(missing) - set(a.manifest["rest_aliases"])
+        if missing or unexpected:
+            raise ArtifactError(f"{a.path / REST} does not fit a {config.model_type} model: missing "
+                                f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        model.eval()
+        self.model = model
+        self._forward = forward = model.forward
+
+        @functools.wraps(forward)  # keeps the signature that generate() inspects
+        def locked_forward(*args, **kwargs):
+            return self._locked_forward(*args, **kwargs)
+
+        model.forward = locked_forward  # every forward pass holds the read lock
+        self.tokenizer = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) \
+            if with_tokenizer and has_tokenizer(a.path) else None
+        self.sizes = a.option_bytes
+        self.options = sorted(a.family.options)  # largest first
+        self.levels = np.full(len(a.units), -1, dtype=np.int64)
+        self.option: int | None = None
+        self._lock = RWLock()
+        self._swap_lock = threading.Lock()
+        self.forwards: list[int] = []  # option of each forward pass, when record_forwards is on
+        self.record_forwards = False
+
+    # ---- choosing -------------------------------------------------------------------
+    @property
+    def smallest(self) -> int:
+        return int(self.sizes[self.options[-1]])
+
+    @property
+    def held_bytes(self) -> int:
+        return 0 if self.option is None else int(self.sizes[self.option])
+
+    def best_option(self, budget: int) -> int:
+        """The largest option of the family whose weights fit ``budget`` bytes."""
+        for k in self.options:
+            if self.sizes[k] <= budget:
+                return k
+        raise BudgetError(f"a budget of {budget / 2**20:.1f} MiB is below the smallest option of "
+                          f"{self.artifact.path.name} ({self.smallest / 2**20:.1f} MiB): free memory, lower the "
+                          "reserve, or build the artifact with a smaller base format")
+
+    def apply_budget(self, budget: int) -> Transition | None:
+        """Swap to the best option for ``budget``; None if that is the option already held."""
+        k = self.best_option(budget)
+        return None if k == self.option else self.swap(k)
+
+    # ---- swapping -------------------------------------------------------------------
+    def swap(self, option: int) -> Transition:
+        """Load ``option``: read the units that differ, then swap them in at once."""
+        if option not in self.artifact.family.options:
+            raise ValueError(f"option {option} is not in this artifact's family "
+                             f"({len(self.options)} options between {self.options[0]} and {self.options[-1]})")
+        with self._swap_lock:
+            t0 = time.perf_counter()
+            target = self.artifact.chain.assignment(option).astype(np.int64)
+            changed = np.flatnonzero(target != self.levels)
+            new: dict[str, nn.Module] = {}
+            for u in changed:  # may raise (a corrupted copy): nothing has changed yet
+                unit = self.artifact.units[u]
+                loaded = self.artifact.load_copy(int(u), int(target[u]))
+                for head in unit.tied:
+                    loaded[head] = loaded[unit.modules[0]].tied_head()
+                new.update(loaded)
+            for m in new.values():
+                m.kernel()  # ready before the swap, not at the first forward after it
+            t1 = time.perf_counter()
+            with self._lock.write():
+                t2 = time.perf_counter()
+                for name, module in new.items():
+                    _replace(self.model, name, module)
+                self.levels, self.option = target, option
+            del new  # the old modules are freed here, by reference counting (no gc pass: it takes 0.1-0.4 s)
+            _trim_heap()
+            return Transition(option, int(self.sizes[option]), len(changed), t1 - t0, t2 - t1, time.perf_counter() - t0)
+
+    def _locked_forward(self, *args, **kwargs):
+        with self._lock.read():
+            if self.option is None:
+                raise RuntimeError("no option is loaded: call apply_budget(bytes) or swap(option) first")
+            if self.record_forwards:
+                self.forwards.append(self.option)
+            return self._forward(*args, **kwargs)
+
+    # ---- using ----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = 32, chat: bool = True, on_token=None) -> str:
+        """Greedy continuation of ``prompt`` (through the chat template when the tokenizer
+        has one and ``chat``); ``on_token(text_so_far)`` is called after each token."""
+        tok = self.tokenizer
+        if tok is None:
+            raise ValueError("this ElasticModel was opened without its tokenizer")
+        if chat and getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)["input_ids"]
+        else:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        streamer = _Streamer(tok, on_token) if on_token else None
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                  do_sample=False, streamer=streamer, pad_token_id=tok.eos_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+class _Streamer:
+    """The minimal streamer interface of transformers' generate: put(ids), end()."""
+
+    def __init__(self, tok, on_token):
+        self.tok, self.on_token, self.ids, self.first = tok, on_token, [], True
+
+    def put(self, value):
+        if self.first:  # generate puts the prompt first
+            self.first = False
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self.on_token(self.tok.decode(self.ids, skip_special_tokens=True))
+
+    def end(self):
+        pass
