@@ -4,6 +4,7 @@
     .venv/bin/python bench/markdown.py nxfp       # from bench/results/nxfp.json
     .venv/bin/python bench/markdown.py quality    # from bench/results/quality.json
     .venv/bin/python bench/markdown.py profile    # from bench/results/profile.json
+    .venv/bin/python bench/markdown.py elastic    # from bench/results/elastic.json
 """
 from __future__ import annotations
 
@@ -187,12 +188,59 @@ def lrec_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def elastic_table(data: dict) -> str:
+    m = data["meta"]
+    mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
+    out = [f"SmolLM2-135M, bases {', '.join(m['formats'])}, unit = one linear layer (and the embedding with its tied "
+           f"head); {m['threads']} threads, torch {m['torch']}, {m['date']}; build took {m['build_seconds']:.0f} s.", "",
+           "| measure | elastic chain | (a) one file per base | ratio | goal |", "|---|---|---|---|---|",
+           f"| hosting options | {data['options']} | {data['baseline_options']} | {data['options'] / data['baseline_options']:.0f}x | |",
+           f"| median step between neighbours, MiB | {data['median_step_bytes'] / 2**20:.3f} | "
+           f"{mib(data['baseline_median_step_bytes'])} | {data['granularity_ratio']:.0f}x finer | >= 100x: "
+           f"{'met' if data['granularity_ratio'] >= 100 else '**missed**'} |",
+           f"| largest step, MiB | {mib(data['max_step_bytes'])} | {mib(data['baseline_max_step_bytes'])} | | |",
+           f"| range of weights held, MiB | {mib(data['largest_option_bytes'])} to {mib(data['smallest_option_bytes'])} | "
+           f"same ends | | |",
+           f"| storage on disk, MiB | {mib(data['artifact_bytes'])} | {mib(data['sum_base_bytes'])} | "
+           f"{data['artifact_vs_sum_base']:.3f} | <= 1: {'met' if data['artifact_vs_sum_base'] <= 1 else '**missed**'} |",
+           f"| every option stored as its own file, MiB | {data['all_options_bytes'] / 2**20:,.0f} | | "
+           f"{data['storage_ratio']:.0f}x the artifact | >= 10x: {'met' if data['storage_ratio'] >= 10 else '**missed**'} |",
+           f"| switch, neighbours, ms (median) | {data['switch_ms_neighbour_median']:.2f} | | | <= 10: "
+           f"{'met' if data['switch_ms_neighbour_median'] <= 10 else '**missed**'} |",
+           f"| switch, extremes, ms (median) | {data['switch_ms_extremes_median']:.0f} | "
+           f"{data['reload_whole_file_ms_median']:.0f} (reload the int8 file) | "
+           f"{data['switch_speedup_extremes_vs_reload']:.1f}x faster | <= 300: "
+           f"{'met' if data['switch_ms_extremes_median'] <= 300 else '**missed**'} |",
+           "", f"Perplexity on {m['eval_tokens']} tokens of wiki-eval (float: {data['float_ppl']:.3f}):", "",
+           "| option | weights MiB | perplexity | line between bases | no worse? | KL estimated at build |",
+           "|---|---|---|---|---|---|"]
+    for b in sorted(data["bases"], key=lambda b: -b["weights"]):
+        out.append(f"| base `{b['format']}` (whole file) | {mib(b['weights'])} | {b['ppl']:.3f} | | | |")
+    for p in data["points"]:
+        out.append(f"| {p['option']} | {mib(p['weights'])} | {p['ppl']:.3f} | {p['base_line_ppl']:.3f} | "
+                   f"{'yes' if p['no_worse'] else '**no**'} | {p['kl_estimated']:.4f} |")
+    out += ["", "Pruned families (b: against the whole chain above):", "",
+            "| storage limit | artifact MiB | options kept | largest option MiB | smallest option MiB | "
+            "KL est. at largest |", "|---|---|---|---|---|---|"]
+    for p in data["pruned"]:
+        out.append(f"| {p['share']:.0%} of the chain's | {mib(p['artifact_bytes'])} | {p['options']} of "
+                   f"{p['options_before']} | {mib(p['largest_after'])} | {mib(p['smallest_after'])} | "
+                   f"{p['kl_estimated_largest_option']:.4f} |")
+    out += ["", "Trace replay (fresh process; RSS growth counted from the opened, empty host):", "",
+            "| budget MiB | option | weights MiB | swap ms | RSS growth MiB |", "|---|---|---|---|---|"]
+    for e in data["trace"]:
+        swap = "-" if e["swap_ms"] is None else f"{e['swap_ms']:.0f}"
+        out.append(f"| {mib(e['budget'])} | {e['option']} | {mib(e['weights'])} | {swap} | "
+                   f"{mib(e['rss'] - data['host_opened_rss'])} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
-              "profile": profile_table, "lrec": lrec_table}.get(which)
+              "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|elastic [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 
