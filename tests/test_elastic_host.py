@@ -267,3 +267,53 @@ def test_pruning_an_artifact(artifact, tmp_path):
     with pytest.raises(ValueError, match="below the smallest option"):
         prune_artifact(a, tmp_path / "none", 1000)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_low_rank_option_is_one_more_hosting_option(artifact, tmp_path):
+    import shutil
+
+    from elastiq.elastic import add_low_rank_option
+    from elastiq.quant import LowRankAdded, fake_quantize_model, with_embedding
+
+    art = tmp_path / "extra.elastic"
+    shutil.copytree(artifact, art)
+    a = Artifact(art)
+    k = a.family.options[-1]  # every unit at int3
+    g = torch.Generator().manual_seed(0)
+    names = ["model.layers.0.mlp.down_proj", "model.layers.1.self_attn.q_proj"]
+    deltas = {}
+    for n in names:
+        out_f, in_f = a.manifest["modules"][n]["shape"]
+        deltas[n] = (torch.randn(2, in_f, generator=g) * 0.1, torch.randn(out_f, 2, generator=g) * 0.1, 0.5)
+    entry = add_low_rank_option(art, k, deltas, "fix", kl=0.0)
+    assert entry["bytes"] == sum(4 * (A.numel() + B.numel()) for A, B, _ in deltas.values())
+    h = ElasticModel(art)
+    extra = a.chain.n_options
+    h.swap(extra)
+    assert weight_bytes(h.model) == h.sizes[extra] == h.sizes[k] + entry["bytes"]
+    # independent: the int3 model's float weights plus s * B A
+    ref = make_tiny_llama()
+    fake_quantize_model(ref, with_embedding(ref, "int3", "same"))
+    with torch.no_grad():
+        for n, (A, B, s) in deltas.items():
+            ref.get_submodule(n).weight += s * B @ A
+    assert torch.allclose(logits(h.model), logits(ref), atol=1e-4)
+    assert h.best_option(int(h.sizes[extra])) == extra  # it fits and its KL (0) beats every option that fits
+    assert h.best_option(int(h.sizes[extra]) - 1) != extra
+    h.swap(k)
+    assert not any(isinstance(m, LowRankAdded) for m in h.model.modules())
+    assert weight_bytes(h.model) == h.sizes[k]
+    h.swap(extra)
+    h.swap(h.options[0])  # every unit moves, and the corrections go
+    assert not any(isinstance(m, LowRankAdded) for m in h.model.modules())
+    for bad, message in [({"model.norm": deltas[names[0]]}, "not a packed linear layer"),
+                         ({names[0]: (deltas[names[0]][1], deltas[names[0]][0], 1.0)}, "needs A")]:
+        with pytest.raises(ValueError, match=message):
+            add_low_rank_option(art, k, bad, "bad", kl=0.1)
+    with pytest.raises(ValueError, match="already has an extra option"):
+        add_low_rank_option(art, k, deltas, "fix", kl=0.1)
+    with pytest.raises(ValueError, match="not in the family"):
+        add_low_rank_option(art, 10**6, deltas, "other", kl=0.1)
+    Artifact(art).verify()
+    out, report = prune_artifact(Artifact(art), tmp_path / "pruned", int(Artifact(art).family.storage_bytes * 0.8))
+    assert [e["name"] for e in Artifact(out).extras] == ([] if report["extras_removed"] else ["fix"])

@@ -10,13 +10,13 @@ limit, and host it under a memory budget that moves.
 
 Imports elastiq.quant, elastiq.models, elastiq.data (never higher layers).
 """
-from .artifact import Artifact, ArtifactError, is_artifact, prune_artifact
+from .artifact import Artifact, ArtifactError, add_low_rank_option, is_artifact, prune_artifact
 from .budget import AvailableMemory, CgroupLimit, Fixed, parse_bytes, read_trace
 from .build import DEFAULT_FORMATS, build
 from .chain import Chain, Family, build_chain, family_of, prune
 from .host import BudgetError, ElasticModel, Transition
 from .units import Unit, find_units
 
-__all__ = ["Artifact", "ArtifactError", "AvailableMemory", "BudgetError", "CgroupLimit", "Chain", "DEFAULT_FORMATS",
+__all__ = ["Artifact", "ArtifactError", "add_low_rank_option", "AvailableMemory", "BudgetError", "CgroupLimit", "Chain", "DEFAULT_FORMATS",
            "ElasticModel", "Family", "Fixed", "Transition", "Unit", "build", "build_chain", "family_of", "find_units",
            "is_artifact", "parse_bytes", "prune", "prune_artifact", "read_trace"]

@@ -32,6 +32,7 @@ from .units import Unit
 
 MANIFEST = "elastic.json"
 REST = "rest.safetensors"
+EXTRAS = "extras"
 VERSION = 1
 PACKED_PARTS = ("codes", "scales", "selectors", "tensor_scale")
 
@@ -180,6 +181,7 @@ class Artifact:
             self.family = Family.from_dict(m["family"])
             self.units = [Unit(u["name"], tuple(u["modules"]), u["kind"], tuple(u["tied"])) for u in m["units"]]
             self.formats = [F.get(s) for s in self.chain.formats]
+            self.extras: list[dict] = list(m.get("extras", []))  # low-rank options (add_low_rank_option)
             self._files = {name: TensorFile(self.path / name) for name in m["tensors"]}
             self._verified: set[tuple[str, str]] = set()  # checked once per session, at first read
         except ArtifactError:
@@ -228,6 +230,11 @@ class Artifact:
             return QuantEmbedding(packed, meta["padding_idx"])
         return QuantLinear(packed, self.read(file, f"{name}.bias") if meta["bias"] else None)
 
+    def load_low_rank(self, extra: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """{module: (A, B, scaling)} of an extra option."""
+        return {m: (self.read(extra["file"], f"{m}.lora_A"), self.read(extra["file"], f"{m}.lora_B"), meta["scaling"])
+                for m, meta in extra["modules"].items()}
+
     def verify(self) -> None:
         """Read and check every stored tensor (opening checks only sizes of the large files)."""
         self._verified.clear()
@@ -237,6 +244,54 @@ class Artifact:
 
     def storage_bytes(self) -> int:
         return sum(meta["bytes"] for meta in self.manifest["files"].values()) + (self.path / MANIFEST).stat().st_size
+
+
+def add_low_rank_option(directory, option: int, deltas: dict, name: str, kl: float) -> dict:
+    """Store low-rank corrections (e.g. trained LoRA adapters) for chain option ``option`` as
+    one more hosting option: ``deltas`` maps module names to (A (r, in), B (out, r),
+    scaling); ``kl`` is the option's measured KL from the float model. The tensors go to
+    ``extras/<name>.safetensors``; the manifest is replaced whole, last."""
+    from safetensors.torch import save_file
+
+    from elastiq.cache import atomic_write_text
+
+    a = Artifact(directory)
+    if option not in a.family.options:
+        raise ValueError(f"option {option} is not in the family of {a.path}: pick one of its options (elastiq host --options)")
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"an extra option's name is letters, digits, - and _; got {name!r}")
+    if any(e["name"] == name for e in a.extras):
+        raise ValueError(f"{a.path} already has an extra option named {name!r}")
+    linear = {m for u in a.units for m in u.modules if a.manifest["modules"][m]["kind"] == "linear"}
+    tensors, modules = {}, {}
+    for m, (A, B, scaling) in deltas.items():
+        if m not in linear:
+            raise ValueError(f"{m} is not a packed linear layer of {a.path}")
+        out_f, in_f = a.manifest["modules"][m]["shape"]
+        if A.dim() != 2 or B.dim() != 2 or A.shape[1] != in_f or B.shape[0] != out_f or A.shape[0] != B.shape[1]:
+            raise ValueError(f"the correction of {m} ({out_f}x{in_f}) needs A (r, {in_f}) and B ({out_f}, r), got "
+                             f"{tuple(A.shape)} and {tuple(B.shape)}")
+        tensors[f"{m}.lora_A"], tensors[f"{m}.lora_B"] = A.detach().contiguous(), B.detach().contiguous()
+        modules[m] = {"rank": int(A.shape[0]), "scaling": float(scaling)}
+    if not modules:
+        raise ValueError("no corrections given")
+    file = f"{EXTRAS}/{name}.safetensors"
+    target = a.path / file
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    m = dict(a.manifest)
+    m["tensors"] = {**m["tensors"], file: {k: tensor_sha256(t) for k, t in tensors.items()}}
+    m["files"] = {**m["files"], file: {"bytes": target.stat().st_size}}
+    entry = {"name": name, "option": int(option), "file": file, "modules": modules, "kl": float(kl),
+             "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values()))}
+    m["extras"] = a.extras + [entry]
+    atomic_write_text(a.path / MANIFEST, json.dumps(m, indent=1))
+    return entry
 
 
 def is_artifact(path) -> bool:
@@ -271,10 +326,14 @@ def prune_artifact(src, out, limit_bytes: int, overwrite: bool = False) -> tuple
                 for m in a.units[u].modules}
 
     tok = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) if has_tokenizer(a.path) else None
+    kept = [e for e in a.extras if e["option"] in family.options]
+    report["extras_removed"] = [e["name"] for e in a.extras if e not in kept]
     info = dict(a.manifest["info"], pruning=report)
     path = write(out, config=AutoConfig.from_pretrained(str(a.path), local_files_only=True), tokenizer=tok,
                  units=a.units, chain=a.chain, family=family, copy_tensors=copy_tensors, modules=a.manifest["modules"],
                  rest=load_file(str(a.path / REST)), rest_aliases=a.manifest["rest_aliases"],
                  quality=a.manifest["quality"], info=info, overwrite=overwrite)
+    for e in kept:  # extra options whose chain option survives come along
+        add_low_rank_option(path, e["option"], a.load_low_rank(e), e["name"], e["kl"])
     return path, report
 

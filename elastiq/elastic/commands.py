@@ -80,6 +80,9 @@ def show_family(a, title: str, rows: int = 12) -> None:
     for k in shown:
         t.add_row(str(k), _mib(sizes[k]), f"{measured.get(str(k), est[k]):.4f}",
                   "measured" if str(k) in measured else "estimated")
+    for e in a.extras:
+        t.add_row(f"{e['option']}+{e['name']}", _mib(sizes[e["option"]] + e["bytes"]), f"{e['kl']:.4f}",
+                  "measured, low-rank")
     cli.console.print(t)
     cli.console.print(
         f"{len(opts)} options from {_mib(sizes[opts[0]])} to {_mib(sizes[opts[-1]])} MiB; step median "

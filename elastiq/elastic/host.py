@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from elastiq.quant import LowRankAdded
 from elastiq.quant.io import has_tokenizer, materialize
 from elastiq.quant.model import _replace
 
@@ -146,10 +147,15 @@ class ElasticModel:
         model.forward = locked_forward  # every forward pass holds the read lock
         self.tokenizer = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) \
             if with_tokenizer and has_tokenizer(a.path) else None
-        self.sizes = a.option_bytes
+        # option ids: the chain's options 0..n-1, then one id per extra (low-rank) option
+        n = a.chain.n_options
+        self.extra_ids = {n + j: e for j, e in enumerate(a.extras)}
+        self.sizes = np.concatenate([a.option_bytes, [a.option_bytes[e["option"]] + e["bytes"] for e in a.extras]])
+        self.quality = np.concatenate([a.manifest["quality"]["estimated"], [e["kl"] for e in a.extras]])
         self.options = sorted(a.family.options)  # largest first
         self.levels = np.full(len(a.units), -1, dtype=np.int64)
         self.option: int | None = None
+        self.wrapped: dict[str, nn.Module] = {}  # module name -> its packed base, while an extra option is hosted
         self._lock = RWLock()
         self._swap_lock = threading.Lock()
         self.forwards: list[int] = []  # option of each forward pass, when record_forwards is on
@@ -165,10 +171,11 @@ class ElasticModel:
         return 0 if self.option is None else int(self.sizes[self.option])
 
     def best_option(self, budget: int) -> int:
-        """The largest option of the family whose weights fit ``budget`` bytes."""
-        for k in self.options:
-            if self.sizes[k] <= budget:
-                return k
+        """The option that fits ``budget`` bytes with the least KL from the float model: the
+        largest chain option that fits, or an extra (low-rank) option that beats it."""
+        fits = [k for k in self.options + list(self.extra_ids) if self.sizes[k] <= budget]
+        if fits:
+            return min(fits, key=lambda k: (self.quality[k], -self.sizes[k]))
         raise BudgetError(f"a budget of {budget / 2**20:.1f} MiB is below the smallest option of "
                           f"{self.artifact.path.name} ({self.smallest / 2**20:.1f} MiB): free memory, lower the "
                           "reserve, or build the artifact with a smaller base format")
@@ -181,12 +188,14 @@ class ElasticModel:
     # ---- swapping -------------------------------------------------------------------
     def swap(self, option: int) -> Transition:
         """Load ``option``: read the units that differ, then swap them in at once."""
-        if option not in self.artifact.family.options:
+        extra = self.extra_ids.get(option)
+        if option not in self.artifact.family.options and extra is None:
             raise ValueError(f"option {option} is not in this artifact's family "
                              f"({len(self.options)} options between {self.options[0]} and {self.options[-1]})")
         with self._swap_lock:
             t0 = time.perf_counter()
-            target = self.artifact.chain.assignment(option).astype(np.int64)
+            chain_option = option if extra is None else extra["option"]
+            target = self.artifact.chain.assignment(chain_option).astype(np.int64)
             changed = np.flatnonzero(target != self.levels)
             new: dict[str, nn.Module] = {}
             for u in changed:  # may raise (a corrupted copy): nothing has changed yet
@@ -197,12 +206,18 @@ class ElasticModel:
                 new.update(loaded)
             for m in new.values():
                 m.kernel()  # ready before the swap, not at the first forward after it
+            new.update({n: base for n, base in self.wrapped.items() if n not in new})  # unwrap the old corrections
+            wrapped = {}
+            if extra is not None:
+                for name, (A, B, scaling) in self.artifact.load_low_rank(extra).items():
+                    base = new.get(name, self.wrapped.get(name) or self.model.get_submodule(name))
+                    new[name], wrapped[name] = LowRankAdded(base, A, B, scaling), base
             t1 = time.perf_counter()
             with self._lock.write():
                 t2 = time.perf_counter()
                 for name, module in new.items():
                     _replace(self.model, name, module)
-                self.levels, self.option = target, option
+                self.levels, self.option, self.wrapped = target, option, wrapped
             del new  # the old modules are freed here, by reference counting (no gc pass: it takes 0.1-0.4 s)
             _trim_heap()
             return Transition(option, int(self.sizes[option]), len(changed), t1 - t0, t2 - t1, time.perf_counter() - t0)
