@@ -74,13 +74,40 @@ def decoded(module: nn.Module) -> torch.Tensor:
     return F.dequantize(module.packed(), torch.float32)
 
 
+@torch.no_grad()
+def reference_logprobs(float_model, ids: torch.Tensor) -> list[torch.Tensor]:
+    """The float model's next-token log-probabilities on each window."""
+    return [Fn.log_softmax(float_model(w[None]).logits[0].float(), -1) for w in ids]
+
+
+@torch.no_grad()
+def kl_per_token(model, ids: torch.Tensor, reference: list[torch.Tensor]) -> float:
+    """Mean KL(float || model) per token, nats, over the windows ``ids``."""
+    total = 0.0
+    for w, ref in zip(ids, reference):
+        logp = Fn.log_softmax(model(w[None]).logits[0].float(), -1)
+        total += float((ref.exp() * (ref - logp)).sum())
+    return total / ids.numel()
+
+
+def measure_windows(artifact, tokenizer) -> torch.Tensor:
+    """The windows an artifact's quality was measured on (to measure a new option alike)."""
+    from elastiq.data import load_text
+
+    info = artifact.manifest["info"]
+    if not info.get("calib"):
+        raise ValueError(f"{artifact.path} was built on a calibration text passed in code, not a named one: "
+                         "measure the new option on windows of that text yourself")
+    _, ids = calibration_ids(tokenizer, load_text(info["calib"]), info["calib_tokens"], info["context"])
+    return ids
+
+
 class _Quality:
     """KL divergence from the float model on fixed windows, the model's weights set per option."""
 
     def __init__(self, model, ids, units, copies):
         self.model, self.ids, self.units, self.copies = model, ids, units, copies
-        with torch.no_grad():
-            self.ref = [Fn.log_softmax(model(w[None]).logits[0].float(), -1) for w in ids]
+        self.ref = reference_logprobs(model, ids)
         self.current: dict[str, int] = {}
 
     def set(self, levels) -> None:
@@ -92,22 +119,19 @@ class _Quality:
                     self.model.get_submodule(name).weight.data = decoded(packed).to(self.model.dtype)
                 self.current[unit.name] = int(levels[u])
 
-    @torch.no_grad()
     def kl(self, levels) -> float:
         self.set(levels)
-        total = 0.0
-        for w, ref in zip(self.ids, self.ref):
-            logp = Fn.log_softmax(self.model(w[None]).logits[0].float(), -1)
-            total += float((ref.exp() * (ref - logp)).sum())
-        return total / (len(self.ids) * self.ids.shape[1])
+        return kl_per_token(self.model, self.ids, self.ref)
 
 
 def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", embedding: bool = True,
-          calib_text: str | None = None, calib_tokens: int = 512, context: int = 256, measure: int = 12,
-          storage_limit: int | None = None, overwrite: bool = False, progress: bool = True, source: str = "",
-          seed: int = 0) -> Path:
+          calib_text: str | None = None, calib_name: str | None = None, calib_tokens: int = 512, context: int = 256,
+          measure: int = 12, storage_limit: int | None = None, overwrite: bool = False, progress: bool = True,
+          source: str = "", seed: int = 0) -> Path:
     """Build the elastic family of ``model`` (a float model, changed in place: pass a copy
-    to keep it) and write it to ``out``."""
+    to keep it) and write it to ``out``. ``calib_text`` defaults to the built-in
+    "wiki-calib"; with a text of your own, give its name or path as ``calib_name`` too, so
+    that options added later can be measured on the same windows."""
     from elastiq.data import load_text
 
     fmts = check_formats(formats)
@@ -164,7 +188,8 @@ def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", 
 
     family = family_of(chain, range(chain.n_options)) if storage_limit is None else prune(chain, storage_limit)
     metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
-    info = {"source": source, "unit": unit, "embedding": embedding, "calib_tokens": int(probe_ids.numel()),
+    info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": unit,
+            "embedding": embedding, "calib_tokens": int(probe_ids.numel()),
             "context": context, "seed": seed, "build_seconds": None, "storage_limit": storage_limit}
     qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
             "measured": {str(k): v for k, v in measured.items()}, "bases": bases,

@@ -56,8 +56,9 @@ def build(
     fp, tok = cli._load(model)
     text = cli._text(calib)
     try:
-        path = run_build(fp, tok, out, fmts, unit=unit, embedding=embedding, calib_text=text, calib_tokens=calib_tokens,
-                         context=context, measure=measure, storage_limit=limit, overwrite=overwrite, source=model)
+        path = run_build(fp, tok, out, fmts, unit=unit, embedding=embedding, calib_text=text, calib_name=calib,
+                         calib_tokens=calib_tokens, context=context, measure=measure, storage_limit=limit,
+                         overwrite=overwrite, source=model)
     except ValueError as e:
         cli._fail(e)
     show_family(Artifact(path), title=f"elastic family of {model} -> {path}")

@@ -1,0 +1,42 @@
+"""LREC adapters as one more option of an elastic artifact.
+
+``correct_option`` hosts one option of the chain (typically the smallest), trains LoRA
+adapters on it against the float model, measures the corrected option's KL on the very
+windows the artifact's other options were measured on, and stores the adapters in the
+artifact as an extra option whose bytes are the option's plus the adapters'. A host then
+picks it whenever it beats every option that fits the budget.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .adapter import add_adapters
+from .train import correct, teacher_targets
+
+
+def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16, steps: int = 40,
+                   init: str = "svd", name: str | None = None, lr: float = 1e-3, context: int = 256,
+                   calib_tokens: int = 16384, calib_text: str | None = None, progress: bool = True) -> dict:
+    """Train adapters for ``option`` of ``artifact`` and store them there; returns the new
+    extra option's manifest entry (its ``kl`` and ``bytes`` included)."""
+    from elastiq.data import load_text
+    from elastiq.elastic import ElasticModel, add_low_rank_option
+    from elastiq.elastic.build import kl_per_token, measure_windows, reference_logprobs
+
+    host = ElasticModel(artifact)
+    host.swap(option)
+    model = host.model
+    ids = measure_windows(host.artifact, tokenizer)
+    if calib_text is None:  # train on the calibration text after the windows the build probed and measured on
+        from elastiq.data import tokenize
+
+        calib = tokenize(tokenizer, load_text(host.artifact.manifest["info"]["calib"]))
+        calib_text = tokenizer.decode(calib[2 * ids.numel():])
+    targets = teacher_targets(float_model, tokenizer, calib_text, context=context, max_tokens=calib_tokens,
+                              progress=progress)
+    linear = [m for u in host.artifact.units for m in u.modules if host.artifact.manifest["modules"][m]["kind"] == "linear"]
+    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=linear)
+    correct(model, targets, steps, lr=lr, progress=progress)
+    kl = kl_per_token(model, ids, reference_logprobs(float_model, ids))
+    deltas = {n: (lo.lora_A.detach(), lo.lora_B.detach(), lo.scaling) for n, lo in loras.items()}
+    return add_low_rank_option(Path(artifact), option, deltas, name or f"lrec-r{rank}", kl)
