@@ -317,3 +317,18 @@ def test_a_low_rank_option_is_one_more_hosting_option(artifact, tmp_path):
     Artifact(art).verify()
     out, report = prune_artifact(Artifact(art), tmp_path / "pruned", int(Artifact(art).family.storage_bytes * 0.8))
     assert [e["name"] for e in Artifact(out).extras] == ([] if report["extras_removed"] else ["fix"])
+
+
+def test_a_quality_floor_leaves_out_the_worse_options(tmp_path, byte_tokenizer):
+    full = build(make_tiny_llama(), byte_tokenizer, tmp_path / "full", formats=["int8", "int3"], calib_text=TEXT,
+                 calib_tokens=64, context=32, measure=3, progress=False)
+    est = np.array(Artifact(full).manifest["quality"]["estimated"])
+    floor = float(np.median(est))
+    cut = build(make_tiny_llama(), byte_tokenizer, tmp_path / "cut", formats=["int8", "int3"], calib_text=TEXT,
+                calib_tokens=64, context=32, measure=3, max_kl=floor, progress=False)
+    a = Artifact(cut)
+    assert a.family.options == [k for k in range(len(est)) if k == 0 or est[k] <= floor] != list(range(len(est)))
+    assert a.family.storage_bytes < Artifact(full).family.storage_bytes
+    h = ElasticModel(cut)
+    with pytest.raises(BudgetError):
+        h.apply_budget(int(Artifact(full).option_bytes[-1]))  # the int3 end is no longer offered

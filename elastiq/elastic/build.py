@@ -126,12 +126,14 @@ class _Quality:
 
 def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", embedding: bool = True,
           calib_text: str | None = None, calib_name: str | None = None, calib_tokens: int = 512, context: int = 256,
-          measure: int = 12, storage_limit: int | None = None, overwrite: bool = False, progress: bool = True,
-          source: str = "", seed: int = 0) -> Path:
+          measure: int = 12, storage_limit: int | None = None, max_kl: float | None = None, overwrite: bool = False,
+          progress: bool = True, source: str = "", seed: int = 0) -> Path:
     """Build the elastic family of ``model`` (a float model, changed in place: pass a copy
     to keep it) and write it to ``out``. ``calib_text`` defaults to the built-in
     "wiki-calib"; with a text of your own, give its name or path as ``calib_name`` too, so
-    that options added later can be measured on the same windows."""
+    that options added later can be measured on the same windows. ``max_kl`` is a
+    quality floor: options whose (measured or estimated) KL from the float model exceeds
+    it are left out of the family, and so are the copies only they use."""
     from elastiq.data import load_text
 
     fmts = check_formats(formats)
@@ -186,11 +188,14 @@ def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", 
             prog.advance(task)
     est = estimate_cost(chain, measured)
 
-    family = family_of(chain, range(chain.n_options)) if storage_limit is None else prune(chain, storage_limit)
+    keep = range(chain.n_options) if max_kl is None else [k for k in range(chain.n_options) if k == 0 or est[k] <= max_kl]
+    family = family_of(chain, keep)
+    if storage_limit is not None:
+        family = prune(chain, storage_limit, family)
     metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
     info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": unit,
             "embedding": embedding, "calib_tokens": int(probe_ids.numel()),
-            "context": context, "seed": seed, "build_seconds": None, "storage_limit": storage_limit}
+            "context": context, "seed": seed, "build_seconds": None, "storage_limit": storage_limit, "max_kl": max_kl}
     qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
             "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
             "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}

@@ -34,6 +34,8 @@ def build(
     context: int = typer.Option(256, help="tokens per calibration window"),
     measure: int = typer.Option(12, help="options along the chain at which the real KL is measured"),
     storage_limit: Optional[str] = typer.Option(None, help="prune the family to this much storage (e.g. 300MiB)"),
+    max_kl: Optional[float] = typer.Option(None, help="quality floor: leave out options whose KL from the float model "
+                                                      "(nats per token) exceeds this"),
     overwrite: bool = typer.Option(False, help="replace an existing artifact"),
 ) -> None:
     """Build the elastic family of MODEL: a chain of hosting options from a few base formats."""
@@ -58,7 +60,7 @@ def build(
     try:
         path = run_build(fp, tok, out, fmts, unit=unit, embedding=embedding, calib_text=text, calib_name=calib,
                          calib_tokens=calib_tokens, context=context, measure=measure, storage_limit=limit,
-                         overwrite=overwrite, source=model)
+                         max_kl=max_kl, overwrite=overwrite, source=model)
     except ValueError as e:
         cli._fail(e)
     show_family(Artifact(path), title=f"elastic family of {model} -> {path}")
