@@ -168,7 +168,8 @@ class ElasticModel:
 
     @property
     def held_bytes(self) -> int:
-        return 0 if self.option is None else int(self.sizes[self.option])
+        """The weights held now: the option's, or only the float remainder before the first."""
+        return self.artifact.chain.rest_bytes if self.option is None else int(self.sizes[self.option])
 
     def best_option(self, budget: int) -> int:
         """The option that fits ``budget`` bytes with the least KL from the float model: the
