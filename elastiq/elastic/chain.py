@@ -149,8 +149,10 @@ def _storage(chain: Chain, copies) -> int:
 
 
 def prune(chain: Chain, limit_bytes: int, family: Family | None = None) -> Family:
-    """The largest family (by the greedy rule in the module docstring) whose stored bytes
-    fit ``limit_bytes``."""
+    """A family whose stored bytes fit ``limit_bytes``, by the greedy rule in the module
+    docstring: each round drops the copy that loses the fewest options per byte it frees
+    (its own bytes and those of the copies it leaves unused); once one drop can reach the
+    limit, the drop reaching it with the fewest options lost."""
     family = family or family_of(chain, range(chain.n_options))
     sizes = chain.option_bytes()
     smallest = min(family.options, key=lambda k: sizes[k])
@@ -159,22 +161,30 @@ def prune(chain: Chain, limit_bytes: int, family: Family | None = None) -> Famil
                          f"({sizes[smallest] / 2**20:.1f} MiB): no family fits it; raise the limit")
     alive = np.zeros(chain.n_options, dtype=bool)
     alive[family.options] = True
-    ranges = {c: r for c, r in chain.copy_ranges().items() if c in family.copies}
-    copies = set(ranges)
-    while _storage(chain, copies) > limit_bytes:
-        prefix = np.concatenate([[0], np.cumsum(alive)])
-        uses = {c: int(prefix[b + 1] - prefix[a]) for c, (a, b) in ranges.items() if c in copies}
-        copies -= {c for c, n in uses.items() if n == 0}
-        if _storage(chain, copies) <= limit_bytes:
+    ranges = chain.copy_ranges()
+    copies = [c for c in ranges if c in family.copies]
+    first = np.array([ranges[c][0] for c in copies])
+    last = np.array([ranges[c][1] for c in copies])
+    size = np.array([chain.unit_bytes[c] for c in copies], dtype=np.float64)
+    while True:
+        idx = np.flatnonzero(alive)
+        lo = np.searchsorted(idx, first)  # first alive option each copy serves (index into idx)
+        hi = np.searchsorted(idx, last, side="right") - 1  # last one
+        used = hi >= lo
+        storage = chain.rest_bytes + size[used].sum()
+        if storage <= limit_bytes or len(idx) == 1:
             break
-        n_alive = int(alive.sum())
-        candidates = [(n / chain.unit_bytes[c], c) for c, n in uses.items() if 0 < n < n_alive]
-        if not candidates:
+        lost = np.where(used, hi - lo + 1, 0)
+        # dropping copy c frees every used copy whose alive options all lie in c's alive run
+        inside = used[None, :] & (lo[None, :] >= lo[:, None]) & (hi[None, :] <= hi[:, None])
+        freed = inside.astype(np.float64) @ size
+        ok = used & (lost < len(idx))
+        if not ok.any():
             return family_of(chain, [smallest])
-        _, c = min(candidates)
-        a, b = ranges[c]
-        alive[a : b + 1] = False
-        copies.discard(c)
+        reach = ok & (storage - freed <= limit_bytes)
+        pick = (np.flatnonzero(reach)[np.argmin(lost[reach])] if reach.any()
+                else np.flatnonzero(ok)[np.argmin(lost[ok] / freed[ok])])
+        alive[idx[lo[pick] : hi[pick] + 1]] = False
     return family_of(chain, np.flatnonzero(alive))
 
 
