@@ -2,7 +2,8 @@
 time and memory under a trace, against (a) one whole-model file per base format and
 (b) the chain without pruning, all measured in this run.
 
-    .venv/bin/python bench/elastic.py                     # about 15 minutes here
+    .venv/bin/python bench/elastic.py --work ~/.cache/elastiq/bench-elastic   # 15-45 minutes here
+    .venv/bin/python bench/elastic.py --work ~/.cache/elastiq/bench-elastic --only prune,switch
     .venv/bin/python bench/markdown.py elastic            # the tables in docs/elastic.md
 
 Writes bench/results/elastic.json, elastic_quality.png and elastic_trace.png. Swap
@@ -107,7 +108,11 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prune", default="0.75,0.5", help="storage limits to prune to, as shares of the full artifact")
+    ap.add_argument("--prune", default="0.9,0.75,0.5", help="storage limits to prune to, as shares of the full artifact")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the artifact and base files here and reuse them (default: a temporary directory)")
+    ap.add_argument("--only", default="", help="redo only these parts (quality, prune, switch), keeping the rest of "
+                                               "bench/results/elastic.json; needs --work from an earlier run")
     ap.add_argument("--_host", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_reload", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -115,119 +120,134 @@ def main() -> None:
         return host_child(*a._host, a.repeats, a.threads)
     if a._reload:
         return reload_child(*a._reload, a.repeats, a.threads)
+    only = {p for p in a.only.split(",") if p}
+    if only - {"quality", "prune", "switch"} or (only and a.work is None):
+        sys.exit("--only takes quality, prune, switch (comma-separated), with the --work of an earlier run")
+    work = a.work or Path(tempfile.mkdtemp(prefix="elastic-bench-"))
+    try:
+        run(a, work, only)
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
+
+def run(a, work: Path, only: set) -> None:
     import elastiq
     from elastiq.data import load_text
     from elastiq.elastic import Artifact, ElasticModel, build, prune_artifact
     from elastiq.evaluate import evaluate
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     torch.set_num_threads(a.threads)
     formats = a.formats.split(",")
-    work = Path(tempfile.mkdtemp(prefix="elastic-bench-"))
-    try:
-        fp, tok = elastiq.load("smollm2-135m")
-        text = load_text("wiki-eval")
+    res = json.loads((RESULTS / "elastic.json").read_text()) if only else {}
+    todo = set(only or {"build", "quality", "prune", "switch"})
+    fp, tok = elastiq.load("smollm2-135m")
+    text = load_text("wiki-eval")
 
-        def ppl(model):
-            return evaluate(model, tok, text, max_tokens=a.eval_tokens, context=1024, progress=False).perplexity
+    def ppl(model):
+        return evaluate(model, tok, text, max_tokens=a.eval_tokens, context=1024, progress=False).perplexity
 
-        t0 = time.perf_counter()
-        art = build(copy.deepcopy(fp), tok, work / "smollm2.elastic", formats, source="smollm2-135m")
-        build_s = time.perf_counter() - t0
+    art = work / "smollm2.elastic"
+    if not (art / "elastic.json").is_file():
+        build(copy.deepcopy(fp), tok, art, formats, source="smollm2-135m")
+        todo.add("build")
+    for f in formats:  # (a) one whole-model file per base format
+        if not (work / f"whole-{f}").is_dir():
+            elastiq.save(elastiq.quantize(copy.deepcopy(fp), f, embedding="same", progress=False), work / f"whole-{f}",
+                         tokenizer=tok)
+    A = Artifact(art)
+    build_s = A.manifest["info"]["build_seconds"]
+    sizes, opts = A.option_bytes, A.family.options
+    steps = -np.diff(sizes[opts])
+    if "build" in todo:
         console.print(f"built in {build_s:.0f} s")
-        A = Artifact(art)
-        sizes, opts = A.option_bytes, A.family.options
-        steps = -np.diff(sizes[opts])
+        res.update({
+            "meta": {"model": "smollm2-135m", "formats": formats, "unit": "linear", "embedding": True,
+                     "eval_tokens": a.eval_tokens, "threads": a.threads, "repeats": a.repeats,
+                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "build_seconds": build_s},
+            "options": len(opts), "largest_option_bytes": int(sizes[opts[0]]), "smallest_option_bytes": int(sizes[opts[-1]]),
+            "median_step_bytes": float(np.median(steps)), "max_step_bytes": int(steps.max()),
+            "artifact_bytes": dir_bytes(art), "all_options_bytes": int(sum(int(sizes[k]) for k in opts))})
 
-        # (a) one whole-model file per base format
+    if "build" in todo or "quality" in todo:
         bases = []
         for f in formats:
-            q = elastiq.quantize(copy.deepcopy(fp), f, embedding="same", progress=False)
-            d = elastiq.save(q, work / f"whole-{f}", tokenizer=tok)
+            d = work / f"whole-{f}"
+            q, _ = elastiq.load(d)
             bases.append({"format": f, "weights": elastiq.weight_bytes(q), "file_bytes": dir_bytes(d), "ppl": ppl(q)})
             console.print(f"base {f}: {bases[-1]['weights'] / 2**20:.2f} MiB, ppl {bases[-1]['ppl']:.3f}")
             del q
-        float_ppl = ppl(fp)
-        base_sizes = sorted((b["weights"] for b in bases), reverse=True)
-        base_steps = -np.diff(base_sizes)
-        del fp
-        trim_heap()
+        base_steps = -np.diff(sorted((b["weights"] for b in bases), reverse=True))
+        res.update({"bases": bases, "float_ppl": ppl(fp), "baseline_options": len(bases),
+                    "baseline_median_step_bytes": float(np.median(base_steps)), "baseline_max_step_bytes": int(base_steps.max()),
+                    "sum_base_bytes": sum(b["file_bytes"] for b in bases)})
+        res["granularity_ratio"] = res["baseline_median_step_bytes"] / res["median_step_bytes"]
+        res["artifact_vs_sum_base"] = res["artifact_bytes"] / res["sum_base_bytes"]
+        res["storage_ratio"] = res["all_options_bytes"] / res["artifact_bytes"]
+    del fp
+    trim_heap()
 
-        # quality along the chain, through the host
+    if "quality" in todo:  # along the chain, through the host
         h = ElasticModel(art)
         targets = np.linspace(sizes[opts[0]], sizes[opts[-1]], a.points)
-        picked = sorted({min(opts, key=lambda k: abs(sizes[k] - t)) for t in targets})
         points = []
-        for k in picked:
+        for k in sorted({min(opts, key=lambda k: abs(sizes[k] - t)) for t in targets}):
             h.swap(k)
             points.append({"option": int(k), "weights": int(sizes[k]), "ppl": ppl(h.model),
                            "kl_estimated": A.manifest["quality"]["estimated"][k]})
             console.print(f"option {k}: {sizes[k] / 2**20:.2f} MiB, ppl {points[-1]['ppl']:.3f}")
         del h
         trim_heap()
-        points = below_base_line(points, bases)
+        res["points"] = below_base_line(points, res["bases"])
+        res["all_points_no_worse_than_base_line"] = all(p["no_worse"] for p in res["points"])
 
-        # (b) pruned families against the unpruned chain
+    if "prune" in todo:  # (b) pruned families against the unpruned chain
         pruned = []
         for share in [float(s) for s in a.prune.split(",") if s]:
             limit = int(A.family.storage_bytes * share)
-            p, report = prune_artifact(A, work / f"pruned-{share}", limit)
+            p, report = prune_artifact(A, work / "pruned", limit, overwrite=True)
             P = Artifact(p)
             est = P.manifest["quality"]["estimated"]
             pruned.append({"share": share, "limit_bytes": limit, "artifact_bytes": dir_bytes(p), **report,
                            "options": len(P.family.options),
                            "kl_estimated_largest_option": est[P.family.options[0]],
                            "kl_estimated_smallest_option": est[P.family.options[-1]]})
+        res["pruned"] = pruned
 
+    if "switch" in todo:
         host = child(["--threads", str(a.threads), "--repeats", str(a.repeats), "--_host", str(art)])
         reload = child(["--threads", str(a.threads), "--repeats", str(a.repeats), "--_reload", str(work / f"whole-{formats[0]}")])
-
-        artifact_bytes = dir_bytes(art)
-        sum_base = sum(b["file_bytes"] for b in bases)
-        all_options = int(sum(int(sizes[k]) for k in opts))
-        res = {
-            "meta": {"model": "smollm2-135m", "formats": formats, "unit": "linear", "embedding": True,
-                     "eval_tokens": a.eval_tokens, "threads": a.threads, "repeats": a.repeats,
-                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "build_seconds": build_s},
-            "options": len(opts),
-            "largest_option_bytes": int(sizes[opts[0]]), "smallest_option_bytes": int(sizes[opts[-1]]),
-            "median_step_bytes": float(np.median(steps)), "max_step_bytes": int(steps.max()),
-            "baseline_options": len(bases), "baseline_median_step_bytes": float(np.median(base_steps)),
-            "baseline_max_step_bytes": int(base_steps.max()),
-            "granularity_ratio": float(np.median(base_steps) / np.median(steps)),
-            "artifact_bytes": artifact_bytes, "sum_base_bytes": sum_base, "all_options_bytes": all_options,
-            "storage_ratio": all_options / artifact_bytes, "artifact_vs_sum_base": artifact_bytes / sum_base,
-            "float_ppl": float_ppl, "bases": bases, "points": points,
-            "all_points_no_worse_than_base_line": all(p["no_worse"] for p in points),
-            "pruned": pruned,
-            "switch_ms_neighbour_median": statistics.median(host["neighbour_s"]) * 1e3,
-            "switch_ms_extremes_median": statistics.median(host["extremes_s"]) * 1e3,
-            "reload_whole_file_ms_median": statistics.median(reload["seconds"]) * 1e3,
-            "trace": host["trace"], "host_base_rss": host["base_rss"], "host_opened_rss": host["opened_rss"],
-        }
+        res.update({"switch_ms_neighbour_median": statistics.median(host["neighbour_s"]) * 1e3,
+                    "switch_ms_extremes_median": statistics.median(host["extremes_s"]) * 1e3,
+                    "reload_whole_file_ms_median": statistics.median(reload["seconds"]) * 1e3,
+                    "trace": host["trace"], "host_base_rss": host["base_rss"], "host_opened_rss": host["opened_rss"]})
         res["switch_speedup_extremes_vs_reload"] = res["reload_whole_file_ms_median"] / res["switch_ms_extremes_median"]
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "elastic.json").write_text(json.dumps(res, indent=1))
-        plots(res)
-        t = Table(title="elastic hosting, SmolLM2-135M")
-        t.add_column("measure")
-        t.add_column("chain", justify="right")
-        t.add_column("(a) whole files", justify="right")
-        t.add_column("ratio", justify="right")
-        t.add_row("options", str(res["options"]), str(len(bases)), f"{res['options'] / len(bases):.0f}x")
-        t.add_row("median step MiB", f"{res['median_step_bytes'] / 2**20:.3f}", f"{res['baseline_median_step_bytes'] / 2**20:.2f}",
-                  f"{res['granularity_ratio']:.0f}x finer")
-        t.add_row("storage MiB", f"{artifact_bytes / 2**20:.1f}", f"{sum_base / 2**20:.1f}", f"{artifact_bytes / sum_base:.3f}")
-        t.add_row("every option as a file, MiB", f"{all_options / 2**20:.0f}", "", f"{res['storage_ratio']:.0f}x the artifact")
-        t.add_row("switch ms (neighbour / extremes)", f"{res['switch_ms_neighbour_median']:.1f} / {res['switch_ms_extremes_median']:.0f}",
-                  f"{res['reload_whole_file_ms_median']:.0f} (reload)", f"{res['switch_speedup_extremes_vs_reload']:.1f}x")
-        console.print(t)
-        console.print(f"every measured option no worse than the line between bases: {res['all_points_no_worse_than_base_line']}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    res.setdefault("meta", {})["updated"] = {part: time.strftime("%Y-%m-%d") for part in todo}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "elastic.json").write_text(json.dumps(res, indent=1))
+    plots(res)
+    show(res, console)
+
+
+def show(res: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="elastic hosting, SmolLM2-135M")
+    for col in ("measure", "chain", "(a) whole files", "ratio"):
+        t.add_column(col, justify="right" if col != "measure" else "left")
+    n = res["baseline_options"]
+    t.add_row("options", str(res["options"]), str(n), f"{res['options'] / n:.0f}x")
+    t.add_row("median step MiB", f"{res['median_step_bytes'] / 2**20:.3f}", f"{res['baseline_median_step_bytes'] / 2**20:.2f}",
+              f"{res['granularity_ratio']:.0f}x finer")
+    t.add_row("storage MiB", f"{res['artifact_bytes'] / 2**20:.1f}", f"{res['sum_base_bytes'] / 2**20:.1f}",
+              f"{res['artifact_vs_sum_base']:.3f}")
+    t.add_row("every option as a file, MiB", f"{res['all_options_bytes'] / 2**20:.0f}", "", f"{res['storage_ratio']:.0f}x the artifact")
+    t.add_row("switch ms (neighbour / extremes)", f"{res['switch_ms_neighbour_median']:.1f} / {res['switch_ms_extremes_median']:.0f}",
+              f"{res['reload_whole_file_ms_median']:.0f} (reload)", f"{res['switch_speedup_extremes_vs_reload']:.1f}x")
+    console.print(t)
+    console.print(f"every measured option no worse than the line between bases: {res['all_points_no_worse_than_base_line']}")
 
 
 def plots(res: dict) -> None:

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ART="${ELASTIQ_CACHE:-$HOME/.cache/elastiq}/elastic/smollm2-135m-v1"
 if ! .venv/bin/python -c "import sys; from elastiq.elastic import Artifact; Artifact(sys.argv[1])" "$ART" 2>/dev/null; then
-    .venv/bin/elastiq build smollm2-135m --out "$ART" --overwrite
+    .venv/bin/elastiq build smollm2-135m --out "$ART" --max-kl 0.6 --overwrite
 fi
 exec .venv/bin/elastiq host "$ART" --trace examples/memory-trace.csv \
     --prompt "Write a short story about a robot who learns to paint." --max-new-tokens 80 "$@"
