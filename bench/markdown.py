@@ -192,7 +192,7 @@ def elastic_table(data: dict) -> str:
     m = data["meta"]
     mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
     out = [f"SmolLM2-135M, bases {', '.join(m['formats'])}, unit = one linear layer (and the embedding with its tied "
-           f"head); {m['threads']} threads, torch {m['torch']}, {m['date']}; build took {m['build_seconds']:.0f} s.", "",
+           f"head); {m['threads']} thread{'s' if m['threads'] > 1 else ''}, torch {m['torch']}, {m['date']}; build took {m['build_seconds']:.0f} s.", "",
            "| measure | elastic chain | (a) one file per base | ratio | goal |", "|---|---|---|---|---|",
            f"| hosting options | {data['options']} | {data['baseline_options']} | {data['options'] / data['baseline_options']:.0f}x | |",
            f"| median step between neighbours, MiB | {data['median_step_bytes'] / 2**20:.3f} | "
