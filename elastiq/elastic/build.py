@@ -71,7 +71,10 @@ def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
 
 
 def decoded(module: nn.Module) -> torch.Tensor:
-    return F.dequantize(module.packed(), torch.float32)
+    """A packed module's weight in float32: by the native kernels (bit-identical to
+    F.dequantize, many times faster) where they serve the format."""
+    kernel = module.kernel()
+    return kernel.rows() if kernel is not None else F.dequantize(module.packed(), torch.float32)
 
 
 @torch.no_grad()
