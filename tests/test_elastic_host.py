@@ -110,12 +110,10 @@ def test_forwards_during_swaps_always_see_one_whole_option(hosted):
             hosted.swap(b)
 
     t = threading.Thread(target=swapper)
-    hosted.forwards.clear()
-    hosted.record_forwards = True
     t.start()
     try:
         seen = []
-        for _ in range(40):
+        for _ in range(30):
             out = logits(hosted.model)
             match = [k for k, v in expect.items() if torch.equal(out, v)]
             assert len(match) == 1, "a forward pass ran on a half-swapped model"
@@ -123,8 +121,7 @@ def test_forwards_during_swaps_always_see_one_whole_option(hosted):
     finally:
         stop.set()
         t.join()
-        hosted.record_forwards = False
-    assert seen == hosted.forwards[: len(seen)] or set(seen) <= {a, b}
+    assert len(set(seen)) == 2  # the swaps really happened while forwards ran
 
 
 def test_generate_streams_text_and_needs_an_option(artifact):

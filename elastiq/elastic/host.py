@@ -158,8 +158,6 @@ class ElasticModel:
         self.wrapped: dict[str, nn.Module] = {}  # module name -> its packed base, while an extra option is hosted
         self._lock = RWLock()
         self._swap_lock = threading.Lock()
-        self.forwards: list[int] = []  # option of each forward pass, when record_forwards is on
-        self.record_forwards = False
 
     # ---- choosing -------------------------------------------------------------------
     @property
@@ -227,8 +225,6 @@ class ElasticModel:
         with self._lock.read():
             if self.option is None:
                 raise RuntimeError("no option is loaded: call apply_budget(bytes) or swap(option) first")
-            if self.record_forwards:
-                self.forwards.append(self.option)
             return self._forward(*args, **kwargs)
 
     # ---- using ----------------------------------------------------------------------
