@@ -10,7 +10,7 @@ Protocol: the teacher (the float model) scores --calib-tokens of wiki-calib in w
 --rank adapters on every linear layer, zero-initialized or from the SVD of the layer's
 quantization error, --adapter-dtype weights, trained --steps steps (AdamW with
 --optimizer-state moments, warm-up then cosine, one window per step, activation
-checkpointing, output head and loss in chunks of 64 positions); perplexity is measured
+checkpointing, output head and loss fused over vocabulary blocks); perplexity is measured
 on the first --eval-tokens of wiki-eval (windows of 1024), never on calibration text.
 Memory: each training set-up (MEMORY_SETUPS) runs a few steps in a fresh process; its
 peak resident size over the baseline after imports is reported (the peak reading is
@@ -44,8 +44,8 @@ MEMORY_SETUPS = {  # name: (base, options); every set-up trains through the same
     "lrec_float_embedding": ("packed", {}),
     "float_lora": ("float", {}),
     "full": ("float", {"full": True}),
-    "lrec_unchunked": ("packed", {"head_chunk": None, "release_memory": False}),
-    "float_lora_unchunked": ("float", {"head_chunk": None, "release_memory": False}),
+    "lrec_whole_logits": ("packed", {"head": "whole", "release_memory": False}),
+    "float_lora_whole_logits": ("float", {"head": "whole", "release_memory": False}),
 }
 
 
@@ -53,11 +53,10 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, thr
     """In a fresh process: peak resident memory of a few training steps of one set-up
     (MEMORY_SETUPS), from files the parent wrote (the teacher's targets; the packed models):
     packed base + adapters, float base + adapters (plain LoRA), or every weight training."""
-    import transformers  # noqa: F401  library code loads before the baseline
-
     import elastiq
     from elastiq.lrec import TeacherTargets, add_adapters, correct
 
+    _skeleton(Path(workdir) / "packed")  # library code loads before the baseline (building a model imports ~150 MiB of it)
     torch.set_num_threads(threads)
     trim_heap()
     base = rss_bytes()
@@ -89,6 +88,17 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, thr
     print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "loaded_bytes": loaded, "step_seconds": secs}))
 
 
+def _skeleton(config_dir: Path) -> None:
+    """Build (and drop) the model on the meta device: the modeling code and what it
+    imports load, no weights do, so the baseline after it counts neither set-up's code."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(config_dir), local_files_only=True))
+    gc.collect()
+
+
 def _float_lora(model, rank, dtype):
     """The same adapters on the float model's nn.Linear layers (plain LoRA), for the memory baseline."""
     from torch import nn
@@ -104,9 +114,10 @@ def _float_lora(model, rank, dtype):
     return model
 
 
-def _full_finetune(model, targets, steps, optimizer_state="float32", head_chunk=64, release_memory=True):
-    """Every weight trains, through the loss, chunking, checkpointing and optimizer that
-    ``correct`` uses (lr 1e-5)."""
+def _full_finetune(model, targets, steps, optimizer_state="float32", head="fused", release_memory=True):
+    """Every weight trains, through the loss, checkpointing and optimizer that ``correct``
+    uses (lr 1e-5); its output head trains too, so the loss runs in chunks of 64 positions
+    (window_loss falls back from "fused")."""
     from elastiq.lrec import AdapterAdamW, window_loss
     from elastiq.lrec.train import _checkpointing, release_freed_memory
 
@@ -117,7 +128,7 @@ def _full_finetune(model, targets, steps, optimizer_state="float32", head_chunk=
     model.train()
     for s in range(steps):
         i = s % len(targets)
-        window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], head_chunk=head_chunk).backward()
+        window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], head=head).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -149,7 +160,7 @@ def memory_rows(args, fp, tok, targets) -> dict:
                 raise RuntimeError(f"memory run {kind} failed:\n{r.stderr[-2000:]}")
             rows[kind] = {**json.loads(lines[-1]), **MEMORY_SETUPS[kind][1]}
             print(rows[kind])
-    rows["settings"] = {**opts, "format": args.memory_format, "rank": args.rank, "steps": n, "head_chunk": 64,
+    rows["settings"] = {**opts, "format": args.memory_format, "rank": args.rank, "steps": n, "head": "fused",
                         "threads": args.threads}
     return rows
 
@@ -199,7 +210,7 @@ def main() -> None:
     targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=args.context, max_tokens=args.calib_tokens)
     print(f"teacher: {len(targets)} windows, {targets.tokens} tokens, top-{targets.k} mass {targets.mass:.3f}")
     meta = {"rank": args.rank, "steps": args.steps, "lr": args.lr, "adapter_dtype": args.adapter_dtype,
-            "optimizer_state": args.optimizer_state, "head_chunk": 64, "context": args.context, "calib_tokens": targets.tokens,
+            "optimizer_state": args.optimizer_state, "head": "fused", "context": args.context, "calib_tokens": targets.tokens,
             "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,8 @@ def lrec_table(data: dict) -> str:
     m = data["meta"]
     fp = data["float_ppl"]
     fmts = [k for k, v in data.items() if isinstance(v, dict) and "ppl_before" in v]
-    out = [f"SmolLM2-135M, rank {m['rank']}, {m['steps']} steps (lr {m['lr']:g}, one {m['context']}-token window per step, "
+    out = [f"SmolLM2-135M, rank {m['rank']} {m.get('adapter_dtype', 'float32')} adapters, {m['steps']} steps (lr {m['lr']:g}, "
+           f"AdamW moments in {m.get('optimizer_state', 'float32')}, one {m['context']}-token window per step, "
            f"{m.get('threads', 2)} thread(s)), teacher top-{m['top_k']} on {m['calib_tokens']} tokens of wiki-calib "
            f"(mass {m['top_k_mass']:.3f}); perplexity on {m['eval_tokens']} tokens of wiki-eval; float {fp:.3f}; "
            f"torch {m['torch']}, {m['date']}.", "",
@@ -176,11 +177,18 @@ def lrec_table(data: dict) -> str:
                    f"{best / fp:.3g}x | {r['step_seconds']:.2f} |")
     if "memory" in data:
         mem = data["memory"]
-        out += ["", "Peak resident memory of training (3 steps; growth over the process after imports; the peak is read "
+        st = mem.get("settings", {})
+        how = (f"`{st['format']}`, rank {st['rank']} {st['adapter_dtype']} adapters, {st['optimizer_state']} AdamW moments, "
+               f"{st['steps']} steps, {st.get('threads', 2)} thread(s); " if st else "3 steps; ")
+        out += ["", f"Peak resident memory of training ({how}growth over the process after imports; the peak is read "
                     "from when the model is loaded):", "",
                 "| set-up | model loaded, MiB | peak in training, MiB | peak vs LREC | s/step |", "|---|---|---|---|---|"]
-        names = {"lrec": "LREC: packed base + adapters", "float_lora": "LoRA on the float model", "full": "full fine-tuning"}
-        for k in ("lrec", "float_lora", "full"):
+        names = {"lrec": "LREC: packed linear layers and embedding, adapters",
+                 "lrec_float_embedding": "LREC, embedding kept in float32", "float_lora": "LoRA on the float model",
+                 "full": "full fine-tuning",
+                 "lrec_unchunked": "LREC, float32 embedding, whole-window logits, glibc default (before)",
+                 "float_lora_unchunked": "LoRA on the float model, whole-window logits, glibc default (before)"}
+        for k in [k for k in names if k in mem]:
             loaded = mem[k].get("loaded_bytes")
             out.append(f"| {names[k]} | {'-' if loaded is None else f'{loaded / 2**20:.0f}'} | {mem[k]['peak_bytes'] / 2**20:.0f} | "
                        f"{mem[k]['peak_bytes'] / mem['lrec']['peak_bytes']:.2f}x | {mem[k]['step_seconds']:.2f} |")

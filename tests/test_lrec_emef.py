@@ -10,7 +10,9 @@ import torch
 from elastiq.lrec import AdapterAdamW, add_adapters, adapters_of, correct, distill_loss, load_adapters, save_adapters, \
     teacher_targets, window_loss
 from elastiq.lrec import adapter as adapter_mod
+from elastiq.lrec import headloss as headloss_mod
 from elastiq.lrec.adapter import packed_linear
+from elastiq.lrec.headloss import head_kl
 from elastiq.lrec.io import MANIFEST
 from elastiq.lrec.train import _checkpointing
 from elastiq.quant import QuantLinear, quantize_model
@@ -69,28 +71,52 @@ def test_activation_checkpointing_engages_and_changes_no_gradient(prepared):
 
 
 @pytest.mark.parametrize("lm_weight", [0.0, 0.5])
-def test_chunked_head_and_loss_equal_the_whole_window(prepared, lm_weight):
+def test_fused_and_chunked_head_loss_equal_the_whole_window(prepared, lm_weight, monkeypatch):
     fp, q, targets = prepared
     q = copy.deepcopy(q)
     add_adapters(q, rank=4)
     for lo in adapters_of(q).values():
         lo.requires_grad_(True)
     ids, lp, top = targets.ids[1], targets.logp[1], targets.top[1]
-    whole = window_loss(q, ids, lp, top, lm_weight, head_chunk=None)
+    whole = window_loss(q, ids, lp, top, lm_weight, head="whole")
     whole.backward()
     g_whole = _grads(q)
-    q.zero_grad(set_to_none=True)
-    chunked = window_loss(q, ids, lp, top, lm_weight, head_chunk=7)  # 47 positions: 6 chunks of 7 and one of 5
-    chunked.backward()
-    assert torch.isclose(chunked, whole, rtol=1e-5)
-    with torch.no_grad():  # and both are the old definition
-        ref = distill_loss(q(ids[None]).logits[0, :-1], lp, top)
-        ref = ref + lm_weight * torch.nn.functional.cross_entropy(q(ids[None]).logits[0, :-1], ids[1:])
+    with torch.no_grad():  # "whole" is the loss as first defined
+        logits = q(ids[None]).logits[0, :-1]
+        ref = distill_loss(logits, lp, top) + lm_weight * torch.nn.functional.cross_entropy(logits, ids[1:])
     assert torch.isclose(whole, ref, rtol=1e-5)
-    for n, g in _grads(q).items():
-        assert torch.allclose(g, g_whole[n], atol=1e-6, rtol=1e-4), n
+    monkeypatch.setattr(adapter_mod, "DECODE_BLOCK", 64 * 48)  # the 256-token head in blocks of 48 rows
+    for kw in ({"head": "chunked", "head_chunk": 7}, {"head": "fused"}):  # 47 positions: 6 chunks of 7 and one of 5
+        q.zero_grad(set_to_none=True)
+        loss = window_loss(q, ids, lp, top, lm_weight, **kw)
+        loss.backward()
+        assert torch.isclose(loss, whole, rtol=1e-5), kw
+        for n, g in _grads(q).items():
+            assert torch.allclose(g, g_whole[n], atol=1e-6, rtol=1e-4), (kw, n)
     with pytest.raises(ValueError, match="head_chunk"):
-        window_loss(q, ids, lp, top, head_chunk=0)
+        window_loss(q, ids, lp, top, head="chunked", head_chunk=0)
+    with pytest.raises(ValueError, match="head must be one of"):
+        window_loss(q, ids, lp, top, head="sideways")
+
+
+def test_fused_head_loss_on_a_packed_head_never_decodes_it_whole(monkeypatch):
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(32, 300, bias=False).requires_grad_(False)
+    head = QuantLinear.from_linear(lin, "int4")
+    h = torch.randn(9, 32, requires_grad=True)
+    logp, top = torch.log_softmax(torch.randn(9, 300) * 2, -1).topk(5, -1)
+    nxt = torch.randint(0, 300, (9,))
+    s = torch.log_softmax(h @ head.weight().T, -1)
+    ref = (logp.exp() * (logp - s.gather(-1, top))).sum() + 0.7 * torch.nn.functional.nll_loss(s, nxt, reduction="sum")
+    g_ref, = torch.autograd.grad(ref, h)
+    decoded = []
+    real = adapter_mod._decoded_rows
+    monkeypatch.setattr(adapter_mod, "DECODE_BLOCK", 32 * 70)
+    monkeypatch.setattr(headloss_mod, "_decoded_rows", lambda b, s, e: decoded.append(e - s) or real(b, s, e))
+    out = head_kl(head, h, logp, top, nxt, 0.7)
+    g, = torch.autograd.grad(out, h)
+    assert torch.isclose(out, ref, rtol=1e-5) and torch.allclose(g, g_ref, atol=1e-5)
+    assert decoded == [70, 70, 70, 70, 20] * 2  # one pass forward, one backward, a block at a time
 
 
 def test_large_packed_weight_is_decoded_in_row_blocks(monkeypatch):
@@ -118,7 +144,7 @@ def test_packed_embedding_and_tied_head_train_without_an_adapter_on_the_head(pre
     assert isinstance(q.lm_head, QuantLinear)
     adapters = add_adapters(q, rank=4)
     assert "lm_head" not in adapters and len(adapters) == 14
-    log = correct(q, targets, steps=6, lr=5e-3, progress=False, head_chunk=16)
+    log = correct(q, targets, steps=6, lr=5e-3, progress=False)  # the packed head runs fused
     assert log.losses[-1] < log.losses[0]
 
 
@@ -175,3 +201,30 @@ def test_adapter_adamw_matches_torch_adamw_and_keeps_float32_masters():
     opt2.load_state_dict(opt.state_dict())
     assert opt2.state[w2]["master"].dtype == torch.float32
     assert torch.equal(opt2.state[w2]["master"], opt.state[w]["master"])
+
+
+def test_correct_command_with_packed_embedding_and_bfloat16_adapters(tmp_path, byte_tokenizer):
+    from typer.testing import CliRunner
+
+    import elastiq
+    from elastiq.cli import app
+    from elastiq.quant import QuantEmbedding
+
+    d = tmp_path / "tiny"
+    make_tiny_llama(seed=3).save_pretrained(d)
+    byte_tokenizer.save_pretrained(d)
+    text = tmp_path / "calib.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "corrected"
+    args = ["correct", str(d), "--format", "int4", "--out", str(out), "--rank", "4", "--steps", "2", "--context", "48",
+            "--calib", str(text), "--eval-tokens", "0", "--embedding", "same", "--adapter-dtype", "bfloat16",
+            "--optimizer-state", "bfloat16"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    model, _ = elastiq.load(out)
+    assert isinstance(model.model.embed_tokens, QuantEmbedding)
+    loaded = adapters_of(model)
+    assert len(loaded) == 14 and all(lo.lora_A.dtype == torch.bfloat16 for lo in loaded.values())
+    bad = [str(tmp_path / "bad") if a == str(out) else ("int8" if a == "bfloat16" else a) for a in args]
+    r = CliRunner().invoke(app, bad)
+    assert r.exit_code == 2 and "adapter dtype must be one of" in r.output

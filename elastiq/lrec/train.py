@@ -5,9 +5,9 @@ The float model's next-token distributions over the calibration text are compute
 model can then be dropped: training holds the packed model, its adapters, their optimizer
 state and the activations of one window (recomputed layer by layer: activation
 checkpointing). The loss is KL(teacher || student) over the teacher's top-k tokens,
-optionally plus the ordinary next-token loss. The output head and the loss run over
-``head_chunk`` positions at a time, also recomputed in the backward pass, so the logits
-over the whole vocabulary (and their gradient) exist for one chunk only.
+optionally plus the ordinary next-token loss. The output head and the loss run together
+over blocks of the vocabulary (``headloss``), so the logits over the whole vocabulary and
+their gradient never exist at once.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as Fn
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -30,6 +31,7 @@ from elastiq.data import tokenize, windows
 from elastiq.quant import QuantLinear
 
 from .adapter import adapters_of, packed_linear
+from .headloss import head_kl
 from .optim import AdapterAdamW
 
 CHECKPOINT_STATE = "state.pt"
@@ -89,19 +91,30 @@ def distill_loss(student_logits: torch.Tensor, logp: torch.Tensor, top: torch.Te
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
+HEAD_MODES = ("fused", "chunked", "whole")
+
+
 def window_loss(model, ids: torch.Tensor, logp: torch.Tensor, top: torch.Tensor, lm_weight: float = 0.0,
-                head_chunk: int | None = 64) -> torch.Tensor:
-    """``distill_loss`` (plus ``lm_weight`` x next-token loss) of one window ``ids`` (1-D),
-    with the output head and the loss computed ``head_chunk`` positions at a time under
-    activation checkpointing (None: all positions at once, as the model's own forward)."""
-    if head_chunk is None:
+                head: str = "fused", head_chunk: int = 64) -> torch.Tensor:
+    """``distill_loss`` (plus ``lm_weight`` x next-token loss) of one window ``ids`` (1-D).
+    ``head``: "fused" runs the frozen output head and the loss over blocks of the
+    vocabulary (``headloss.head_kl``; a head that trains falls back to "chunked");
+    "chunked" computes them ``head_chunk`` positions at a time under activation
+    checkpointing; "whole" takes the model's own logits for the whole window."""
+    if head not in HEAD_MODES:
+        raise ValueError(f"head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
+    out = model.get_output_embeddings()
+    if head == "fused" and isinstance(out, (nn.Linear, QuantLinear)) and not any(p.requires_grad for p in out.parameters()):
+        hidden = model.base_model(ids[None], use_cache=False).last_hidden_state[0, :-1]
+        return head_kl(out, hidden, logp, top, ids[1:], lm_weight) / hidden.shape[0]
+    if head == "whole":
         logits = model(ids[None], use_cache=False).logits[0, :-1]
         loss = distill_loss(logits, logp, top)
         return loss + lm_weight * Fn.cross_entropy(logits.float(), ids[1:]) if lm_weight else loss
     if not isinstance(head_chunk, int) or head_chunk < 1:
-        raise ValueError(f"head_chunk must be a positive integer or None, got {head_chunk!r}")
+        raise ValueError(f"head_chunk must be a positive integer, got {head_chunk!r}")
     hidden = model.base_model(ids[None], use_cache=False).last_hidden_state[0, :-1]
-    part = functools.partial(_chunk_loss, model.get_output_embeddings(), lm_weight)
+    part = functools.partial(_chunk_loss, out, lm_weight)
     n = hidden.shape[0]
     total = 0.0
     for a in range(0, n, head_chunk):
@@ -143,13 +156,13 @@ class TrainLog:
 
 def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumulate: int = 1, lm_weight: float = 0.0,
             checkpoint_dir=None, save_every: int = 25, checkpointing: bool = True, progress: bool = True,
-            stop_after: int | None = None, optimizer_state="float32", head_chunk: int | None = 64,
+            stop_after: int | None = None, optimizer_state="float32", head: str = "fused", head_chunk: int = 64,
             release_memory: bool = True) -> TrainLog:
     """Train ``model``'s adapters for ``steps`` optimizer steps (each over ``accumulate``
     windows). With ``checkpoint_dir`` the adapters and optimizer state are written there
     every ``save_every`` steps (whole or not at all) and a later call resumes from them.
-    ``optimizer_state``: dtype of AdamW's moments (float32 or bfloat16). ``head_chunk``:
-    positions per chunk of the output head and loss (see ``window_loss``).
+    ``optimizer_state``: dtype of AdamW's moments (float32 or bfloat16). ``head``,
+    ``head_chunk``: how the output head and the loss run (see ``window_loss``).
     ``release_memory``: see ``release_freed_memory``. ``stop_after`` ends the run early
     after that many steps of this call (to test resuming)."""
     loras = adapters_of(model)
@@ -182,7 +195,7 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
                 total = 0.0
                 for micro in range(accumulate):
                     i = (step * accumulate + micro) % len(targets)
-                    loss = window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], lm_weight, head_chunk)
+                    loss = window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], lm_weight, head, head_chunk)
                     (loss / accumulate).backward()
                     total += float(loss.detach()) / accumulate
                 opt.step()
