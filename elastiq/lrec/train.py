@@ -139,9 +139,9 @@ def release_freed_memory() -> None:
     """Pin glibc's mmap threshold at 64 KiB so that freed buffers above it go back to the
     system. By default glibc raises the threshold each time a large block is freed, after
     which blocks up to 32 MiB come from the heap and stay resident once freed: in training
-    that kept 100 to 300 MiB of dead activations in the process (measured, docs/lrec.md;
-    256 KiB kept about 120 MiB more than 64 KiB). Process-wide; a no-op where the C library
-    is not glibc."""
+    that kept hundreds of MiB of dead activations in the process (docs/lrec.md; in trial
+    runs 256 KiB kept more than 64 KiB). Process-wide; a no-op where the C library is not
+    glibc."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
