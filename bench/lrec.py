@@ -8,13 +8,16 @@ peak training memory against LoRA on the float model and full fine-tuning.
 Protocol: the teacher (the float model) scores --calib-tokens of wiki-calib in windows of
 --context tokens (its top-64 next-token log-probs); each format's packed copy gets rank
 --rank adapters on every linear layer, zero-initialized or from the SVD of the layer's
-quantization error, trained --steps steps (AdamW, warm-up then cosine, one window per
-step, activation checkpointing); perplexity is measured on the first --eval-tokens of
-wiki-eval (windows of 1024), never on calibration text. Memory: each training set-up
-runs a few steps in a fresh process; its peak resident size over the baseline after
-imports is reported (the peak reading is reset once the model is loaded, so that the
-transients of loading do not count), and what the loaded model held; the LREC process loads the packed model from disk (so no float
-weights ever exist in it) and the teacher's targets from a file. Writes bench/results/lrec.json.
+quantization error, --adapter-dtype weights, trained --steps steps (AdamW with
+--optimizer-state moments, warm-up then cosine, one window per step, activation
+checkpointing, output head and loss fused over vocabulary blocks); perplexity is measured
+on the first --eval-tokens of wiki-eval (windows of 1024), never on calibration text.
+Memory: each training set-up (MEMORY_SETUPS) runs a few steps in a fresh process; its
+peak resident size over the baseline after imports is reported (the peak reading is
+reset once the model is loaded, so that the transients of loading do not count), and
+what the loaded model held; the LREC processes load the packed model from disk (so no
+float weights ever exist in them) and the teacher's targets from a file. Writes
+bench/results/lrec.json.
 """
 from __future__ import annotations
 
@@ -36,43 +39,67 @@ from memory import peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap  # noqa:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def memory_child(kind: str, workdir: str, rank: int, steps: int) -> None:
-    """In a fresh process: peak resident memory of a few training steps of one set-up, from
-    files the parent wrote (the teacher's targets; for lrec, the packed model): lrec (packed
-    base + adapters), float_lora (float base + adapters), full (every weight trains)."""
-    import transformers  # noqa: F401  library code loads before the baseline
+MEMORY_SETUPS = {  # name: (base, options); every set-up trains through the same code (loss, chunks, checkpointing)
+    "lrec": ("packed+embedding", {}),
+    "lrec_float_embedding": ("packed", {}),
+    "float_lora": ("float", {}),
+    "full": ("float", {"full": True}),
+    "lrec_whole_logits": ("packed", {"head": "whole", "release_memory": False}),
+    "float_lora_whole_logits": ("float", {"head": "whole", "release_memory": False}),
+}
 
+
+def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, threads: int) -> None:
+    """In a fresh process: peak resident memory of a few training steps of one set-up
+    (MEMORY_SETUPS), from files the parent wrote (the teacher's targets; the packed models):
+    packed base + adapters, float base + adapters (plain LoRA), or every weight training."""
     import elastiq
     from elastiq.lrec import TeacherTargets, add_adapters, correct
 
-    torch.set_num_threads(2)
+    _skeleton(Path(workdir) / "packed")  # library code loads before the baseline (building a model imports ~150 MiB of it)
+    torch.set_num_threads(threads)
     trim_heap()
     base = rss_bytes()
     t = torch.load(Path(workdir) / "targets.pt", weights_only=True)
     targets = TeacherTargets(t["ids"], t["logp"], t["top"], t["k"])
-    if kind == "lrec":
-        model, _ = elastiq.load(Path(workdir) / "packed")  # built on meta: no float copy ever exists
-        add_adapters(model, rank)
+    where, extra = MEMORY_SETUPS[kind]
+    opts = {**opts, **extra}
+    full = opts.pop("full", False)
+    dtype = opts.pop("adapter_dtype")
+    if where.startswith("packed"):
+        model, _ = elastiq.load(Path(workdir) / where)  # built on meta: no float copy ever exists
+        add_adapters(model, rank, dtype=dtype)
     else:
         model, _ = elastiq.load("smollm2-135m")
-        if kind == "float_lora":
-            model = _float_lora(model, rank)
-        else:
+        if full:
             for p in model.parameters():
                 p.requires_grad_(True)
+        else:
+            model = _float_lora(model, rank, dtype)
     gc.collect()
     reset_peak_rss()  # the peak of training, not of loading (which frees its temporaries)
     loaded = rss_bytes() - base
     t0 = time.perf_counter()
-    if kind == "full":
-        _full_finetune(model, targets, steps)
+    if full:
+        _full_finetune(model, targets, steps, **opts)
     else:
-        correct(model, targets, steps, progress=False)
+        correct(model, targets, steps, progress=False, **opts)
     secs = (time.perf_counter() - t0) / steps
     print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "loaded_bytes": loaded, "step_seconds": secs}))
 
 
-def _float_lora(model, rank):
+def _skeleton(config_dir: Path) -> None:
+    """Build (and drop) the model on the meta device: the modeling code and what it
+    imports load, no weights do, so the baseline after it counts neither set-up's code."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(config_dir), local_files_only=True))
+    gc.collect()
+
+
+def _float_lora(model, rank, dtype):
     """The same adapters on the float model's nn.Linear layers (plain LoRA), for the memory baseline."""
     from torch import nn
 
@@ -83,47 +110,58 @@ def _float_lora(model, rank):
         p.requires_grad_(False)
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.Linear) and name != "lm_head":  # the same layers LREC adapts
-            _replace(model, name, LoRALinear(m, rank))
+            _replace(model, name, LoRALinear(m, rank, dtype=dtype))
     return model
 
 
-def _full_finetune(model, targets, steps):
-    from elastiq.lrec.train import _checkpointing, distill_loss
+def _full_finetune(model, targets, steps, optimizer_state="float32", head="fused", release_memory=True):
+    """Every weight trains, through the loss, checkpointing and optimizer that ``correct``
+    uses (lr 1e-5); its output head trains too, so the loss runs in chunks of 64 positions
+    (window_loss falls back from "fused")."""
+    from elastiq.lrec import AdapterAdamW, window_loss
+    from elastiq.lrec.train import _checkpointing, release_freed_memory
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = AdapterAdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, state_dtype=optimizer_state)
+    if release_memory:
+        release_freed_memory()
     _checkpointing(model, True)
     model.train()
     for s in range(steps):
         i = s % len(targets)
-        loss = distill_loss(model(targets.ids[i][None], use_cache=False).logits[0, :-1], targets.logp[i], targets.top[i])
-        loss.backward()
+        window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], head=head).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
 
 def memory_rows(args, fp, tok, targets) -> dict:
-    """Write the teacher's targets and the packed --memory-format model to a temporary
-    directory, then measure each set-up in its own process."""
+    """Write the teacher's targets and the --memory-format model (packed linear layers, and
+    a second copy with its embedding packed too) to a temporary directory, then measure
+    each set-up in its own process."""
     import tempfile
 
     import elastiq
 
     rows = {}
+    opts = {"adapter_dtype": args.adapter_dtype, "optimizer_state": args.optimizer_state}
     with tempfile.TemporaryDirectory() as tmp:
         n = 3
         torch.save({"ids": targets.ids[:n], "logp": targets.logp[:n], "top": targets.top[:n], "k": targets.k},
                    Path(tmp) / "targets.pt")
-        packed = elastiq.quantize(copy.deepcopy(fp), args.memory_format, progress=False)
-        elastiq.save(packed, Path(tmp) / "packed", tokenizer=tok)
-        del packed
-        for kind in ("lrec", "float_lora", "full"):
-            cmd = [sys.executable, __file__, "--_memory", kind, tmp, str(args.rank), str(n)]
+        for where, emb in (("packed", None), ("packed+embedding", "same")):
+            packed = elastiq.quantize(copy.deepcopy(fp), args.memory_format, progress=False, embedding=emb)
+            elastiq.save(packed, Path(tmp) / where, tokenizer=tok)
+            del packed
+        for kind in MEMORY_SETUPS:
+            cmd = [sys.executable, __file__, "--_memory", kind, tmp, str(args.rank), str(n), json.dumps(opts),
+                   "--threads", str(args.threads)]
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
             if r.returncode or not lines:
                 raise RuntimeError(f"memory run {kind} failed:\n{r.stderr[-2000:]}")
-            rows[kind] = json.loads(lines[-1])
+            rows[kind] = {**json.loads(lines[-1]), **MEMORY_SETUPS[kind][1]}
             print(rows[kind])
+    rows["settings"] = {**opts, "format": args.memory_format, "rank": args.rank, "steps": n, "head": "fused",
+                        "threads": args.threads}
     return rows
 
 
@@ -138,13 +176,15 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--memory-format", default="int3")
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--adapter-dtype", default="bfloat16", help="adapter weights: float32 or bfloat16")
+    ap.add_argument("--optimizer-state", default="bfloat16", help="AdamW moments: float32 or bfloat16")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other work)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/lrec.json")
-    ap.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--_memory", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._memory:
-        kind, workdir, rank, steps = args._memory
-        return memory_child(kind, workdir, int(rank), int(steps))
+        kind, workdir, rank, steps, opts = args._memory
+        return memory_child(kind, workdir, int(rank), int(steps), json.loads(opts), args.threads)
 
     import elastiq
     from elastiq.data import load_text
@@ -169,7 +209,14 @@ def main() -> None:
     print(f"float {float_ppl:.3f}")
     targets = teacher_targets(fp, tok, load_text("wiki-calib"), context=args.context, max_tokens=args.calib_tokens)
     print(f"teacher: {len(targets)} windows, {targets.tokens} tokens, top-{targets.k} mass {targets.mass:.3f}")
-    results = {}
+    meta = {"rank": args.rank, "steps": args.steps, "lr": args.lr, "adapter_dtype": args.adapter_dtype,
+            "optimizer_state": args.optimizer_state, "head": "fused", "context": args.context, "calib_tokens": targets.tokens,
+            "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"meta": meta, "float_ppl": float_ppl}
+    data.update(_memory_summary(memory_rows(args, fp, tok, targets)))  # first: a few minutes, the rest takes long
+    args.out.write_text(json.dumps(data, indent=2) + "\n")
     for fmt in [f for f in args.formats.split(",") if f]:
         row = {}
         for init in ("zero", "svd"):
@@ -177,10 +224,10 @@ def main() -> None:
             elastiq.quantize(q, fmt, progress=False)
             if init == "zero":
                 row["ppl_before"] = ppl(q)
-            add_adapters(q, args.rank, init=init, float_model=fp)
+            add_adapters(q, args.rank, init=init, float_model=fp, dtype=args.adapter_dtype)
             if init == "svd":
                 row["ppl_svd_init_only"] = ppl(q)
-            log = correct(q, targets, args.steps, lr=args.lr)
+            log = correct(q, targets, args.steps, lr=args.lr, optimizer_state=args.optimizer_state)
             row["ppl_after" if init == "zero" else "ppl_after_svd"] = ppl(q)
             row[f"loss_{init}"] = [log.losses[0], log.losses[-1]]
             row.setdefault("step_seconds_all", []).extend(log.seconds)
@@ -198,19 +245,15 @@ def main() -> None:
         best = min(row["ppl_after"], row["ppl_after_svd"])
         gap = row["ppl_before"] - float_ppl
         row["gap_closed"] = (row["ppl_before"] - best) / gap if gap > 0 else None
-        results[fmt] = row
+        data[fmt] = row
+        args.out.write_text(json.dumps(data, indent=2) + "\n")  # each format as it finishes
         print(fmt, json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}))
-    meta = {"rank": args.rank, "steps": args.steps, "lr": args.lr, "context": args.context, "calib_tokens": targets.tokens,
-            "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
-    data = {"meta": meta, "float_ppl": float_ppl, **results}
-    data.update(_memory_summary(memory_rows(args, fp, tok, targets)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
 def _memory_summary(rows: dict) -> dict:
+    """The issue's fields: LREC (packed linear layers and embedding) against plain LoRA on
+    the float model and full fine-tuning, all through the same training code."""
     return {"memory": rows, "peak_mem_bytes": rows["lrec"]["peak_bytes"],
             "peak_mem_float_lora_bytes": rows["float_lora"]["peak_bytes"], "peak_mem_full_bytes": rows["full"]["peak_bytes"],
             "memory_ratio_vs_float_lora": rows["float_lora"]["peak_bytes"] / rows["lrec"]["peak_bytes"],

@@ -160,28 +160,37 @@ def lrec_table(data: dict) -> str:
     m = data["meta"]
     fp = data["float_ppl"]
     fmts = [k for k, v in data.items() if isinstance(v, dict) and "ppl_before" in v]
-    out = [f"SmolLM2-135M, rank {m['rank']}, {m['steps']} steps (lr {m['lr']:g}, one {m['context']}-token window per step, "
+    out = [f"SmolLM2-135M, rank {m['rank']} {m.get('adapter_dtype', 'float32')} adapters, {m['steps']} steps (lr {m['lr']:g}, "
+           f"AdamW moments in {m.get('optimizer_state', 'float32')}, one {m['context']}-token window per step, "
            f"{m.get('threads', 2)} thread(s)), teacher top-{m['top_k']} on {m['calib_tokens']} tokens of wiki-calib "
            f"(mass {m['top_k_mass']:.3f}); perplexity on {m['eval_tokens']} tokens of wiki-eval; float {fp:.3f}; "
            f"torch {m['torch']}, {m['date']}.", "",
-           "| format | bits/weight | with adapters | adapter overhead | before | SVD init only | after (zero init) | "
+           "| format | adapters | bits/weight | with adapters | adapter overhead | before | SVD init only | after (zero init) | "
            "after (SVD init) | gap closed | gap closed in log perplexity | best after / float | s/step |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in fmts:
         r = data[f]
         best = min(r["ppl_after"], r["ppl_after_svd"])
         log_gap = (math.log(r["ppl_before"]) - math.log(best)) / (math.log(r["ppl_before"]) - math.log(fp))
-        out.append(f"| `{f}` | {r['bits_per_weight']:.3f} | {r['bits_per_weight_with_adapters']:.3f} | "
+        out.append(f"| `{f}` | {r.get('adapter_dtype', m.get('adapter_dtype', 'float32'))} | {r['bits_per_weight']:.3f} | {r['bits_per_weight_with_adapters']:.3f} | "
                    f"{r['adapter_overhead']:.1%} | {r['ppl_before']:.5g} | {r['ppl_svd_init_only']:.5g} | "
                    f"{r['ppl_after']:.5g} | {r['ppl_after_svd']:.5g} | {_pct(r['gap_closed'])} | {_pct(log_gap)} | "
                    f"{best / fp:.3g}x | {r['step_seconds']:.2f} |")
     if "memory" in data:
         mem = data["memory"]
-        out += ["", "Peak resident memory of training (3 steps; growth over the process after imports; the peak is read "
+        st = mem.get("settings", {})
+        how = (f"`{st['format']}`, rank {st['rank']} {st['adapter_dtype']} adapters, {st['optimizer_state']} AdamW moments, "
+               f"{st['steps']} steps, {st.get('threads', 2)} thread(s); " if st else "3 steps; ")
+        after = "the modeling code loads" if st else "imports"
+        out += ["", f"Peak resident memory of training ({how}growth over the process after {after}; the peak is read "
                     "from when the model is loaded):", "",
                 "| set-up | model loaded, MiB | peak in training, MiB | peak vs LREC | s/step |", "|---|---|---|---|---|"]
-        names = {"lrec": "LREC: packed base + adapters", "float_lora": "LoRA on the float model", "full": "full fine-tuning"}
-        for k in ("lrec", "float_lora", "full"):
+        names = {"lrec": "LREC: packed linear layers and embedding, adapters",
+                 "lrec_float_embedding": "LREC, embedding kept in float32", "float_lora": "LoRA on the float model",
+                 "full": "full fine-tuning",
+                 "lrec_whole_logits": "before: LREC, float32 embedding, whole-window logits, glibc default",
+                 "float_lora_whole_logits": "before: LoRA on the float model, whole-window logits, glibc default"}
+        for k in [k for k in names if k in mem]:
             loaded = mem[k].get("loaded_bytes")
             out.append(f"| {names[k]} | {'-' if loaded is None else f'{loaded / 2**20:.0f}'} | {mem[k]['peak_bytes'] / 2**20:.0f} | "
                        f"{mem[k]['peak_bytes'] / mem['lrec']['peak_bytes']:.2f}x | {mem[k]['step_seconds']:.2f} |")

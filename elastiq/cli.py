@@ -215,6 +215,9 @@ def correct(
     calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
     calib_tokens: int = typer.Option(16384, help="calibration tokens the teacher scores"),
     lm_weight: float = typer.Option(0.0, help="weight of the next-token loss added to the KL"),
+    embedding: Optional[str] = typer.Option(None, help=EMBEDDING_HELP),
+    adapter_dtype: str = typer.Option("float32", help="adapter weights: float32, or bfloat16 (half the bytes)"),
+    optimizer_state: str = typer.Option("float32", help="AdamW moments: float32 or bfloat16"),
     eval_tokens: int = typer.Option(4096, help="wiki-eval tokens for perplexity before and after (0: skip)"),
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
@@ -245,8 +248,8 @@ def correct(
         with console.status("scoring the calibration text with the float model ..."):
             targets = teacher_targets(fp, tok, _text(calib), context=context, max_tokens=calib_tokens)
         q = copy.deepcopy(fp)
-        elastiq.quantize(q, fmt, progress=False)
-        add_adapters(q, rank, init=init, float_model=fp)
+        elastiq.quantize(q, fmt, progress=False, embedding=embedding)
+        add_adapters(q, rank, init=init, float_model=fp, dtype=adapter_dtype)
     except ValueError as e:
         _fail(e)
     del fp
@@ -254,7 +257,7 @@ def correct(
     before = evaluate(q, tok, ev_text, max_tokens=eval_tokens, context=1024).perplexity if ev_text else None
     ck = out.with_name(out.name + ".checkpoint")
     try:
-        log = run_correct(q, targets, steps, lr=lr, lm_weight=lm_weight, checkpoint_dir=ck)
+        log = run_correct(q, targets, steps, lr=lr, lm_weight=lm_weight, checkpoint_dir=ck, optimizer_state=optimizer_state)
     except ValueError as e:
         _fail(e)
     if log.resumed_from:

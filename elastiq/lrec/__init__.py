@@ -7,7 +7,9 @@
 """
 from .adapter import LoRALinear, add_adapters, adapters_of, effective_bits, merged_weight
 from .io import load_adapters, save_adapters
-from .train import TeacherTargets, TrainLog, correct, distill_loss, teacher_targets
+from .optim import AdapterAdamW
+from .train import TeacherTargets, TrainLog, correct, distill_loss, teacher_targets, window_loss
 
-__all__ = ["LoRALinear", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of", "correct", "distill_loss",
-           "effective_bits", "load_adapters", "merged_weight", "save_adapters", "teacher_targets"]
+__all__ = ["AdapterAdamW", "LoRALinear", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of", "correct",
+           "distill_loss", "effective_bits", "load_adapters", "merged_weight", "save_adapters", "teacher_targets",
+           "window_loss"]

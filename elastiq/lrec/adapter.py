@@ -19,26 +19,80 @@ from torch import nn
 from elastiq.quant import QuantLinear
 
 
+DECODE_BLOCK = 1 << 22  # weights decoded at once in a packed layer's backward (16 MiB of float32)
+
+
+def _decoded_rows(base: QuantLinear, start: int, stop: int) -> torch.Tensor:
+    """Rows start:stop of the decoded weight (the native kernel decodes just those rows)."""
+    kernel = base.kernel()
+    if kernel is None:
+        return base.weight()[start:stop]
+    return kernel.rows(torch.arange(start, stop)).to(base.weight_dtype)
+
+
+def _row_blocks(base: QuantLinear):
+    step = max(1, DECODE_BLOCK // base.in_features)
+    return [(a, min(a + step, base.out_features)) for a in range(0, base.out_features, step)]
+
+
 class _PackedMatmul(torch.autograd.Function):
-    """y = base(x) with grad_x = grad_y @ W, W decoded in backward (not saved)."""
+    """y = base(x) with grad_x = grad_y @ W, W decoded in backward (not saved). A large
+    weight (an output head over the vocabulary) is decoded a block of rows at a time, in
+    both directions, so no full float copy of it exists even for a moment."""
 
     @staticmethod
     def forward(ctx, x, base: QuantLinear):
         ctx.base = base
+        blocks = _row_blocks(base)
         with torch.no_grad():
-            return base(x)
+            if len(blocks) == 1:
+                return base(x)
+            y = x.new_empty(*x.shape[:-1], base.out_features)
+            for a, b in blocks:
+                y[..., a:b] = x @ _decoded_rows(base, a, b).to(x.dtype).T
+            if base.bias is not None:
+                y += base.bias.to(x.dtype)
+            return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        w = ctx.base.weight().to(grad_y.dtype)
-        return grad_y @ w, None
+        base = ctx.base
+        blocks = _row_blocks(base)
+        if len(blocks) == 1:
+            return grad_y @ base.weight().to(grad_y.dtype), None
+        grad_x = None
+        for a, b in blocks:
+            part = grad_y[..., a:b] @ _decoded_rows(base, a, b).to(grad_y.dtype)
+            grad_x = part if grad_x is None else grad_x.add_(part)
+        return grad_x, None
+
+
+def packed_linear(base: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """``base(x)``, differentiable in ``x`` without keeping a decoded copy of the weight."""
+    return _PackedMatmul.apply(x, base) if torch.is_grad_enabled() else base(x)
+
+
+ADAPTER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def adapter_dtype(dtype, what: str = "adapter dtype") -> torch.dtype:
+    """torch dtype of adapter weights (or optimizer state) from a name or a dtype; refuses anything else."""
+    if isinstance(dtype, torch.dtype) and dtype in ADAPTER_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in ADAPTER_DTYPES:
+        return ADAPTER_DTYPES[dtype]
+    raise ValueError(f"{what} must be one of {', '.join(ADAPTER_DTYPES)}, got {dtype!r}")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(n for n, d in ADAPTER_DTYPES.items() if d == dtype)
 
 
 class LoRALinear(nn.Module):
     """``base(x) + scaling * x A^T B^T`` over a frozen, packed ``QuantLinear`` (or, for
     plain LoRA as a baseline, a frozen float ``nn.Linear``)."""
 
-    def __init__(self, base: QuantLinear | nn.Linear, rank: int, alpha: float | None = None):
+    def __init__(self, base: QuantLinear | nn.Linear, rank: int, alpha: float | None = None, dtype="float32"):
         super().__init__()
         if not isinstance(base, (QuantLinear, nn.Linear)):
             raise TypeError(f"LoRA adapters go on QuantLinear (or nn.Linear) layers, got {type(base).__name__}")
@@ -49,9 +103,11 @@ class LoRALinear(nn.Module):
         self.rank = rank
         self.alpha = float(alpha if alpha is not None else rank)
         self.scaling = self.alpha / rank
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # the standard LoRA start: B = 0, so no change yet
+        dtype = adapter_dtype(dtype)
+        a = torch.empty(rank, base.in_features)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # the standard LoRA start: B = 0, so no change yet
+        self.lora_A = nn.Parameter(a.to(dtype))  # stored (and saved) in dtype; products run in the input's dtype
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=dtype))
 
     def init_from_error(self, float_weight: torch.Tensor) -> float:
         """LoftQ-style start: B A * scaling = the best rank-r approximation of (W - decoded W_q).
@@ -63,46 +119,50 @@ class LoRALinear(nn.Module):
         r = self.rank
         root = s[:r].sqrt() / math.sqrt(self.scaling)
         with torch.no_grad():
-            self.lora_B.copy_((u[:, :r] * root).float())
-            self.lora_A.copy_((root[:, None] * vh[:r]).float())
+            self.lora_B.copy_(u[:, :r] * root)
+            self.lora_A.copy_(root[:, None] * vh[:r])
         total = float((s * s).sum())
         return float((s[:r] * s[:r]).sum()) / total if total > 0 else 1.0
 
     def delta(self) -> torch.Tensor:
         """The adapter's weight update, scaling * B A (out x in)."""
-        return self.scaling * (self.lora_B @ self.lora_A)
+        return self.scaling * (self.lora_B.float() @ self.lora_A.float())
 
     @property
     def adapter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in (self.lora_A, self.lora_B))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = isinstance(self.base, QuantLinear)
-        y = _PackedMatmul.apply(x, self.base) if packed and torch.is_grad_enabled() else self.base(x)
+        y = packed_linear(self.base, x) if isinstance(self.base, QuantLinear) else self.base(x)
         a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
         return y + self.scaling * ((x @ a.T) @ b.T)
 
     def extra_repr(self) -> str:
         fmt = self.base.fmt.name if isinstance(self.base, QuantLinear) else "float"
-        return f"rank={self.rank}, alpha={self.alpha:g}, base={fmt}"
+        return f"rank={self.rank}, alpha={self.alpha:g}, dtype={dtype_name(self.lora_A.dtype)}, base={fmt}"
 
 
 def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: str = "zero",
-                 float_model: nn.Module | None = None, patterns=("*",)) -> dict[str, LoRALinear]:
+                 float_model: nn.Module | None = None, patterns=("*",), dtype="float32") -> dict[str, LoRALinear]:
     """Wrap every packed linear layer of ``model`` whose name matches ``patterns`` in a
-    LoRALinear; freeze everything else. ``init="svd"`` starts each adapter from the SVD
-    of its layer's quantization error, which needs ``float_model`` (same architecture,
-    float weights). Returns {name: adapter}."""
+    LoRALinear (``dtype`` weights: float32, or bfloat16 for half the bytes); freeze
+    everything else. An output head tied to a packed embedding gets none (it is the
+    embedding). ``init="svd"`` starts each adapter from the SVD of its layer's
+    quantization error, which needs ``float_model`` (same architecture, float weights).
+    Returns {name: adapter}."""
     from fnmatch import fnmatchcase
 
-    from elastiq.quant.model import _replace
+    from elastiq.quant.model import _replace, tied_heads
+
+    adapter_dtype(dtype)
 
     if init not in ("zero", "svd"):
         raise ValueError(f"init must be 'zero' or 'svd', got {init!r}")
     if init == "svd" and float_model is None:
         raise ValueError("init='svd' needs the float model (the adapters start from W - decoded W_q)")
+    heads = tied_heads(model)
     targets = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, QuantLinear) and any(fnmatchcase(n, p) for p in patterns)]
+               if isinstance(m, QuantLinear) and n not in heads and any(fnmatchcase(n, p) for p in patterns)]
     if not targets:
         raise ValueError("the model has no packed linear layers to put adapters on: quantize it first")
     for p in model.parameters():
@@ -110,7 +170,7 @@ def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: 
     floats = dict(float_model.named_modules()) if float_model is not None else {}
     adapters = {}
     for name, base in targets:
-        lora = LoRALinear(base, rank, alpha)
+        lora = LoRALinear(base, rank, alpha, dtype)
         if init == "svd":
             ref = floats.get(name)
             if not isinstance(ref, nn.Linear) or tuple(ref.weight.shape) != (base.out_features, base.in_features):
@@ -135,8 +195,11 @@ def merged_weight(lora: LoRALinear) -> torch.Tensor:
 def effective_bits(model: nn.Module) -> dict:
     """Bits per base weight of the packed linear layers, without and with their adapters
     (the "INT2.1" figure)."""
+    from elastiq.quant.model import tied_heads
+
     loras = adapters_of(model)
-    packed = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    heads = tied_heads(model)  # their bytes are the packed embedding's
+    packed = [m for n, m in model.named_modules() if isinstance(m, QuantLinear) and n not in heads]
     weights = sum(m.in_features * m.out_features for m in packed)
     base_bytes = sum(m.packed().nbytes for m in packed)
     extra = sum(lo.adapter_bytes for lo in loras.values())
@@ -147,4 +210,4 @@ def effective_bits(model: nn.Module) -> dict:
             "adapter_share_of_packed_linears": extra / base_bytes}
 
 
-__all__ = ["LoRALinear", "add_adapters", "adapters_of", "effective_bits", "merged_weight"]
+__all__ = ["LoRALinear", "add_adapters", "packed_linear", "adapters_of", "effective_bits", "merged_weight"]

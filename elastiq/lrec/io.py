@@ -1,5 +1,5 @@
 """Save and load adapters next to a packed model: adapters.safetensors and a manifest
-(rank, alpha and base format of each adapted module; size and sha256 of the file)."""
+(rank, alpha, weight dtype and base format of each adapted module; size and sha256 of the file)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_fil
 from elastiq.quant import QuantLinear
 from elastiq.quant.model import _replace
 
-from .adapter import LoRALinear, adapters_of
+from .adapter import LoRALinear, adapter_dtype, adapters_of, dtype_name
 
 MANIFEST = "adapters.json"
 TENSORS = "adapters.safetensors"
@@ -30,7 +30,7 @@ def save_adapters(model: nn.Module, directory, overwrite: bool = False) -> Path:
     for name, lo in loras.items():
         tensors[f"{name}.lora_A"] = lo.lora_A.detach().contiguous()
         tensors[f"{name}.lora_B"] = lo.lora_B.detach().contiguous()
-    modules = {n: {"rank": lo.rank, "alpha": lo.alpha, "base_format": F.spec(lo.base.fmt),
+    modules = {n: {"rank": lo.rank, "alpha": lo.alpha, "dtype": dtype_name(lo.lora_A.dtype), "base_format": F.spec(lo.base.fmt),
                    "shape": [lo.base.out_features, lo.base.in_features]} for n, lo in loras.items()}
     with atomic_dir(directory, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / TENSORS))
@@ -83,9 +83,13 @@ def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
                 [base.out_features, base.in_features] != meta["shape"]:
             raise ValueError(f"the adapter for {name} was trained on a {meta['base_format']} layer of shape {meta['shape']}, "
                              f"but this model's {name} is {base}")
-        lo = LoRALinear(base, meta["rank"], meta["alpha"])
-        lo.lora_A.data.copy_(tensors[f"{name}.lora_A"])
-        lo.lora_B.data.copy_(tensors[f"{name}.lora_B"])
+        dtype = adapter_dtype(meta.get("dtype", "float32"))  # manifests before the dtype field: float32
+        a, b = tensors[f"{name}.lora_A"], tensors[f"{name}.lora_B"]
+        if a.dtype != dtype or b.dtype != dtype:
+            raise ValueError(f"the adapter for {name} is stored as {a.dtype}, its manifest says {meta.get('dtype')}")
+        lo = LoRALinear(base, meta["rank"], meta["alpha"], dtype)
+        lo.lora_A.data.copy_(a)
+        lo.lora_B.data.copy_(b)
         lo.requires_grad_(False)
         _replace(model, name, lo)
         out[name] = lo

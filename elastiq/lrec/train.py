@@ -5,10 +5,14 @@ The float model's next-token distributions over the calibration text are compute
 model can then be dropped: training holds the packed model, its adapters, their optimizer
 state and the activations of one window (recomputed layer by layer: activation
 checkpointing). The loss is KL(teacher || student) over the teacher's top-k tokens,
-optionally plus the ordinary next-token loss.
+optionally plus the ordinary next-token loss. The output head and the loss run together
+over blocks of the vocabulary (``headloss``), so the logits over the whole vocabulary and
+their gradient never exist at once.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import sys
 import time
@@ -17,12 +21,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as Fn
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from elastiq.cache import atomic_dir
 from elastiq.data import tokenize, windows
 
-from .adapter import adapters_of
+from elastiq.quant import QuantLinear
+
+from .adapter import adapters_of, packed_linear
+from .headloss import head_kl
+from .optim import AdapterAdamW
 
 CHECKPOINT_STATE = "state.pt"
 
@@ -81,6 +91,63 @@ def distill_loss(student_logits: torch.Tensor, logp: torch.Tensor, top: torch.Te
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
+HEAD_MODES = ("fused", "chunked", "whole")
+
+
+def window_loss(model, ids: torch.Tensor, logp: torch.Tensor, top: torch.Tensor, lm_weight: float = 0.0,
+                head: str = "fused", head_chunk: int = 64) -> torch.Tensor:
+    """``distill_loss`` (plus ``lm_weight`` x next-token loss) of one window ``ids`` (1-D).
+    ``head``: "fused" runs the frozen output head and the loss over blocks of the
+    vocabulary (``headloss.head_kl``; a head that trains falls back to "chunked");
+    "chunked" computes them ``head_chunk`` positions at a time under activation
+    checkpointing; "whole" takes the model's own logits for the whole window."""
+    if head not in HEAD_MODES:
+        raise ValueError(f"head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
+    out = model.get_output_embeddings()
+    if head == "fused" and isinstance(out, (nn.Linear, QuantLinear)) and not any(p.requires_grad for p in out.parameters()):
+        hidden = model.base_model(ids[None], use_cache=False).last_hidden_state[0, :-1]
+        return head_kl(out, hidden, logp, top, ids[1:], lm_weight) / hidden.shape[0]
+    if head == "whole":
+        logits = model(ids[None], use_cache=False).logits[0, :-1]
+        loss = distill_loss(logits, logp, top)
+        return loss + lm_weight * Fn.cross_entropy(logits.float(), ids[1:]) if lm_weight else loss
+    if not isinstance(head_chunk, int) or head_chunk < 1:
+        raise ValueError(f"head_chunk must be a positive integer, got {head_chunk!r}")
+    hidden = model.base_model(ids[None], use_cache=False).last_hidden_state[0, :-1]
+    part = functools.partial(_chunk_loss, out, lm_weight)
+    n = hidden.shape[0]
+    total = 0.0
+    for a in range(0, n, head_chunk):
+        args = (hidden[a:a + head_chunk], logp[a:a + head_chunk], top[a:a + head_chunk], ids[a + 1:a + 1 + head_chunk])
+        if torch.is_grad_enabled():
+            total = total + checkpoint(part, *args, use_reentrant=False)
+        else:
+            total = total + part(*args)
+    return total / n
+
+
+def _chunk_loss(head, lm_weight: float, h, logp, top, nxt) -> torch.Tensor:
+    """Summed KL (and next-token loss) of a chunk of positions; ``h`` the final hidden states."""
+    logits = packed_linear(head, h) if isinstance(head, QuantLinear) else head(h)
+    s = Fn.log_softmax(logits.float(), -1)
+    t = logp.float()
+    loss = (t.exp() * (t - s.gather(-1, top.long()))).sum()
+    return loss + lm_weight * Fn.nll_loss(s, nxt, reduction="sum") if lm_weight else loss
+
+
+def release_freed_memory() -> None:
+    """Pin glibc's mmap threshold at 64 KiB so that freed buffers above it go back to the
+    system. By default glibc raises the threshold each time a large block is freed, after
+    which blocks up to 32 MiB come from the heap and stay resident once freed: in training
+    that kept hundreds of MiB of dead activations in the process (docs/lrec.md; in trial
+    runs 256 KiB kept more than 64 KiB). Process-wide; a no-op where the C library is not
+    glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class TrainLog:
     losses: list[float] = field(default_factory=list)
@@ -90,11 +157,15 @@ class TrainLog:
 
 def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumulate: int = 1, lm_weight: float = 0.0,
             checkpoint_dir=None, save_every: int = 25, checkpointing: bool = True, progress: bool = True,
-            stop_after: int | None = None) -> TrainLog:
+            stop_after: int | None = None, optimizer_state="float32", head: str = "fused", head_chunk: int = 64,
+            release_memory: bool = True) -> TrainLog:
     """Train ``model``'s adapters for ``steps`` optimizer steps (each over ``accumulate``
     windows). With ``checkpoint_dir`` the adapters and optimizer state are written there
     every ``save_every`` steps (whole or not at all) and a later call resumes from them.
-    ``stop_after`` ends the run early after that many steps of this call (to test resuming)."""
+    ``optimizer_state``: dtype of AdamW's moments (float32 or bfloat16). ``head``,
+    ``head_chunk``: how the output head and the loss run (see ``window_loss``).
+    ``release_memory``: see ``release_freed_memory``. ``stop_after`` ends the run early
+    after that many steps of this call (to test resuming)."""
     loras = adapters_of(model)
     if not loras:
         raise ValueError("the model has no adapters: call elastiq.lrec.add_adapters first")
@@ -105,7 +176,9 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
     params = [p for lo in loras.values() for p in (lo.lora_A, lo.lora_B)]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = AdapterAdamW(params, lr=lr, state_dtype=optimizer_state)
+    if release_memory:
+        release_freed_memory()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_shape(s, steps))
     log = TrainLog()
     start = _resume(checkpoint_dir, loras, opt, sched, steps) if checkpoint_dir else 0
@@ -123,10 +196,7 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
                 total = 0.0
                 for micro in range(accumulate):
                     i = (step * accumulate + micro) % len(targets)
-                    logits = model(targets.ids[i][None], use_cache=False).logits[0, :-1]
-                    loss = distill_loss(logits, targets.logp[i], targets.top[i])
-                    if lm_weight:
-                        loss = loss + lm_weight * Fn.cross_entropy(logits.float(), targets.ids[i][1:])
+                    loss = window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], lm_weight, head, head_chunk)
                     (loss / accumulate).backward()
                     total += float(loss.detach()) / accumulate
                 opt.step()
