@@ -1,8 +1,9 @@
 """Process memory readings shared by the benchmarks (Linux /proc)."""
 from __future__ import annotations
 
-import ctypes
 import resource
+
+from elastiq.memory import trim_heap  # noqa: F401  (the benchmarks import it from here too)
 
 
 def rss_bytes() -> int:
@@ -19,14 +20,6 @@ def peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def trim_heap() -> None:
-    """Return freed heap pages to the OS, so that later growth shows in the readings."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def reset_peak_rss() -> None:

@@ -9,7 +9,6 @@ on the new option at the next token.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from elastiq.memory import pin_mmap_threshold, trim_heap
 from elastiq.quant import LowRankAdded
 from elastiq.quant.io import has_tokenizer, materialize
 from elastiq.quant.model import _replace
@@ -90,36 +90,13 @@ class Transition:
     seconds: float  # the whole swap, end to end
 
 
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: the allocator's defaults stand
-        return None
-
-
-def _fix_mmap_threshold() -> None:
-    """Give every allocation of 1 MiB or more its own mapping, returned to the OS when
-    freed. glibc otherwise raises the threshold after the first large free, and later
-    weights land in a heap that does not shrink."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-
-
-def _trim_heap() -> None:
-    """Hand freed heap pages back to the OS."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 class ElasticModel:
     def __init__(self, path, with_tokenizer: bool = True):
         from accelerate import init_empty_weights
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        _fix_mmap_threshold()
+        pin_mmap_threshold(1 << 20)  # freed weights go back to the system (elastiq.memory)
         self.artifact = a = Artifact(path)
         config = AutoConfig.from_pretrained(str(a.path), local_files_only=True)
         with init_empty_weights(include_buffers=False):
@@ -218,7 +195,7 @@ class ElasticModel:
                     _replace(self.model, name, module)
                 self.levels, self.option, self.wrapped = target, option, wrapped
             del new  # the old modules are freed here, by reference counting (no gc pass: it takes 0.1-0.4 s)
-            _trim_heap()
+            trim_heap()
             return Transition(option, int(self.sizes[option]), len(changed), t1 - t0, t2 - t1, time.perf_counter() - t0)
 
     def _locked_forward(self, *args, **kwargs):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from elastiq.quant import QuantLinear
+from elastiq.quant.lowrank import low_rank_correction
 
 
 DECODE_BLOCK = 1 << 22  # weights decoded at once in a packed layer's backward (16 MiB of float32)
@@ -134,8 +135,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = packed_linear(self.base, x) if isinstance(self.base, QuantLinear) else self.base(x)
-        a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
-        return y + self.scaling * ((x @ a.T) @ b.T)
+        return y + low_rank_correction(x, self.lora_A, self.lora_B, self.scaling)
 
     def extra_repr(self) -> str:
         fmt = self.base.fmt.name if isinstance(self.base, QuantLinear) else "float"

@@ -11,7 +11,6 @@ their gradient never exist at once.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 import sys
@@ -27,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from elastiq.cache import atomic_dir
 from elastiq.data import tokenize, windows
-
+from elastiq.memory import pin_mmap_threshold
 from elastiq.quant import QuantLinear
 
 from .adapter import adapters_of, packed_linear
@@ -136,16 +135,10 @@ def _chunk_loss(head, lm_weight: float, h, logp, top, nxt) -> torch.Tensor:
 
 
 def release_freed_memory() -> None:
-    """Pin glibc's mmap threshold at 64 KiB so that freed buffers above it go back to the
-    system. By default glibc raises the threshold each time a large block is freed, after
-    which blocks up to 32 MiB come from the heap and stay resident once freed: in training
-    that kept hundreds of MiB of dead activations in the process (docs/lrec.md; in trial
-    runs 256 KiB kept more than 64 KiB). Process-wide; a no-op where the C library is not
-    glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    """Pin glibc's mmap threshold at 64 KiB (elastiq.memory): in training the default kept
+    hundreds of MiB of dead activations in the process (docs/lrec.md; in trial runs 256 KiB
+    kept more than 64 KiB)."""
+    pin_mmap_threshold(1 << 16)
 
 
 @dataclass

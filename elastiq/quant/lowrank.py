@@ -9,6 +9,11 @@ import torch
 from torch import nn
 
 
+def low_rank_correction(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``s · x Aᵀ Bᵀ``, in the input's dtype (A and B may be stored narrower)."""
+    return scaling * ((x @ lora_A.to(x.dtype).T) @ lora_B.to(x.dtype).T)
+
+
 class LowRankAdded(nn.Module):
     def __init__(self, base: nn.Module, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float):
         super().__init__()
@@ -24,12 +29,8 @@ class LowRankAdded(nn.Module):
         self.register_buffer("lora_A", lora_A)
         self.register_buffer("lora_B", lora_B)
 
-    def correction(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
-        return self.scaling * ((x @ a.T) @ b.T)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.correction(x)
+        return self.base(x) + low_rank_correction(x, self.lora_A, self.lora_B, self.scaling)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, dtype={str(self.lora_A.dtype).removeprefix('torch.')}"
