@@ -308,5 +308,9 @@ app.command("build")(_build)
 app.command("prune")(_prune)
 app.command("host")(_host)
 
+from elastiq.lrec.commands import correct_option as _correct_option  # noqa: E402  (LREC on an elastic option)
+
+app.command("correct-option")(_correct_option)
+
 if __name__ == "__main__":
     app()

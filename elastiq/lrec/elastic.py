@@ -16,7 +16,8 @@ from .train import correct, teacher_targets
 
 def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16, steps: int = 40,
                    init: str = "svd", name: str | None = None, lr: float = 1e-3, context: int = 256,
-                   calib_tokens: int = 16384, calib_text: str | None = None, progress: bool = True) -> dict:
+                   calib_tokens: int = 16384, calib_text: str | None = None, adapter_dtype="bfloat16",
+                   optimizer_state="float32", progress: bool = True) -> dict:
     """Train adapters for ``option`` of ``artifact`` and store them there; returns the new
     extra option's manifest entry (its ``kl`` and ``bytes`` included)."""
     from elastiq.data import load_text
@@ -35,8 +36,8 @@ def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16
     targets = teacher_targets(float_model, tokenizer, calib_text, context=context, max_tokens=calib_tokens,
                               progress=progress)
     linear = [m for u in host.artifact.units for m in u.modules if host.artifact.manifest["modules"][m]["kind"] == "linear"]
-    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=linear)
-    correct(model, targets, steps, lr=lr, progress=progress)
+    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=linear, dtype=adapter_dtype)
+    correct(model, targets, steps, lr=lr, optimizer_state=optimizer_state, progress=progress)
     kl = kl_per_token(model, ids, reference_logprobs(float_model, ids))
     deltas = {n: (lo.lora_A.detach(), lo.lora_B.detach(), lo.scaling) for n, lo in loras.items()}
     return add_low_rank_option(Path(artifact), option, deltas, name or f"lrec-r{rank}", kl)
