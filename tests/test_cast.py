@@ -186,3 +186,14 @@ def test_spec_string_rebuilds_every_format():
     odd = F.Format("odd", (F.Grid("float", 4, ebits=2, mbits=1, bias=2, name="weird"),), F.E8M0)
     with pytest.raises(ValueError, match="no string form"):
         F.spec(odd)
+
+
+def test_a_tensor_of_subnormal_size_does_not_overflow_the_tensor_scale():
+    """Found by hypothesis: a block of zeros and one value at float32's smallest normal made
+    1 / tensor scale overflow, and the zeros encode as NaN (an out-of-range code)."""
+    x = torch.zeros(1, 128)
+    x[0, -1] = torch.finfo(torch.float32).tiny
+    for name in ("nxfp6", "nvfp4", "nxfp4"):
+        y = F.fake_quantize(x, name)
+        assert torch.isfinite(y).all() and (y[0, :-1] == 0).all() and 0 < float(y[0, -1]) <= 2 * float(x[0, -1])
+        assert torch.equal(F.dequantize(F.quantize(x, name)), y)

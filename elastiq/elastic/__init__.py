@@ -15,7 +15,7 @@ from elastiq.lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["Artifact", "ArtifactError", "add_low_rank_option", "is_artifact", "prune_artifact"], ".artifact"),
     **dict.fromkeys(["AvailableMemory", "CgroupLimit", "Fixed", "parse_bytes", "read_trace"], ".budget"),
-    **dict.fromkeys(["DEFAULT_FORMATS", "build"], ".build"),
+    **dict.fromkeys(["DEFAULT_FORMATS", "build"], ".builder"),
     **dict.fromkeys(["Chain", "Family", "build_chain", "family_of", "prune"], ".chain"),
     **dict.fromkeys(["BudgetError", "ElasticModel", "Transition"], ".host"),
     **dict.fromkeys(["Unit", "find_units"], ".units"),

@@ -50,7 +50,7 @@ def build(
     try:
         limit = parse_bytes(storage_limit) if storage_limit else None
         fmts = [f.strip() for f in formats.split(",") if f.strip()]
-        from elastiq.elastic.build import check_formats
+        from elastiq.elastic.builder import check_formats
 
         check_formats(fmts)
     except ValueError as e:

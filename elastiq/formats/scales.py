@@ -56,6 +56,9 @@ def compute_tensor_scale(x: torch.Tensor, grids, scale: Grid) -> torch.Tensor:
     if not torch.isfinite(amax):
         amax = torch.nan_to_num(x.abs(), nan=0.0, posinf=0.0, neginf=0.0).amax()
     ts = amax.to(torch.float32) / (min(g.max_value for g in grids) * scale.max_value)
+    if scale.bits < 32:  # a tensor scale so small that 1 / (ts * smallest block scale) overflows float32
+        # would turn the quantize multiplier into inf and zeros into NaN: keep it above that
+        ts = torch.where(ts > 0, torch.clamp(ts, min=2.0 / (torch.finfo(torch.float32).max * scale.min_normal)), ts)
     return torch.where(ts > 0, ts, torch.ones_like(ts))
 
 

@@ -22,7 +22,7 @@ def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16
     extra option's manifest entry (its ``kl`` and ``bytes`` included)."""
     from elastiq.data import load_text
     from elastiq.elastic import ElasticModel, add_low_rank_option
-    from elastiq.elastic.build import kl_per_token, measure_windows, reference_logprobs
+    from elastiq.elastic.builder import kl_per_token, measure_windows, reference_logprobs
 
     host = ElasticModel(artifact)
     host.swap(option)
