@@ -111,8 +111,10 @@ def main() -> None:
     ap.add_argument("--prune", default="0.9,0.75,0.5", help="storage limits to prune to, as shares of the full artifact")
     ap.add_argument("--work", type=Path, default=None,
                     help="keep the artifact and base files here and reuse them (default: a temporary directory)")
-    ap.add_argument("--only", default="", help="redo only these parts (quality, prune, switch), keeping the rest of "
-                                               "bench/results/elastic.json; needs --work from an earlier run")
+    ap.add_argument("--only", default="", help="redo only these parts (quality, prune, switch, lrec), keeping the rest "
+                                               "of bench/results/elastic.json; needs --work from an earlier run")
+    ap.add_argument("--lrec-mib", type=float, default=59.5, help="lrec part: correct the chain option nearest this size")
+    ap.add_argument("--lrec-steps", type=int, default=40)
     ap.add_argument("--_host", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_reload", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -121,8 +123,8 @@ def main() -> None:
     if a._reload:
         return reload_child(*a._reload, a.repeats, a.threads)
     only = {p for p in a.only.split(",") if p}
-    if only - {"quality", "prune", "switch"} or (only and a.work is None):
-        sys.exit("--only takes quality, prune, switch (comma-separated), with the --work of an earlier run")
+    if only - {"quality", "prune", "switch", "lrec"} or (only and a.work is None):
+        sys.exit("--only takes quality, prune, switch, lrec (comma-separated), with the --work of an earlier run")
     work = a.work or Path(tempfile.mkdtemp(prefix="elastic-bench-"))
     try:
         run(a, work, only)
@@ -142,7 +144,7 @@ def run(a, work: Path, only: set) -> None:
     torch.set_num_threads(a.threads)
     formats = a.formats.split(",")
     res = json.loads((RESULTS / "elastic.json").read_text()) if only else {}
-    todo = set(only or {"build", "quality", "prune", "switch"})
+    todo = set(only or {"build", "quality", "prune", "switch", "lrec"})
     fp, tok = elastiq.load("smollm2-135m")
     text = load_text("wiki-eval")
 
@@ -186,6 +188,29 @@ def run(a, work: Path, only: set) -> None:
         res["granularity_ratio"] = res["baseline_median_step_bytes"] / res["median_step_bytes"]
         res["artifact_vs_sum_base"] = res["artifact_bytes"] / res["sum_base_bytes"]
         res["storage_ratio"] = res["all_options_bytes"] / res["artifact_bytes"]
+    if "lrec" in todo:  # LREC adapters on one option, stored as one more option (elastiq.lrec.correct_option)
+        from elastiq.lrec.elastic import correct_option
+
+        target = min(opts, key=lambda k: abs(sizes[k] - a.lrec_mib * 2**20))
+        lrec_art = work / "lrec.elastic"
+        shutil.rmtree(lrec_art, ignore_errors=True)
+        shutil.copytree(art, lrec_art)
+        t0 = time.perf_counter()
+        entry = correct_option(lrec_art, int(target), fp, tok, rank=16, steps=a.lrec_steps)
+        seconds = time.perf_counter() - t0
+        h = ElasticModel(lrec_art)
+        extra = A.chain.n_options
+        same = min((k for k in opts if sizes[k] <= h.sizes[extra]), key=lambda k: -sizes[k])  # the chain's option that fits
+        row = {"option": int(target), "option_bytes": int(sizes[target]), "adapter_bytes": entry["bytes"],
+               "steps": a.lrec_steps, "seconds": seconds, "kl_before": A.manifest["quality"]["estimated"][target],
+               "kl_after": entry["kl"], "same_size_option": int(same), "same_size_option_bytes": int(sizes[same]),
+               "same_size_option_kl": A.manifest["quality"]["estimated"][same]}
+        for name, k in (("ppl_before", target), ("ppl_after", extra), ("ppl_same_size_option", same)):
+            h.swap(k)
+            row[name] = ppl(h.model)
+        console.print(f"lrec on option {target}: {row}")
+        res["lrec_option"] = row
+        del h
     del fp
     trim_heap()
 

@@ -235,6 +235,16 @@ def elastic_table(data: dict) -> str:
         out.append(f"| {p['share']:.0%} of the chain's | {mib(p['artifact_bytes'])} | {p['options']} of "
                    f"{p['options_before']} | {mib(p['largest_after'])} | {mib(p['smallest_after'])} | "
                    f"{p['kl_estimated_largest_option']:.4f} |")
+    if "lrec_option" in data:
+        r = data["lrec_option"]
+        out += ["", f"LREC adapters (rank 16, bfloat16, {r['steps']} steps, {r['seconds'] / 60:.0f} min) on one "
+                    "option, stored as one more option, against the chain's option that fits the same bytes:", "",
+                "| option | weights MiB | KL from float (calibration) | perplexity |", "|---|---|---|---|",
+                f"| {r['option']} | {mib(r['option_bytes'])} | {r['kl_before']:.4f} | {r['ppl_before']:.3f} |",
+                f"| {r['option']} + adapters | {mib(r['option_bytes'] + r['adapter_bytes'])} | {r['kl_after']:.4f} | "
+                f"{r['ppl_after']:.3f} |",
+                f"| {r['same_size_option']} (chain) | {mib(r['same_size_option_bytes'])} | {r['same_size_option_kl']:.4f} | "
+                f"{r['ppl_same_size_option']:.3f} |"]
     out += ["", "Trace replay (fresh process; RSS growth counted from the opened, empty host):", "",
             "| budget MiB | option | weights MiB | swap ms | RSS growth MiB |", "|---|---|---|---|---|"]
     for e in data["trace"]:
