@@ -32,12 +32,17 @@ def tiny_llama():
     return make_tiny_llama()
 
 
+def save_tiny_llama(directory, tokenizer, seed=0):
+    """A tiny Llama and its tokenizer written as a Hugging Face directory; returns the path."""
+    make_tiny_llama(seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture
 def model_dir(tmp_path, byte_tokenizer):
     """A tiny Llama saved as a Hugging Face directory with its tokenizer, and a small text file."""
-    d = tmp_path / "tiny"
-    make_tiny_llama().save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
+    d = save_tiny_llama(tmp_path / "tiny", byte_tokenizer)
     text = tmp_path / "text.txt"
     text.write_text("A small real sentence, repeated to make a text. " * 8)
     return d, text

@@ -9,12 +9,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, byte_tokenizer):
-    from conftest import make_tiny_llama
+    from conftest import save_tiny_llama
 
     tmp = tmp_path_factory.mktemp("cli")
-    d = tmp / "tiny"
-    make_tiny_llama().save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
+    d = save_tiny_llama(tmp / "tiny", byte_tokenizer)
     text = tmp / "calib.txt"
     text.write_text("A small real sentence, repeated to make a text long enough. " * 8)
     out = tmp / "tiny.elastic"

@@ -11,7 +11,7 @@ from elastiq.lrec import (LoRALinear, add_adapters, adapters_of, correct, distil
 from elastiq.lrec.io import MANIFEST, TENSORS
 from elastiq.quant import QuantLinear, quantize_model
 
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, save_tiny_llama
 
 TEXT = ("The river rises in the hills and runs north past the old mill, then turns east towards the sea. "
         "Farmers along its banks grow barley and keep sheep; the town at its mouth trades wool and fish. ") * 6
@@ -174,9 +174,7 @@ def test_correct_command_end_to_end(tmp_path, byte_tokenizer):
     import elastiq
     from elastiq.cli import app
 
-    d = tmp_path / "tiny"
-    make_tiny_llama(seed=3).save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
+    d = save_tiny_llama(tmp_path / "tiny", byte_tokenizer, seed=3)
     text = tmp_path / "calib.txt"
     text.write_text(TEXT)
     out = tmp_path / "corrected"

@@ -18,7 +18,7 @@ from elastiq.lrec.train import _checkpointing
 from elastiq.quant import QuantLinear, quantize_model
 from elastiq.quant.model import with_embedding
 
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, save_tiny_llama
 from test_lrec import TEXT
 
 
@@ -210,9 +210,7 @@ def test_correct_command_with_packed_embedding_and_bfloat16_adapters(tmp_path, b
     from elastiq.cli import app
     from elastiq.quant import QuantEmbedding
 
-    d = tmp_path / "tiny"
-    make_tiny_llama(seed=3).save_pretrained(d)
-    byte_tokenizer.save_pretrained(d)
+    d = save_tiny_llama(tmp_path / "tiny", byte_tokenizer, seed=3)
     text = tmp_path / "calib.txt"
     text.write_text(TEXT)
     out = tmp_path / "corrected"
