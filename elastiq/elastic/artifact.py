@@ -195,6 +195,10 @@ class Artifact:
     def option_bytes(self):
         return self.chain.option_bytes()
 
+    def linear_modules(self) -> list[str]:
+        """The packed linear layers of the units (where low-rank corrections can go)."""
+        return [m for u in self.units for m in u.modules if self.manifest["modules"][m]["kind"] == "linear"]
+
     def read(self, file: str, key: str) -> torch.Tensor:
         """One stored tensor, checked against its checksum the first time it is read."""
         want = self.manifest["tensors"].get(file, {}).get(key)
@@ -262,7 +266,7 @@ def add_low_rank_option(directory, option: int, deltas: dict, name: str, kl: flo
         raise ValueError(f"an extra option's name is letters, digits, - and _; got {name!r}")
     if any(e["name"] == name for e in a.extras):
         raise ValueError(f"{a.path} already has an extra option named {name!r}")
-    linear = {m for u in a.units for m in u.modules if a.manifest["modules"][m]["kind"] == "linear"}
+    linear = set(a.linear_modules())
     tensors, modules = {}, {}
     for m, (A, B, scaling) in deltas.items():
         if m not in linear:

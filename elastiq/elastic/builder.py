@@ -70,13 +70,6 @@ def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
     return QuantLinear.from_linear(module, fmt)
 
 
-def decoded(module: nn.Module) -> torch.Tensor:
-    """A packed module's weight in float32: by the native kernels (bit-identical to
-    F.dequantize, many times faster) where they serve the format."""
-    kernel = module.kernel()
-    return kernel.rows() if kernel is not None else F.dequantize(module.packed(), torch.float32)
-
-
 @torch.no_grad()
 def reference_logprobs(float_model, ids: torch.Tensor) -> list[torch.Tensor]:
     """The float model's next-token log-probabilities on each window."""
@@ -119,7 +112,7 @@ class _Quality:
                 if self.current.get(unit.name) == int(levels[u]):
                     continue
                 for name, packed in self.copies[(u, int(levels[u]))].items():
-                    self.model.get_submodule(name).weight.data = decoded(packed).to(self.model.dtype)
+                    self.model.get_submodule(name).weight.data = packed.weight().to(self.model.dtype)
                 self.current[unit.name] = int(levels[u])
 
     def kl(self, levels) -> float:
@@ -165,7 +158,7 @@ def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", 
                 copies[(u, i)] = {m: pack(model.get_submodule(m), f) for m in un.modules}
                 for m, q in copies[(u, i)].items():
                     w = model.get_submodule(m).weight.detach().float()
-                    delta = decoded(q) - w
+                    delta = q.weight().float() - w
                     kind = "embedding" if isinstance(q, QuantEmbedding) else "linear"
                     unit_cost[u, i] += output_cost(probes[m], delta, kind)
                     unit_cost[u, i] += sum(output_cost(probes[h], delta, "linear") for h in un.tied)

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 
-from elastiq import formats as F
 
 
 @dataclass
@@ -76,6 +75,3 @@ def output_cost(probe: Probe, delta: torch.Tensor, kind: str) -> float:
         dy = probe.inputs.float() @ delta.t()
     return 0.5 * float((g.square() * dy.square()).sum()) / g.shape[0]
 
-
-def weight_error(weight: torch.Tensor, packed: F.Packed) -> torch.Tensor:
-    return F.dequantize(packed, torch.float32) - weight.detach().float()

@@ -35,8 +35,8 @@ def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16
         calib_text = tokenizer.decode(calib[2 * ids.numel():])
     targets = teacher_targets(float_model, tokenizer, calib_text, context=context, max_tokens=calib_tokens,
                               progress=progress)
-    linear = [m for u in host.artifact.units for m in u.modules if host.artifact.manifest["modules"][m]["kind"] == "linear"]
-    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=linear, dtype=adapter_dtype)
+    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=host.artifact.linear_modules(),
+                         dtype=adapter_dtype)
     correct(model, targets, steps, lr=lr, optimizer_state=optimizer_state, progress=progress)
     kl = kl_per_token(model, ids, reference_logprobs(float_model, ids))
     deltas = {n: (lo.lora_A.detach(), lo.lora_B.detach(), lo.scaling) for n, lo in loras.items()}

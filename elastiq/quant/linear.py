@@ -41,6 +41,13 @@ class PackedWeight(nn.Module):
         self._kernel = kernels.kernel_for(self.packed(), self._kernel)
         return self._kernel
 
+    def weight(self) -> torch.Tensor:
+        """The decoded float weight (computed on each call, by the native kernel where it can)."""
+        kernel = self.kernel()
+        if kernel is None:
+            return F.dequantize(self.packed())
+        return kernel.rows().to(self.weight_dtype)
+
 
 class QuantLinear(PackedWeight):
     def __init__(self, packed: F.Packed, bias: torch.Tensor | None = None, act_format: F.Format | str | None = None):
@@ -52,13 +59,6 @@ class QuantLinear(PackedWeight):
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt, act_format=None) -> "QuantLinear":
         return cls(F.quantize(linear.weight.detach(), fmt), linear.bias, act_format)
-
-    def weight(self) -> torch.Tensor:
-        """The decoded float weight (computed on each call, by the native kernel where it can)."""
-        kernel = self.kernel()
-        if kernel is None:
-            return F.dequantize(self.packed())
-        return kernel.rows().to(self.weight_dtype)
 
     @property
     def nbytes(self) -> int:
