@@ -4,6 +4,7 @@ peak training memory against LoRA on the float model and full fine-tuning.
     .venv/bin/python bench/lrec.py                                   # int2, int3, int4, nxfp4
     .venv/bin/python bench/lrec.py --formats int3 --steps 20         # a quick look
     .venv/bin/python bench/lrec.py --memory-only                     # redo the memory rows
+    .venv/bin/python bench/lrec.py --formats int2 --keep-memory      # redo one format's row, keep the rest
 
 Protocol: the teacher (the float model) scores --calib-tokens of wiki-calib in windows of
 --context tokens (its top-64 next-token log-probs); each format's packed copy gets rank
@@ -16,7 +17,8 @@ Memory: each training set-up (MEMORY_SETUPS) runs a few steps in a fresh process
 peak resident size over the baseline after imports is reported (the peak reading is
 reset once the model is loaded, so that the transients of loading do not count), and
 what the loaded model held; the LREC processes load the packed model from disk (so no
-float weights ever exist in them) and the teacher's targets from a file. Writes
+float weights ever exist in them) and the teacher's targets from a file; no set-up loads
+a tokenizer (training reads token ids). Writes
 bench/results/lrec.json.
 """
 from __future__ import annotations
@@ -53,24 +55,27 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, thr
     """In a fresh process: peak resident memory of a few training steps of one set-up
     (MEMORY_SETUPS), from files the parent wrote (the teacher's targets; the packed models):
     packed base + adapters, float base + adapters (plain LoRA), or every weight training."""
-    import elastiq
     from elastiq.lrec import TeacherTargets, add_adapters, correct
+    from elastiq.lrec.train import release_freed_memory
+    from elastiq.quant.io import load as load_packed
 
+    where, extra = MEMORY_SETUPS[kind]
+    if extra.get("release_memory", True):
+        release_freed_memory()  # before anything loads: see elastiq.lrec.train.release_freed_memory
     _skeleton(Path(workdir) / "packed")  # library code loads before the baseline (building a model imports ~150 MiB of it)
     torch.set_num_threads(threads)
     trim_heap()
     base = rss_bytes()
     t = torch.load(Path(workdir) / "targets.pt", weights_only=True)
     targets = TeacherTargets(t["ids"], t["logp"], t["top"], t["k"])
-    where, extra = MEMORY_SETUPS[kind]
     opts = {**opts, **extra}
     full = opts.pop("full", False)
     dtype = opts.pop("adapter_dtype")
-    if where.startswith("packed"):
-        model, _ = elastiq.load(Path(workdir) / where)  # built on meta: no float copy ever exists
+    if where.startswith("packed"):  # built on meta: no float copy ever exists
+        model, _ = load_packed(Path(workdir) / where, with_tokenizer=False)
         add_adapters(model, rank, dtype=dtype)
     else:
-        model, _ = elastiq.load("smollm2-135m")
+        model = _float_model()
         if full:
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -97,6 +102,17 @@ def _skeleton(config_dir: Path) -> None:
     with init_empty_weights(include_buffers=False):
         AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(config_dir), local_files_only=True))
     gc.collect()
+
+
+def _float_model():
+    """The float model from elastiq's cache of the built-in GGUF (the parent loaded it once),
+    without its tokenizer: training reads token ids, so no set-up holds one (18 MiB)."""
+    from transformers import AutoModelForCausalLM
+
+    from elastiq.models import BUILTIN, gguf_cache_dir
+
+    path = gguf_cache_dir(BUILTIN["smollm2-135m"].gguf_path())
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
 
 
 def _float_lora(model, rank, dtype):
@@ -176,6 +192,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--memory-format", default="int3")
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--keep-memory", action="store_true", help="keep the memory rows already in --out")
     ap.add_argument("--adapter-dtype", default="bfloat16", help="adapter weights: float32 or bfloat16")
     ap.add_argument("--optimizer-state", default="bfloat16", help="AdamW moments: float32 or bfloat16")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other work)")
@@ -214,8 +231,11 @@ def main() -> None:
             "eval_tokens": args.eval_tokens, "threads": args.threads, "top_k": targets.k, "top_k_mass": targets.mass, "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"meta": meta, "float_ppl": float_ppl}
-    data.update(_memory_summary(memory_rows(args, fp, tok, targets)))  # first: a few minutes, the rest takes long
+    data = {**old, "meta": meta, "float_ppl": float_ppl}  # rows of formats not run now are kept
+    if not args.keep_memory:
+        data.update(_memory_summary(memory_rows(args, fp, tok, targets)))  # first: a few minutes, the rest takes long
+    elif "memory" not in data:
+        raise SystemExit(f"--keep-memory: {args.out} has no memory rows to keep")
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     for fmt in [f for f in args.formats.split(",") if f]:
         row = {}
@@ -240,6 +260,8 @@ def main() -> None:
                 row["quantized_model_bytes"] = weight_bytes(q)
             del q
             gc.collect()
+        row["adapter_dtype"] = args.adapter_dtype
+        row["run"] = {k: meta[k] for k in ("rank", "steps", "lr", "adapter_dtype", "optimizer_state", "threads", "date")}
         row["adapter_overhead"] = row["adapter_bytes"] / row["quantized_model_bytes"]
         row["step_seconds"] = statistics.median(row.pop("step_seconds_all"))
         best = min(row["ppl_after"], row["ppl_after_svd"])

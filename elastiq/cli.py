@@ -231,6 +231,7 @@ def correct(
     from elastiq.evaluate import evaluate
     from elastiq.lrec import add_adapters, correct as run_correct, effective_bits, save_adapters, teacher_targets
     from elastiq.lrec.io import unwrapped
+    from elastiq.lrec.train import release_freed_memory
 
     if init not in ("svd", "zero"):
         _fail(ValueError(f"--init must be svd or zero, got {init!r}"))
@@ -243,6 +244,7 @@ def correct(
         F.get(fmt)
     except ValueError as e:
         _fail(e)
+    release_freed_memory()  # before the float model loads, so that memory freed later goes back
     fp, tok = _load(model)
     try:
         with console.status("scoring the calibration text with the float model ..."):

@@ -20,7 +20,8 @@ from elastiq.quant import QuantLinear
 from elastiq.quant.lowrank import low_rank_correction
 
 
-DECODE_BLOCK = 1 << 22  # weights decoded at once in a packed layer's backward (16 MiB of float32)
+DECODE_BLOCK = 1 << 20  # weights decoded at once in a packed layer's backward (4 MiB of float32; 16 MiB blocks
+# of the 49,152-word head set LREC's peak memory, docs/lrec.md)
 
 
 def _decoded_rows(base: QuantLinear, start: int, stop: int) -> torch.Tensor:

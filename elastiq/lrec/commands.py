@@ -26,6 +26,7 @@ def correct_option(
     from elastiq.elastic import Artifact, ArtifactError
 
     from .elastic import correct_option as run
+    from .train import release_freed_memory
 
     try:
         a = Artifact(artifact)
@@ -35,6 +36,7 @@ def correct_option(
             raise ValueError(f"{artifact} does not say which float model it was built from: give --model")
     except (ArtifactError, ValueError) as e:
         cli._fail(e)
+    release_freed_memory()  # before the float model loads, so that memory freed later goes back
     fp, tok = cli._load(source)
     try:
         entry = run(artifact, k, fp, tok, rank=rank, steps=steps, init=init, name=name, lr=lr,
