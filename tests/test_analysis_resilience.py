@@ -1,6 +1,4 @@
 """Bit flips in each format, the injector, and campaigns: known values, reproducibility, refusals."""
-import random
-
 import pytest
 import torch
 from torch import nn
@@ -8,7 +6,7 @@ from torch import nn
 from elastiq import formats as F
 from elastiq.analysis.bitflip import flip_all, flip_packed, flip_scalar, site_sizes
 from elastiq.analysis.inject import Fault, Injector, profile_ranges, store_weights
-from elastiq.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign, plan, summarize
+from elastiq.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign, summarize
 from elastiq.analysis.training import wasserstein
 from elastiq.quant import quantize_model
 

@@ -1,7 +1,5 @@
 """Elastic artifacts and hosting, end to end on a tiny Llama (independent checks: each
 hosted option against the same model packed directly, bytes against weight_bytes)."""
-import copy
-import json
 import threading
 
 import numpy as np

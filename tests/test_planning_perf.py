@@ -1,6 +1,5 @@
 """The performance model: hand-computed small cases, the Megatron validation figures, refusals."""
 import json
-import math
 
 import pytest
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import sys
 
 import torch
 
@@ -74,7 +73,9 @@ def sweep(impls, precisions, seq_lens, head_dims=(64,), blocks=(64,), seeds: int
           progress: bool = True) -> list[dict]:
     """Every combination (impl x precision x seq_len x head_dim x block) as a row.
     Tiles larger than a sequence are skipped; ``block`` does not apply to baseline/SDPA."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    from elastiq.progress import progress_bar
 
     precs = [as_precision(p) for p in precisions]
     for impl in impls:
@@ -89,7 +90,7 @@ def sweep(impls, precisions, seq_lens, head_dims=(64,), blocks=(64,), seeds: int
                 combos.append((impl, prec, s, d, b))
     rows = []
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn())
-    with Progress(*cols, transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+    with progress_bar(*cols, enabled=progress) as prog:
         task = prog.add_task("attention deviation", total=len(combos))
         for impl, prec, s, d, b in combos:
             r = deviation(impl, prec, s, d, b or 64, seeds, acc_chunk)

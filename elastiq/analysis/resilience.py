@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,10 +51,12 @@ class CampaignSpec:
 
 
 def _progress(total: int, what: str, enabled: bool):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    from elastiq.progress import progress_bar
 
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"), TimeRemainingColumn())
-    prog = Progress(*cols, transient=True, disable=not (enabled and sys.stderr.isatty()))
+    prog = progress_bar(*cols, enabled=enabled)
     return prog, prog.add_task(what, total=total)
 
 

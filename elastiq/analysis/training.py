@@ -10,7 +10,6 @@ bytes of the built-in calibration text (vocabulary 256, no tokenizer needed).
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -179,7 +178,9 @@ DEFAULT_PAIRS = (
 
 def weight_study(setup: TrainSetup | None = None, runs=DEFAULT_RUNS, pairs=DEFAULT_PAIRS, progress: bool = True) -> dict:
     """Train every run, then the Wasserstein distance of each pair at every snapshot."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    from elastiq.progress import progress_bar
 
     setup = setup or TrainSetup()
     names = {r.name for r in runs}
@@ -192,7 +193,7 @@ def weight_study(setup: TrainSetup | None = None, runs=DEFAULT_RUNS, pairs=DEFAU
     torch.set_num_threads(setup.threads)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn())
     try:
-        with Progress(*cols, transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+        with progress_bar(*cols, enabled=progress) as prog:
             task = prog.add_task("training", total=setup.steps * len(runs))
             for run in runs:
                 prog.update(task, description=f"training {run.name}")

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as Fn
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from elastiq import formats as F
+from elastiq.progress import progress_bar
 from elastiq.quant import QuantEmbedding, QuantLinear, weight_bytes
 
 from . import artifact
@@ -35,7 +35,7 @@ DEFAULT_FORMATS = ("int8", "int6", "nxfp4", "int3")
 @contextmanager
 def _progress(enabled: bool):
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, transient=True, disable=not (enabled and sys.stderr.isatty())) as p:
+    with progress_bar(*cols, enabled=enabled) as p:
         yield p
 
 

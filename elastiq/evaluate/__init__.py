@@ -10,15 +10,15 @@ distributions. Models whose family needs it (Gemma) get a BOS token per window.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as Fn
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
 from elastiq.data import tokenize, windows
+from elastiq.progress import progress_bar
 
 
 @dataclass
@@ -50,7 +50,7 @@ def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None
     count = 0
     t0 = time.perf_counter()
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows"), TimeRemainingColumn())
-    with Progress(*cols, transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+    with progress_bar(*cols, enabled=progress) as prog:
         task = prog.add_task("evaluating", total=len(wins))
         for win, n_scored in wins:
             inp = win[None, :]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,12 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
 from elastiq.cache import atomic_dir
 from elastiq.data import tokenize, windows
 from elastiq.memory import pin_mmap_threshold
+from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
 
 from .adapter import adapters_of, packed_linear
@@ -70,8 +70,7 @@ def teacher_targets(float_model, tokenizer, text: str, context: int = 256, max_t
         raise ValueError("the calibration text is too short for a single window")
     float_model.eval()
     out = TeacherTargets([], [], [], top_k)
-    with Progress(TextColumn("teacher"), BarColumn(), TimeRemainingColumn(), transient=True,
-                  disable=not (progress and sys.stderr.isatty())) as prog:
+    with progress_bar(TextColumn("teacher"), BarColumn(), TimeRemainingColumn(), enabled=progress) as prog:
         task = prog.add_task("", total=len(wins))
         for w in wins:
             logp = Fn.log_softmax(float_model(w[None]).logits[0, :-1].float(), -1)
@@ -184,7 +183,7 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
     cols = (TextColumn("LREC"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
     try:
-        with Progress(*cols, transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+        with progress_bar(*cols, enabled=progress) as prog:
             task = prog.add_task("", total=steps, completed=start, loss=float("nan"))
             for step in range(start, steps):
                 t0 = time.perf_counter()

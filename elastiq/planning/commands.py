@@ -119,14 +119,14 @@ def _print_train(r) -> None:
 
 
 def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out):
-    from rich.progress import Progress
+    from elastiq.progress import progress_bar
 
     from elastiq.planning.plots import plot_time_breakdown
     from elastiq.planning.search import search
 
     if devices is None:
         raise ValueError("--search needs --devices")
-    with Progress(console=console, transient=True) as prog:
+    with progress_bar(console=console) as prog:
         task = prog.add_task("strategies", total=None)
         s = search(model, system, devices, batch, seq, dtype, flash=flash, progress=lambda n: prog.update(task, completed=n))
     if not s.ranked:

@@ -13,7 +13,6 @@ adds (p-1)/v micro-batch times of bubble.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from . import systems as _systems

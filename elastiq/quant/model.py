@@ -10,15 +10,14 @@ head itself. The report says what was quantized and what was kept.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from elastiq import formats as F
+from elastiq.progress import progress_bar
 
 from .embedding import QuantEmbedding
 from .linear import QuantLinear
@@ -95,7 +94,7 @@ def quantize_model(model: nn.Module, plan, act_format=None, progress: bool = Tru
     report = QuantReport()
     todo = list(planned_modules(model, plan))
     tied = tied_float_heads(model)
-    with Progress(transient=True, disable=not (progress and sys.stderr.isatty())) as prog:
+    with progress_bar(enabled=progress) as prog:
         task = prog.add_task("quantizing", total=len(todo))
         for name, module, fmt, why in todo:
             prog.advance(task)

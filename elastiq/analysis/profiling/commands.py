@@ -24,9 +24,9 @@ def profile(
     tiny: bool = typer.Option(False, "--tiny", help="tiny configurations of the diffusion models (smoke tests)"),
 ) -> None:
     """Where the time goes: operator-class shares, FLOPs and attention lengths per step of a suite model."""
-    import sys
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from elastiq.progress import progress_bar
 
     from elastiq.cli import _fail, console
 
@@ -47,7 +47,7 @@ def profile(
             w = build(model, steps=steps, side=side, frames=frames, tokens=tokens, tiny=tiny, device=device)
         cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                 TimeRemainingColumn()]
-        with Progress(*cols, console=console, transient=True, disable=not sys.stderr.isatty()) as prog:
+        with progress_bar(*cols, console=console) as prog:
             task = prog.add_task(f"profiling {model}", total=2 * w.steps + 1)
             r = run_profile(w, backend=backend,
                             on_step=lambda phase, i: prog.update(task, advance=1, description=f"{model}: {phase} {i + 1}"))
