@@ -197,6 +197,35 @@ def lrec_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def lrec_setup_table(data: dict) -> str:
+    med, a = data["median"], data["agreement"]
+    mib = lambda b: f"{b / 2**20:,.0f}"  # noqa: E731
+    names = {"in_memory": "whole float model in memory (before)", "streamed": "one decoder layer at a time (now)"}
+    out = [f"SmolLM2-135M, `{data['format']}`, rank {data['rank']} bfloat16 adapters from the SVD of the error, teacher "
+           f"top-64 on {data['calib_tokens']} tokens; {data['threads']} thread(s); median of {len(data['runs']['streamed'])} "
+           "fresh processes each; memory is growth over the process after imports, tokenizer and text.", "",
+           "| set-up route | peak, MiB | held after, MiB | seconds | peak vs streamed |", "|---|---|---|---|---|"]
+    for r, name in names.items():
+        m = med[r]
+        out.append(f"| {name} | {mib(m['peak_bytes'])} | {mib(m['held_bytes'])} | {m['seconds']:.0f} | "
+                   f"{m['peak_bytes'] / med['streamed']['peak_bytes']:.2f}x |")
+    same = "the same" if a["same_windows"] and a["packed_codes_identical"] else "**not** the same"
+    out += ["", f"Both routes built {same} windows and packed codes; their teacher log-probs differ by at most "
+                f"{a['max_abs_logp_difference']:.2g} (float16), {a['top_k_ids_agreeing']:.2%} of the top-64 ids agree, "
+                f"and their adapter starts differ by at most {a['max_relative_adapter_difference']:.1e} relative "
+                f"({a['adapters_compared']} layers compared)."]
+    if "tokenize" in data:
+        w, p = data["tokenize"]["whole"], data["tokenize"]["prefix"]
+        out += ["", f"Tokenizing `wiki-eval` ({w['text_chars']:,} characters) for its first {w['tokens']:,} tokens: "
+                    f"the whole text peaks at {mib(w['peak_bytes'])} MiB ({mib(w['held_bytes'])} MiB still held after), "
+                    f"the prefix `tokenize(..., max_tokens)` reads at {mib(p['peak_bytes'])} MiB."]
+    if "cli" in data:
+        c = data["cli"]
+        out += ["", f"`{c['command']}`, the whole process: peak {mib(c['process_peak_bytes'])} MiB, "
+                    f"{c['seconds']:.0f} s."]
+    return "\n".join(out)
+
+
 def elastic_table(data: dict) -> str:
     m = data["meta"]
     mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
@@ -257,9 +286,9 @@ def elastic_table(data: dict) -> str:
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
-              "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table}.get(which)
+              "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table, "lrec_setup": lrec_setup_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|elastic [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|lrec_setup|elastic [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

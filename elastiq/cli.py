@@ -223,13 +223,12 @@ def correct(
 ) -> None:
     """Pack MODEL and train LoRA adapters that pull it back toward the float model (LREC).
     Interrupted runs resume from OUT.checkpoint."""
-    import copy
     import shutil
 
     import elastiq
     from elastiq import formats as F
     from elastiq.evaluate import evaluate
-    from elastiq.lrec import add_adapters, correct as run_correct, effective_bits, save_adapters, teacher_targets
+    from elastiq.lrec import correct as run_correct, effective_bits, save_adapters
     from elastiq.lrec.io import unwrapped
     from elastiq.lrec.train import release_freed_memory
 
@@ -244,17 +243,12 @@ def correct(
         F.get(fmt)
     except ValueError as e:
         _fail(e)
-    release_freed_memory()  # before the float model loads, so that memory freed later goes back
-    fp, tok = _load(model)
+    release_freed_memory()  # before anything loads, so that memory freed later goes back
     try:
-        with console.status("scoring the calibration text with the float model ..."):
-            targets = teacher_targets(fp, tok, _text(calib), context=context, max_tokens=calib_tokens)
-        q = copy.deepcopy(fp)
-        elastiq.quantize(q, fmt, progress=False, embedding=embedding)
-        add_adapters(q, rank, init=init, float_model=fp, dtype=adapter_dtype)
-    except ValueError as e:
+        q, tok, targets = _correction_setup(model, fmt, _text(calib), rank, init, adapter_dtype, embedding, context,
+                                            calib_tokens)
+    except (ValueError, FileNotFoundError, ImportError) as e:
         _fail(e)
-    del fp
     ev_text = _text("wiki-eval") if eval_tokens else None
     before = evaluate(q, tok, ev_text, max_tokens=eval_tokens, context=1024).perplexity if ev_text else None
     ck = out.with_name(out.name + ".checkpoint")
@@ -277,6 +271,37 @@ def correct(
         console.print(f"perplexity on {eval_tokens} tokens of wiki-eval: {before:.3f} before, {after:.3f} after")
     console.print(f"bits per weight {bits['bits_per_weight']:.3f} -> {bits['bits_per_weight_with_adapters']:.3f} with "
                   f"adapters (+{bits['adapter_bytes'] / 2**20:.2f} MiB); wrote {out}")
+
+
+def _correction_setup(model: str, fmt: str, text: str, rank: int, init: str, adapter_dtype: str, embedding, context: int,
+                      calib_tokens: int):
+    """(packed model with adapters, tokenizer, teacher targets): one decoder layer at a time
+    (elastiq.lrec.stream), or, for a model that cannot be read that way, from the whole
+    float model in memory."""
+    import copy
+
+    import elastiq
+    from elastiq.lrec import add_adapters, teacher_targets
+    from elastiq.lrec.stream import StreamUnsupported, stream_setup
+    from elastiq.models import float_checkpoint_dir
+    from transformers import AutoTokenizer
+
+    with console.status(f"finding the float weights of {model} ..."):
+        source = float_checkpoint_dir(model)
+    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    try:
+        q, targets = stream_setup(source, fmt, tok, text, rank, init=init, dtype=adapter_dtype, embedding=embedding,
+                                  context=context, max_tokens=calib_tokens)
+        return q, tok, targets
+    except StreamUnsupported as e:
+        console.print(f"[yellow]{e}: setting up with the whole float model in memory instead")
+    fp, tok = _load(model)
+    with console.status("scoring the calibration text with the float model ..."):
+        targets = teacher_targets(fp, tok, text, context=context, max_tokens=calib_tokens)
+    q = copy.deepcopy(fp)
+    elastiq.quantize(q, fmt, progress=False, embedding=embedding)
+    add_adapters(q, rank, init=init, float_model=fp, dtype=adapter_dtype)
+    return q, tok, targets
 
 
 def _print_values(fmt) -> None:

@@ -373,3 +373,20 @@ def test_tokenize_rejects_an_empty_text(byte_tokenizer):
     with pytest.raises(ValueError, match="empty"):
         tokenize(byte_tokenizer, "")
     assert tokenize(byte_tokenizer, "ab").tolist() == byte_tokenizer("ab", add_special_tokens=False)["input_ids"]
+
+
+def test_tokenize_reads_only_a_prefix_when_that_gives_the_first_tokens(byte_tokenizer):
+    text = "Words of a long text, each a few bytes. " * 3000
+    whole = tokenize(byte_tokenizer, text)
+    assert torch.equal(tokenize(byte_tokenizer, text, max_tokens=500), whole[:500])
+
+    class Coarse:  # one token per 100 characters: the prefix gives too few, so the whole text is read
+        def __call__(self, t, **kw):
+            self.seen = len(t)
+            return {"input_ids": list(range(len(t) // 100))}
+
+    coarse = Coarse()
+    ids = tokenize(coarse, "x" * 1_000_000, max_tokens=5000)
+    assert coarse.seen == 1_000_000 and torch.equal(ids, torch.arange(5000))
+    with pytest.raises(ValueError, match="max_tokens must be"):
+        tokenize(byte_tokenizer, text, max_tokens=-1)

@@ -113,6 +113,16 @@ def test_gguf_converted_once_then_read_from_cache(fake_gguf):
     assert M.gguf_cache_dir(path, torch.bfloat16) != directory
 
 
+def test_float_checkpoint_dir_converts_a_gguf_once_and_passes_a_directory_through(fake_gguf, tmp_path):
+    path, conversions = fake_gguf
+    directory = M.float_checkpoint_dir(path)
+    assert directory == M.gguf_cache_dir(path) and from_gguf.cache_is_complete(directory) and len(conversions) == 1
+    assert M.float_checkpoint_dir(path) == directory and len(conversions) == 1  # the cache answers the second time
+    assert M.float_checkpoint_dir(directory) == directory  # a Hugging Face directory is its own answer
+    with pytest.raises(ValueError, match="unknown model"):
+        M.float_checkpoint_dir("no-such-model")
+
+
 @pytest.mark.parametrize("damage", ["truncate weights", "drop marker", "garbage config"])
 def test_damaged_cache_is_rebuilt(fake_gguf, damage):
     path, conversions = fake_gguf

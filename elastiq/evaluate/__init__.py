@@ -21,6 +21,9 @@ from elastiq.data import tokenize, windows
 from elastiq.progress import progress_bar
 
 
+ROWS = 128  # positions whose log-probabilities exist at once (128 x a 49,152-word vocabulary: 24 MiB)
+
+
 @dataclass
 class Evaluation:
     perplexity: float
@@ -40,7 +43,7 @@ def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None
     """Perplexity of ``model`` on ``text`` (and KL from ``reference`` on the same tokens)."""
     if context < 2:
         raise ValueError(f"context must be at least 2 tokens, got {context}")
-    ids = tokenize(tokenizer, text)
+    ids = tokenize(tokenizer, text, max_tokens)
     bos = tokenizer.bos_token_id if _needs_bos(model) else None
     wins = windows(ids, context=context, stride=stride, max_tokens=max_tokens, bos_id=bos)
     if not wins:
@@ -54,12 +57,16 @@ def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None
         task = prog.add_task("evaluating", total=len(wins))
         for win, n_scored in wins:
             inp = win[None, :]
-            logp = Fn.log_softmax(model(inp).logits[0, -n_scored - 1 : -1].float(), dim=-1)
+            logits = model(inp).logits[0, -n_scored - 1 : -1]
+            ref_logits = reference(inp).logits[0, -n_scored - 1 : -1] if reference is not None else None
             target = win[-n_scored:]
-            nll -= float(logp.gather(1, target[:, None]).sum())
-            if reference is not None:
-                ref = Fn.log_softmax(reference(inp).logits[0, -n_scored - 1 : -1].float(), dim=-1)
-                kl += float((ref.exp() * (ref - logp)).sum())
+            for a in range(0, n_scored, ROWS):  # a block of positions at a time: one more vocabulary-wide copy, not n_scored
+                logp = Fn.log_softmax(logits[a:a + ROWS].float(), dim=-1)
+                nll -= float(logp.gather(1, target[a:a + ROWS, None]).sum())
+                if ref_logits is not None:
+                    ref = Fn.log_softmax(ref_logits[a:a + ROWS].float(), dim=-1)
+                    kl += float((ref.exp() * (ref - logp)).sum())
+            del logits, ref_logits
             count += n_scored
             prog.advance(task)
     return Evaluation(math.exp(nll / count), kl / count if reference is not None else None, count, context,

@@ -65,7 +65,7 @@ def teacher_targets(float_model, tokenizer, text: str, context: int = 256, max_t
     """The float model's top-k next-token log-probs on non-overlapping windows of ``text``."""
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    wins = [w for w, _ in windows(tokenize(tokenizer, text), context=context, max_tokens=max_tokens)]
+    wins = [w for w, _ in windows(tokenize(tokenizer, text, max_tokens), context=context, max_tokens=max_tokens)]
     if not wins:
         raise ValueError("the calibration text is too short for a single window")
     float_model.eval()
@@ -73,13 +73,19 @@ def teacher_targets(float_model, tokenizer, text: str, context: int = 256, max_t
     with progress_bar(TextColumn("teacher"), BarColumn(), TimeRemainingColumn(), enabled=progress) as prog:
         task = prog.add_task("", total=len(wins))
         for w in wins:
-            logp = Fn.log_softmax(float_model(w[None]).logits[0, :-1].float(), -1)
-            vals, idx = logp.topk(min(top_k, logp.shape[-1]), -1)
+            logp, top = top_k_targets(float_model(w[None]).logits[0, :-1], top_k)
             out.ids.append(w.clone())
-            out.logp.append(vals.half())
-            out.top.append(idx.int())
+            out.logp.append(logp)
+            out.top.append(top)
             prog.advance(task)
     return out
+
+
+def top_k_targets(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``top_k`` largest next-token log-probs (float16) of each row of ``logits``, and their token ids (int32)."""
+    logp = Fn.log_softmax(logits.float(), -1)
+    vals, idx = logp.topk(min(top_k, logp.shape[-1]), -1)
+    return vals.half(), idx.int()
 
 
 def distill_loss(student_logits: torch.Tensor, logp: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

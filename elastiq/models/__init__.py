@@ -6,6 +6,6 @@ directory or a GGUF file (dequantized through transformers and cached). See docs
 """
 from .builtin import BUILTIN, DEFAULT_MODEL, BuiltinModel, builtin_models
 from .from_gguf import gguf_cache_dir
-from .loader import describe, load
+from .loader import describe, float_checkpoint_dir, load
 
-__all__ = ["BUILTIN", "DEFAULT_MODEL", "BuiltinModel", "builtin_models", "describe", "gguf_cache_dir", "load"]
+__all__ = ["BUILTIN", "DEFAULT_MODEL", "BuiltinModel", "builtin_models", "describe", "float_checkpoint_dir", "gguf_cache_dir", "load"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .builtin import BUILTIN
-from .from_gguf import is_gguf, load_gguf
+from .from_gguf import cache_is_complete, gguf_cache_dir, is_gguf, load_gguf
 from .hf import load_hf_dir
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -28,9 +28,29 @@ def load(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """(model, tokenizer): a float causal LM in eval mode on the CPU, and its tokenizer."""
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(str, FLOAT_DTYPES))}, not {dtype!r}")
+    kind, path = _resolve(name_or_path)
+    return load_hf_dir(path, dtype) if kind == "dir" else load_gguf(path, dtype)
+
+
+def float_checkpoint_dir(name_or_path: str | os.PathLike) -> Path:
+    """The local Hugging Face directory that holds the model's float weights and tokenizer,
+    for code that reads the weights a tensor at a time. A GGUF model (a built-in one too)
+    answers with its float32 cache, converted first if missing: that once, the whole float
+    model is in memory."""
+    kind, path = _resolve(name_or_path)
+    if kind == "dir":
+        return path
+    directory = gguf_cache_dir(path, torch.float32)
+    if not cache_is_complete(directory):
+        load_gguf(path, torch.float32)
+    return directory
+
+
+def _resolve(name_or_path) -> tuple[str, Path]:
+    """("gguf", file) or ("dir", Hugging Face directory) for a built-in name or a path; clear errors otherwise."""
     text = os.fspath(name_or_path)
     if text in BUILTIN:
-        return load_gguf(BUILTIN[text].gguf_path(), dtype)
+        return "gguf", BUILTIN[text].gguf_path()
     path = Path(text).expanduser()
     if not path.exists():
         if looks_like_path(text):
@@ -42,10 +62,10 @@ def load(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32):
         if not (path / "config.json").is_file():
             raise ValueError(f"{text} is a directory without config.json, so not a Hugging Face model "
                              f"directory. {accepted()}")
-        return load_hf_dir(path, dtype)
+        return "dir", path
     if not is_gguf(path):
         raise ValueError(f"{text} is not a GGUF file (it does not start with b'GGUF'). {accepted()}")
-    return load_gguf(path.resolve(), dtype)
+    return "gguf", path.resolve()
 
 
 def describe(model) -> dict:
