@@ -7,8 +7,9 @@ layer at a time (elastiq.lrec.stream), and the whole `elastiq correct` process.
 The set-up is everything before training: the teacher's top-64 targets on --calib-tokens
 of wiki-calib (windows of 256), packing every linear layer in --format, and rank --rank
 adapters started from the SVD of each layer's quantization error.
-- "in memory": elastiq.load, teacher_targets, a deep copy packed with elastiq.quantize,
-  add_adapters(float_model=...), as `elastiq correct` did before it streamed.
+- "in memory": elastiq.load, then elastiq.lrec.stream.in_memory_setup (teacher_targets, a
+  deep copy packed by quantize_model, add_adapters(float_model=...)), as `elastiq correct`
+  did before it streamed and still does for a model it cannot read a layer at a time.
 - "streamed": elastiq.lrec.stream.stream_setup from the float safetensors cache.
 Each run is a fresh process; its peak resident size over the baseline after imports,
 the tokenizer and the text is reported (median of --runs), and the two routes' results
@@ -59,13 +60,12 @@ def child(route: str, out: Path, fmt: str, rank: int, calib_tokens: int, threads
     from elastiq.lrec.train import release_freed_memory
 
     release_freed_memory()  # as `elastiq correct` does, before anything loads
-    import copy
     import gc
 
     import elastiq
     from elastiq.data import load_text
-    from elastiq.lrec import adapters_of, add_adapters, teacher_targets
-    from elastiq.lrec.stream import stream_setup
+    from elastiq.lrec import adapters_of
+    from elastiq.lrec.stream import in_memory_setup, stream_setup
     from elastiq.models import float_checkpoint_dir
     from transformers import AutoTokenizer
 
@@ -80,10 +80,8 @@ def child(route: str, out: Path, fmt: str, rank: int, calib_tokens: int, threads
                                   max_tokens=calib_tokens, progress=False)
     else:
         fp, _ = elastiq.load(MODEL)
-        targets = teacher_targets(fp, tok, text, max_tokens=calib_tokens, progress=False)
-        q = elastiq.quantize(copy.deepcopy(fp), fmt, progress=False)
-        torch.manual_seed(0)
-        add_adapters(q, rank, init="svd", float_model=fp, dtype="bfloat16")
+        q, targets = in_memory_setup(fp, fmt, tok, text, rank, init="svd", dtype="bfloat16", max_tokens=calib_tokens,
+                                     progress=False)
         del fp
         gc.collect()
     seconds = time.perf_counter() - t0

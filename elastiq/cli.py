@@ -278,29 +278,21 @@ def _correction_setup(model: str, fmt: str, text: str, rank: int, init: str, ada
     """(packed model with adapters, tokenizer, teacher targets): one decoder layer at a time
     (elastiq.lrec.stream), or, for a model that cannot be read that way, from the whole
     float model in memory."""
-    import copy
-
-    import elastiq
-    from elastiq.lrec import add_adapters, teacher_targets
-    from elastiq.lrec.stream import StreamUnsupported, stream_setup
+    from elastiq.lrec.stream import StreamUnsupported, in_memory_setup, stream_setup
     from elastiq.models import float_checkpoint_dir
     from transformers import AutoTokenizer
 
     with console.status(f"finding the float weights of {model} ..."):
         source = float_checkpoint_dir(model)
     tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    options = dict(init=init, dtype=adapter_dtype, embedding=embedding, context=context, max_tokens=calib_tokens)
     try:
-        q, targets = stream_setup(source, fmt, tok, text, rank, init=init, dtype=adapter_dtype, embedding=embedding,
-                                  context=context, max_tokens=calib_tokens)
+        q, targets = stream_setup(source, fmt, tok, text, rank, **options)
         return q, tok, targets
     except StreamUnsupported as e:
         console.print(f"[yellow]{e}: setting up with the whole float model in memory instead")
     fp, tok = _load(model)
-    with console.status("scoring the calibration text with the float model ..."):
-        targets = teacher_targets(fp, tok, text, context=context, max_tokens=calib_tokens)
-    q = copy.deepcopy(fp)
-    elastiq.quantize(q, fmt, progress=False, embedding=embedding)
-    add_adapters(q, rank, init=init, float_model=fp, dtype=adapter_dtype)
+    q, targets = in_memory_setup(fp, fmt, tok, text, rank, **options)
     return q, tok, targets
 
 

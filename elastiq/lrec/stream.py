@@ -30,8 +30,8 @@ from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
 from elastiq.quant.model import _replace, planned_modules, quantize_model, with_embedding
 
-from .adapter import LoRALinear, adapter_dtype
-from .train import TeacherTargets, top_k_targets
+from .adapter import LoRALinear, adapter_dtype, add_adapters
+from .train import TeacherTargets, teacher_targets, top_k_targets
 
 
 HEAD_ROWS = 64  # positions whose vocabulary-wide logits exist at once in the teacher's last step
@@ -221,4 +221,19 @@ def stream_setup(directory, fmt, tokenizer, text: str, rank: int, init: str = "s
     return model, targets
 
 
-__all__ = ["StreamUnsupported", "stream_setup"]
+def in_memory_setup(float_model, fmt, tokenizer, text: str, rank: int, init: str = "svd", alpha: float | None = None,
+                    dtype="float32", embedding=None, context: int = 256, max_tokens: int | None = 16384,
+                    top_k: int = 64, progress: bool = True) -> tuple[nn.Module, TeacherTargets]:
+    """What ``stream_setup`` returns, from a float model held whole: for a model that cannot
+    be read a layer at a time. ``float_model`` is left as it was."""
+    import copy
+
+    targets = teacher_targets(float_model, tokenizer, text, context=context, max_tokens=max_tokens, top_k=top_k,
+                              progress=progress)
+    packed = copy.deepcopy(float_model)
+    quantize_model(packed, with_embedding(packed, fmt, embedding), progress=False)
+    add_adapters(packed, rank, alpha, init=init, float_model=float_model, dtype=dtype)
+    return packed, targets
+
+
+__all__ = ["StreamUnsupported", "in_memory_setup", "stream_setup"]
