@@ -89,7 +89,7 @@ def child(route: str, out: Path, fmt: str, rank: int, calib_tokens: int, threads
     loras = adapters_of(q)
     torch.save({"logp": targets.logp, "top": targets.top, "ids": targets.ids,
                 "codes": {n: lo.base.codes for n, lo in loras.items()},
-                "delta": {n: lo.delta() for n, lo in list(loras.items())[::15]}}, out)
+                "delta": {n: lo.delta().detach() for n, lo in list(loras.items())[::15]}}, out)
     print(json.dumps({"route": route, "peak_bytes": peak, "held_bytes": held, "seconds": seconds}))
 
 

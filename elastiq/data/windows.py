@@ -35,7 +35,7 @@ def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tenso
 
     With ``max_tokens`` only a prefix of the text is tokenized when it yields enough tokens
     with a margin to spare: tokenizers split at word boundaries, so the tokens before the
-    cut are those of the whole text; tokenizing a 2 MB text whole costs ~270 MiB at its peak.
+    cut are those of the whole text (tokenizing the 2 MB wiki-eval whole peaks at 310 MiB, docs/data.md).
     Works with any Hugging Face tokenizer; verbose=False silences the "sequence longer than the
     model's maximum length" warning, which does not apply: windows() cuts the ids to fit."""
     if not isinstance(text, str) or not text:
