@@ -7,8 +7,8 @@ quantization error, and drops the float weights before the next layer. The model
 forward pass supplies everything around the layers (embedding, masks, position
 embeddings, final norm, output head): each layer's ``forward`` is swapped for a stand-in
 that records its arguments, or hands back the stored hidden states. The resulting packed
-model, adapters and teacher targets are those of the in-memory route (``teacher_targets``,
-``elastiq.quantize``, ``add_adapters``); tests check that.
+model, adapters and teacher targets are those of the in-memory route
+(``in_memory_setup``: ``teacher_targets``, a packed copy, ``add_adapters``); tests check that.
 
 What the process holds at most: the packed model, one float decoder layer, the float
 embedding and head, and the hidden states of the calibration windows (tokens x hidden
@@ -28,6 +28,7 @@ from elastiq import formats as F
 from elastiq.data import tokenize, windows
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
+from elastiq.quant.io import empty_model
 from elastiq.quant.model import _replace, planned_modules, quantize_model, with_embedding
 
 from .adapter import LoRALinear, adapter_dtype, add_adapters
@@ -77,12 +78,7 @@ class _Weights:
 
 def _skeleton(directory: Path):
     """The model with its parameters on meta (buffers real)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config)
+    model = empty_model(directory)
     model.tie_weights()  # from_config on meta leaves a tied head untied; the checkpoint stores the pair once
     return model
 

@@ -71,15 +71,13 @@ def read_manifest(directory) -> dict:
 
 def load(directory, with_tokenizer: bool = True):
     """(model, tokenizer or None) from a directory written by :func:`save`."""
-    from accelerate import init_empty_weights
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    with init_empty_weights(include_buffers=False):  # float parameters on meta: no float copy of the model
-        model = AutoModelForCausalLM.from_config(config)
+    model = empty_model(directory)
+    config = model.config
     modules = manifest["modules"]
     for name, meta in sorted(modules.items(), key=lambda kv: "tied_to" in kv[1]):  # embeddings before their heads
         _replace(model, name, _packed_module(model, directory, config, name, meta))
@@ -92,6 +90,17 @@ def load(directory, with_tokenizer: bool = True):
     model.eval()
     tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True) if with_tokenizer and has_tokenizer(directory) else None
     return model, tok
+
+
+def empty_model(directory):
+    """The causal LM that ``directory``'s config.json describes, its parameters on meta (no
+    float copy of the model), its buffers real."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    with init_empty_weights(include_buffers=False):
+        return AutoModelForCausalLM.from_config(config)
 
 
 def _packed_module(model, directory, config, name: str, meta: dict):
