@@ -5,6 +5,7 @@
     .venv/bin/python bench/markdown.py quality    # from bench/results/quality.json
     .venv/bin/python bench/markdown.py profile    # from bench/results/profile.json
     .venv/bin/python bench/markdown.py elastic    # from bench/results/elastic.json
+    .venv/bin/python bench/markdown.py runtime    # from bench/results/runtime.json
 """
 from __future__ import annotations
 
@@ -283,12 +284,68 @@ def elastic_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def _goal(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def runtime_table(data: dict) -> str:
+    p = data["protocol"]
+    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    out = [f"SmolLM2-135M, {p['prompt_tokens']}-token prompt, {p['new_tokens']} greedy tokens, {p['threads']} threads, "
+           f"each engine in a fresh process, {p['statistic']} of {p['repeats']} runs (engines interleaved).", "",
+           "| engine | weights MiB | decode tok/s | prefill tok/s | peak RSS MiB (whole process) | start to first token, s "
+           "| decode bandwidth, share of memcpy |", "|---|---|---|---|---|---|---|"]
+    names = {"native_nxfp4_emb": "native, nxfp4 + packed embedding", "native_int4": "native, int4 + packed embedding",
+             "torch_nxfp4_emb": "torch path, nxfp4 + packed embedding", "llama_cpp": "llama.cpp, Q4_1 GGUF"}
+    for key, label in names.items():
+        r = data.get(key)
+        if r is None:
+            continue
+        share = f"{r['decode_bandwidth_share']:.0%}" if "decode_bandwidth_share" in r else "-"
+        out.append(f"| {label} | {mib(r['weight_bytes'])} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
+                   f"{mib(r['peak_rss_bytes'])} | {r['first_token_s']:.2f} | {share} |")
+    if "decode_vs_llama_cpp" in data:
+        out += ["", "| measure (native nxfp4 + emb against llama.cpp) | ratio | goal |", "|---|---|---|",
+                f"| decode tokens/s | {data['decode_vs_llama_cpp']:.2f}x | >= 1.0x (0.5x least): "
+                f"{_goal(data['decode_vs_llama_cpp'] >= 1)} |",
+                f"| decode tokens/s, int4 | {data['decode_int4_vs_llama_cpp']:.2f}x | >= 1.0x: "
+                f"{_goal(data['decode_int4_vs_llama_cpp'] >= 1)} |",
+                f"| prefill tokens/s | {data['prefill_vs_llama_cpp']:.2f}x | >= 1.0x: {_goal(data['prefill_vs_llama_cpp'] >= 1)} |",
+                f"| whole-process peak RSS | {data['rss_vs_llama_cpp']:.2f}x | <= 1.0x: {_goal(data['rss_vs_llama_cpp'] <= 1)} |",
+                f"| process start to first token | {data['first_token_vs_llama_cpp']:.2f}x | <= 1.0x: "
+                f"{_goal(data['first_token_vs_llama_cpp'] <= 1)} |",
+                "", f"Memory-copy bandwidth of this machine: {data['memcpy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s "
+                    "(read + write, numpy copying 256 MiB). Greedy tokens equal between the native and torch paths "
+                    f"on the same packed bytes: {data['native_torch_same_tokens']} of {p['new_tokens']}."]
+    e = data.get("elastic_native")
+    if e:
+        out += ["", f"Elastic hosting on the native runtime (the demo's artifact, {e['options']} options):", "",
+                "| measure | native | goal (today's torch host, bench/elastic.py) |", "|---|---|---|",
+                f"| swap, neighbours, ms (median) | {e['neighbour_swap_s'] * 1e3:.2f} | <= 1.6 |",
+                f"| swap, extremes, ms (median) | {e['extremes_swap_s'] * 1e3:.0f} | <= 201 |",
+                f"| process RSS holding the largest option ({mib(e['largest_option_bytes'])} MiB of weights), MiB | "
+                f"{mib(e['rss_largest_bytes'])} | |",
+                f"| process RSS after shrinking to the smallest ({mib(e['smallest_option_bytes'])} MiB), MiB | "
+                f"{mib(e['rss_after_shrink_bytes'])} | falls: {_goal(e['rss_after_shrink_bytes'] < e['rss_largest_bytes'])} |"]
+    h = data.get("host")
+    if h:
+        out += ["", "`elastiq host ARTIFACT --budget <smallest option> --prompt ... --max-new-tokens 32`, start to exit "
+                    "(llama.cpp: the same chat prompt through llama-cpp-python, 32 tokens):", "",
+                "| command | seconds | peak RSS MiB |", "|---|---|---|"]
+        for k, label in (("native", "elastiq host --engine native"), ("torch", "elastiq host --engine torch"),
+                         ("llama_cpp", "llama.cpp (llama-cpp-python)")):
+            if k in h:
+                out.append(f"| {label} | {h[k]['seconds']:.2f} | {mib(h[k]['peak_rss_bytes'])} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
-              "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table, "lrec_setup": lrec_setup_table}.get(which)
+              "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table, "lrec_setup": lrec_setup_table,
+              "runtime": runtime_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|lrec_setup|elastic [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|lrec_setup|elastic|runtime [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

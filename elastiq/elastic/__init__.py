@@ -17,7 +17,9 @@ _EXPORTS = {
     **dict.fromkeys(["AvailableMemory", "CgroupLimit", "Fixed", "parse_bytes", "read_trace"], ".budget"),
     **dict.fromkeys(["DEFAULT_FORMATS", "build"], ".builder"),
     **dict.fromkeys(["Chain", "Family", "build_chain", "family_of", "prune"], ".chain"),
-    **dict.fromkeys(["BudgetError", "ElasticModel", "Transition"], ".host"),
+    **dict.fromkeys(["BudgetError", "ENGINES", "OptionChooser", "RWLock", "Transition", "open_host"], ".hosting"),
+    "ElasticModel": ".host",
+    "NativeElasticModel": ".native_host",
     **dict.fromkeys(["Unit", "find_units"], ".units"),
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -26,6 +26,7 @@ from elastiq import formats as F
 from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
 from elastiq.quant import QuantEmbedding, QuantLinear
 from elastiq.quant.io import has_tokenizer
+from elastiq.runtime.describe import write as write_native
 
 from .chain import Chain, Family
 from .units import Unit
@@ -63,7 +64,7 @@ def module_meta(module: nn.Module) -> dict:
     return {"kind": "embedding" if isinstance(module, QuantEmbedding) else "linear",
             "shape": list(module.weight_shape), "dtype": str(module.weight_dtype).removeprefix("torch."),
             "bias": isinstance(module, QuantLinear) and module.bias is not None,
-            "padding_idx": getattr(module, "padding_idx", None)}
+            "padding_idx": getattr(module, "padding_idx", None), "scale": getattr(module, "scale", 1.0)}
 
 
 def write(directory, *, config, tokenizer, units: list[Unit], chain: Chain, family: Family,
@@ -78,6 +79,7 @@ def write(directory, *, config, tokenizer, units: list[Unit], chain: Chain, fami
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         save_file({k: v.contiguous() for k, v in rest.items()}, str(tmp / REST))
+        write_native(tmp, config, chain.formats)
         tensors: dict[str, dict[str, str]] = {}
         for i in range(len(chain.formats)):
             stored = sorted(u for u, b in family.copies if b == i)
@@ -231,7 +233,7 @@ class Artifact:
         ts = self.read(file, f"{name}.tensor_scale") if fmt.tensor_scale else None
         packed = F.Packed(fmt, tuple(meta["shape"]), getattr(torch, meta["dtype"]), tensor_scale=ts, **parts)
         if meta["kind"] == "embedding":
-            return QuantEmbedding(packed, meta["padding_idx"])
+            return QuantEmbedding(packed, meta["padding_idx"], meta.get("scale", 1.0))
         return QuantLinear(packed, self.read(file, f"{name}.bias") if meta["bias"] else None)
 
     def load_low_rank(self, extra: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:

@@ -126,10 +126,13 @@ def host(
     prompt: Optional[str] = typer.Option(None, help="generate a reply to this prompt while hosting"),
     max_new_tokens: int = typer.Option(48, help="tokens to generate"),
     options: bool = typer.Option(False, "--options", help="list the artifact's options and exit"),
+    engine: str = typer.Option("auto", help="native (the native runtime, no torch), torch, or auto (native where it "
+                                            "runs the model)"),
+    threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
 ) -> None:
     """Host ARTIFACT under a memory budget: run the best option that fits, swap as it moves."""
-    from elastiq.elastic import (ArtifactError, AvailableMemory, BudgetError, CgroupLimit, ElasticModel, Fixed,
-                                 parse_bytes, read_trace)
+    from elastiq.elastic import AvailableMemory, BudgetError, CgroupLimit, Fixed, open_host, parse_bytes, read_trace
+    # both hosts refuse a bad artifact with a ValueError (ArtifactError, NativeError): torch stays unimported
 
     cli = _cli()
     chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
@@ -139,27 +142,32 @@ def host(
     if speed <= 0:
         cli._fail(ValueError(f"--speed must be positive, got {speed}"))
     try:
-        with cli.console.status(f"opening {artifact} ..."):
-            hosted = ElasticModel(artifact)
         if options:
-            show_family(hosted.artifact, title=f"options of {artifact}", rows=10**9)
+            from elastiq.elastic import Artifact
+
+            show_family(Artifact(artifact), title=f"options of {artifact}", rows=10**9)
             return
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        with cli.console.status(f"opening {artifact} ..."):
+            hosted = open_host(artifact, engine, threads, warn=lambda m: cli.console.print(f"[yellow]{m}[/yellow]"))
         keep_free = parse_bytes(reserve)
         events = read_trace(trace) if trace else None
         source = (Fixed(parse_bytes(budget)) if budget is not None else AvailableMemory(keep_free) if available
                   else CgroupLimit(keep_free) if cgroup else None)
-    except (ArtifactError, ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:
         cli._fail(e)
     if events is None:
         try:
             b = source(hosted.held_bytes) if source else int(hosted.sizes[hosted.options[0]])
             tr = hosted.apply_budget(b)
-        except (BudgetError, ArtifactError, ValueError) as e:
+        except ValueError as e:  # BudgetError, ArtifactError, NativeError
             cli._fail(e)
         cli.console.print(f"budget {_mib(b)} MiB -> option {tr.option}: {_mib(tr.bytes)} MiB of weights, "
                           f"loaded in {tr.seconds * 1e3:.0f} ms")
         if prompt:
-            cli.console.print(hosted.generate(prompt, max_new_tokens))
+            reply = hosted.generate(prompt, max_new_tokens)
+            cli.console.print(getattr(reply, "text", reply))
         return
     _replay(hosted, events, speed, prompt, max_new_tokens)
 
@@ -169,7 +177,7 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     import psutil
     from rich.markup import escape
 
-    from elastiq.elastic import ArtifactError, BudgetError
+    from elastiq.elastic import BudgetError
 
     cli = _cli()
     proc = psutil.Process()
@@ -208,7 +216,7 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
             tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
             row = [f"{hosted.option} (refused)", _mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
                    f"{tr.seconds * 1e3:.1f}" if tr else "-"]
-        except ArtifactError as e:
+        except ValueError as e:  # a corrupted copy (ArtifactError, NativeError)
             cli._fail(e)
         table.add_row(f"{time.perf_counter() - t0:.2f}", _mib(b), *row, _mib(proc.memory_info().rss))
     if worker:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,48 +23,7 @@ from elastiq.quant.io import has_tokenizer, materialize
 from elastiq.quant.model import _replace
 
 from .artifact import REST, Artifact, ArtifactError
-
-
-class BudgetError(ValueError):
-    """The budget is below the smallest option: nothing can be hosted in it."""
-
-
-class RWLock:
-    """Many readers or one writer; a waiting writer holds new readers back."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+from .hosting import BudgetError, OptionChooser, RWLock, Transition  # noqa: F401 (BudgetError, Transition: exported here too)
 
 
 class Vacant(nn.Module):
@@ -80,17 +37,7 @@ class Vacant(nn.Module):
         raise RuntimeError(f"{self.name} is not loaded: choose an option first (apply_budget or swap)")
 
 
-@dataclass
-class Transition:
-    option: int  # chain option index
-    bytes: int  # the option's weight bytes
-    units_changed: int
-    read_seconds: float  # reading and checking the changed copies
-    wait_seconds: float  # waiting for the forward pass in flight
-    seconds: float  # the whole swap, end to end
-
-
-class ElasticModel:
+class ElasticModel(OptionChooser):
     def __init__(self, path, with_tokenizer: bool = True):
         from accelerate import init_empty_weights
         from safetensors.torch import load_file
@@ -130,44 +77,17 @@ class ElasticModel:
         self.sizes = np.concatenate([a.option_bytes, [a.option_bytes[e["option"]] + e["bytes"] for e in a.extras]])
         self.quality = np.concatenate([a.manifest["quality"]["estimated"], [e["kl"] for e in a.extras]])
         self.options = sorted(a.family.options)  # largest first
+        self.rest_bytes, self.name = a.chain.rest_bytes, a.path.name
         self.levels = np.full(len(a.units), -1, dtype=np.int64)
         self.option: int | None = None
         self.wrapped: dict[str, nn.Module] = {}  # module name -> its packed base, while an extra option is hosted
         self._lock = RWLock()
         self._swap_lock = threading.Lock()
 
-    # ---- choosing -------------------------------------------------------------------
-    @property
-    def smallest(self) -> int:
-        return int(self.sizes[self.options[-1]])
-
-    @property
-    def held_bytes(self) -> int:
-        """The weights held now: the option's, or only the float remainder before the first."""
-        return self.artifact.chain.rest_bytes if self.option is None else int(self.sizes[self.option])
-
-    def best_option(self, budget: int) -> int:
-        """The option that fits ``budget`` bytes with the least KL from the float model: the
-        largest chain option that fits, or an extra (low-rank) option that beats it."""
-        fits = [k for k in self.options + list(self.extra_ids) if self.sizes[k] <= budget]
-        if fits:
-            return min(fits, key=lambda k: (self.quality[k], -self.sizes[k]))
-        raise BudgetError(f"a budget of {budget / 2**20:.1f} MiB is below the smallest option of "
-                          f"{self.artifact.path.name} ({self.smallest / 2**20:.1f} MiB): free memory, lower the "
-                          "reserve, or build the artifact with a smaller base format")
-
-    def apply_budget(self, budget: int) -> Transition | None:
-        """Swap to the best option for ``budget``; None if that is the option already held."""
-        k = self.best_option(budget)
-        return None if k == self.option else self.swap(k)
-
     # ---- swapping -------------------------------------------------------------------
     def swap(self, option: int) -> Transition:
         """Load ``option``: read the units that differ, then swap them in at once."""
-        extra = self.extra_ids.get(option)
-        if option not in self.artifact.family.options and extra is None:
-            raise ValueError(f"option {option} is not in this artifact's family "
-                             f"({len(self.options)} options between {self.options[0]} and {self.options[-1]})")
+        extra = self.check_option(option)
         with self._swap_lock:
             t0 = time.perf_counter()
             chain_option = option if extra is None else extra["option"]

@@ -16,8 +16,9 @@ from torch import nn
 
 from elastiq import formats as F
 from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
+from elastiq.runtime.describe import write as write_native
 
-from .embedding import QuantEmbedding
+from .embedding import QuantEmbedding, row_scale
 from .linear import QuantLinear
 from .model import _replace, tied_heads
 
@@ -48,6 +49,9 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
         save_model(model, str(tmp / WEIGHTS))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        packed = [m for m in model.modules() if isinstance(m, (QuantLinear, QuantEmbedding))]
+        if not any(getattr(m, "act_format", None) is not None for m in packed):  # the runtime has no activation formats
+            write_native(tmp, model.config, [m.fmt for m in packed], getattr(model, "generation_config", None))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"elastiq": VERSION, "architecture": type(model).__name__, "modules": modules, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -122,7 +126,7 @@ def _packed_module(model, directory, config, name: str, meta: dict):
         return emb.tied_head()
     empty = F.empty_packed(F.get(meta["format"]), meta["shape"], getattr(torch, meta["dtype"]))
     if kind == "embedding":
-        return QuantEmbedding(empty, old.padding_idx)
+        return QuantEmbedding(empty, old.padding_idx, row_scale(old))
     act = F.get(meta["act_format"]) if meta.get("act_format") else None
     bias = None if old.bias is None else torch.empty(old.bias.shape, dtype=old.bias.dtype)
     return QuantLinear(empty, bias, act)

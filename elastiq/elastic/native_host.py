@@ -1,0 +1,192 @@
+"""NativeElasticModel: an elastic artifact hosted on the native runtime, in a process that
+never imports torch.
+
+The same contract as the torch host (:class:`elastiq.elastic.ElasticModel`): given a
+budget it runs the best option that fits; a swap reads only the units whose base
+differs (checking each tensor's sha256 as it is read, on every read), then points the
+native model at them under a write lock, so every token runs on one whole option. The
+old copies are freed when the swap ends, and glibc hands their pages back (elastiq.memory).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from elastiq.cache import check_file, read_manifest_json
+from elastiq.memory import pin_mmap_threshold, trim_heap
+from elastiq.runtime.generate import GREEDY, Generation, Sampling, generate
+from elastiq.runtime.native import Matrix, NativeError, NativeModel, dense_matrix, packed_matrix
+from elastiq.runtime.saved import plain_name, read_spec
+from elastiq.runtime.tensors import TensorFile, TensorFileError
+from elastiq.runtime.tokenizer import Tokenizer
+
+from .chain import Chain, Family
+from .hosting import OptionChooser, RWLock, Transition
+
+MANIFEST, REST, VERSION = "elastic.json", "rest.safetensors", 1
+
+
+class NativeArtifactError(NativeError):
+    """The directory is not an elastic artifact the native runtime can host."""
+
+
+def _f32(a: np.ndarray, dtype: str) -> np.ndarray:
+    """A float tensor of the artifact as float32 (bfloat16 arrives as its uint16 bits)."""
+    if dtype == "BF16":
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32)
+
+
+class NativeElasticModel(OptionChooser):
+    def __init__(self, path, nthreads: int | None = None, with_tokenizer: bool = True):
+        pin_mmap_threshold(1 << 20)  # freed weights go back to the system (elastiq.memory)
+        self.path = path = Path(path)
+        if not path.is_dir():
+            raise NativeArtifactError(f"{path} is not a directory: give the directory `elastiq build` wrote")
+        try:
+            m = read_manifest_json(path / MANIFEST, "an elastic artifact (written by `elastiq build`)")
+            if not isinstance(m, dict) or m.get("elastiq_elastic") != VERSION:
+                raise NativeArtifactError(f"{path / MANIFEST} is not an artifact this elastiq reads: rebuild it")
+            for name, meta in m["files"].items():
+                target = plain_name(path, name, subdir="extras")
+                if "sha256" in meta:
+                    check_file(target, meta["bytes"], meta["sha256"])
+                elif not target.is_file() or target.stat().st_size != meta["bytes"]:
+                    raise NativeArtifactError(f"{target} is missing or has the wrong size: the artifact is incomplete")
+            self.manifest = m
+            self.chain = Chain.from_dict(m["chain"])
+            self.family = Family.from_dict(m["family"])
+            self.units = m["units"]
+            spec, tables = read_spec(path, m["files"])
+            self.model = NativeModel(spec, tables, nthreads)
+            self._files = {name: TensorFile(plain_name(path, name, subdir="extras")) for name in m["tensors"]}
+            self._load_rest(TensorFile(path / REST), m["rest_aliases"])
+        except NativeError:
+            raise
+        except (KeyError, TypeError, AttributeError) as e:
+            raise NativeArtifactError(f"{path / MANIFEST} is malformed (bad or missing {e}): rebuild the artifact") from None
+        except (ValueError, TensorFileError, FileNotFoundError) as e:
+            raise NativeArtifactError(f"{path}: {e}") from None
+        self.tokenizer = Tokenizer(path) if with_tokenizer and (path / "tokenizer.json").is_file() else None
+        n = self.chain.n_options
+        self.extras: list[dict] = list(m.get("extras", []))
+        self.extra_ids = {n + j: e for j, e in enumerate(self.extras)}
+        ob = self.chain.option_bytes()
+        self.sizes = np.concatenate([ob, [ob[e["option"]] + e["bytes"] for e in self.extras]])
+        self.quality = np.concatenate([m["quality"]["estimated"], [e["kl"] for e in self.extras]])
+        self.options = sorted(self.family.options)
+        self.rest_bytes, self.name = self.chain.rest_bytes, path.name
+        self.levels = np.full(len(self.units), -1, dtype=np.int64)
+        self.option: int | None = None
+        self.last_option: int | None = None  # the option that ran the last forward pass
+        self.wrapped: dict[str, Matrix] = {}  # module -> its packed base, while a low-rank option is hosted
+        self._lock = RWLock()
+        self._swap_lock = threading.Lock()
+        self._generate_lock = threading.Lock()  # one sequence at a time: the KV cache is one
+
+    def _load_rest(self, tf: TensorFile, aliases: dict) -> None:
+        """The float parts outside the units: norms, and a float embedding or head."""
+        model, spec = self.model, self.model.spec
+        in_units = {n for u in self.units for n in u["modules"] + u["tied"]}
+        for name in model.required():
+            if name in in_units:
+                continue
+            key = f"{name}.weight"
+            key = aliases.get(key, key)
+            if key not in tf.entries:
+                if name == spec["head"] and spec["tied"] and spec["embed"] in model.matrices:
+                    model.set(name, model.matrices[spec["embed"]])
+                    continue
+                raise NativeArtifactError(f"{tf.path} has no {key}: the artifact is incomplete")
+            w = tf.get(key)
+            if w.ndim == 1:
+                model.set_norm(name, _f32(w, tf.dtype(key)))
+            else:
+                bkey = f"{name}.bias"
+                bias = _f32(tf.get(bkey), tf.dtype(bkey)) if bkey in tf.entries else None
+                same = [n for n, mat in model.matrices.items() if mat.parts.get("weight") is not None and n != name
+                        and aliases.get(f"{n}.weight", f"{n}.weight") == key]
+                model.set(name, model.matrices[same[0]] if same else dense_matrix(w, tf.dtype(key), bias, name))
+
+    def _read(self, file: str, key: str) -> np.ndarray:
+        want = self.manifest["tensors"].get(file, {}).get(key)
+        if want is None:
+            raise NativeArtifactError(f"{self.path} does not store {key} (pruned away, or not an option of this artifact)")
+        try:
+            return self._files[file].get(key, sha256=want)
+        except TensorFileError as e:
+            raise NativeArtifactError(f"{e}; rebuild the artifact") from None
+
+    def _copy(self, u: int, i: int) -> dict[str, Matrix]:
+        """{module: matrix} of unit ``u`` in base format ``i``."""
+        if (u, i) not in self.family.copies:
+            raise NativeArtifactError(f"{self.path} does not store {self.units[u]['name']} in {self.chain.formats[i]}")
+        file, fmt = f"base{i}.safetensors", self.model.formats[self.chain.formats[i]]
+        out = {}
+        for name in self.units[u]["modules"]:
+            meta = self.manifest["modules"][name]
+            parts = {k: self._read(file, f"{name}.{k}") for k in ("codes", "scales", "selectors")}
+            ts = self._read(file, f"{name}.tensor_scale") if fmt.tensor_scale else None
+            bias = self._read(file, f"{name}.bias") if meta.get("bias") else None
+            out[name] = packed_matrix(meta["shape"], fmt, parts["codes"], parts["scales"], parts["selectors"], ts,
+                                      bias, what=name)
+        return out
+
+    # ---- swapping ------------------------------------------------------------------------
+    def swap(self, option: int) -> Transition:
+        """Load ``option``: read the units that differ, then point the model at them at once."""
+        extra = self.check_option(option)
+        with self._swap_lock:
+            t0 = time.perf_counter()
+            target = self.chain.assignment(option if extra is None else extra["option"]).astype(np.int64)
+            changed = np.flatnonzero(target != self.levels)
+            new: dict[str, Matrix] = {}
+            for u in changed:  # may raise (a corrupted copy): nothing has changed yet
+                mats = self._copy(int(u), int(target[u]))
+                for head in self.units[u]["tied"]:
+                    mats[head] = mats[self.units[u]["modules"][0]]
+                new.update(mats)
+            new.update({n: base for n, base in self.wrapped.items() if n not in new})  # unwrap old corrections
+            wrapped = {}
+            if extra is not None:
+                for name, meta in extra["modules"].items():
+                    base = new.get(name) or self.wrapped.get(name) or self.model.matrices[name]
+                    A = self._read(extra["file"], f"{name}.lora_A")
+                    B = self._read(extra["file"], f"{name}.lora_B")
+                    dt = self._files[extra["file"]].dtype(f"{name}.lora_A")
+                    new[name] = base.with_low_rank(_f32(A, dt), _f32(B, dt), meta["scaling"])
+                    wrapped[name] = base
+            t1 = time.perf_counter()
+            with self._lock.write():
+                t2 = time.perf_counter()
+                for name, mat in new.items():
+                    self.model.set(name, mat)
+                self.levels, self.option, self.wrapped = target, option, wrapped
+            del new  # the old copies are freed here, by reference counting
+            trim_heap()
+            return Transition(option, int(self.sizes[option]), len(changed), t1 - t0, t2 - t1, time.perf_counter() - t0)
+
+    # ---- using ---------------------------------------------------------------------------
+    def forward(self, ids, all_logits: bool = False) -> np.ndarray:
+        """Run ``ids`` after the cached tokens on the option held now (one whole option)."""
+        with self._lock.read():
+            if self.option is None:
+                raise NativeError("no option is loaded: call apply_budget(bytes) or swap(option) first")
+            self.last_option = self.option
+            return self.model.forward(ids, all_logits)
+
+    def generate(self, prompt: str, max_new_tokens: int = 32, chat: bool = True, on_token=None,
+                 sampling: Sampling = GREEDY, stop: tuple[str, ...] = ()) -> Generation:
+        """Continue ``prompt``; ``on_token(text_so_far)`` is called after each token. The result's
+        ``options`` names the option that produced each new token."""
+        tok = self.tokenizer
+        if tok is None:
+            raise NativeError(f"{self.path} has no tokenizer.json: the native runtime needs a fast tokenizer")
+        ids = tok.prompt_ids(prompt, chat)
+        eos = set(self.model.spec["eos_token_ids"]) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+        with self._generate_lock:
+            return generate(self.forward, tok, ids, max_new_tokens, eos, sampling, stop, on_token, self.model.reset,
+                            label=lambda: self.last_option, model=self.model)

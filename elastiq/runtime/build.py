@@ -1,0 +1,62 @@
+"""Build and load the native runtime library (engine.c, which includes the packed-weight
+kernels of elastiq/quant/lut_kernel.c), without torch.
+
+Compiled once per machine and source with the system C compiler into the elastiq cache
+(``cc -O3 -march=native -fopenmp``, about two seconds), written under a temporary name
+and renamed into place. ``ELASTIQ_NATIVE_FLAGS`` adds flags (the tests build a variant
+with ``-mno-avx2``).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from elastiq.cache import cache_dir
+
+HERE = Path(__file__).parent
+SOURCES = (HERE / "engine.c", HERE.parent / "quant" / "lut_kernel.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+
+
+class NativeUnavailable(RuntimeError):
+    """The native runtime cannot be built or loaded on this machine."""
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@lru_cache(maxsize=None)
+def library(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The loaded runtime library; raises NativeUnavailable (saying why) where it cannot be had."""
+    cc = _compiler()
+    if cc is None:
+        raise NativeUnavailable("no C compiler found: install gcc, or use --engine torch")
+    flags = [*FLAGS, *os.environ.get("ELASTIQ_NATIVE_FLAGS", "").split(), *extra_flags]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)
+                         + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"runtime-{key}.so"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".runtime-", suffix=".so")
+        os.close(fd)
+        try:
+            try:
+                r = subprocess.run([cc, *flags, f"-I{SOURCES[1].parent}", str(SOURCES[0]), "-o", tmp, "-lm"],
+                                   capture_output=True, text=True)
+                why = r.stderr.strip()[-400:] if r.returncode else None
+            except OSError as e:
+                why = str(e)
+            if why is not None:
+                raise NativeUnavailable(f"building the native runtime failed ({cc}: {why}); use --engine torch")
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return ctypes.CDLL(str(path))

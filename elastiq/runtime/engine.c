@@ -1,0 +1,366 @@
+/* The native runtime: a whole decoder forward pass (embedding, norms, rotary
+ * embeddings, grouped-query attention over a KV cache, MLP, final norm, head) run from
+ * packed weights, for Llama, Qwen2, Gemma 2 and Gemma 3 models.
+ *
+ * Packed matrices are read through the packed-weight kernels of elastiq/quant
+ * (lut_kernel.c, included here so both share one decoder): decoding (a few rows)
+ * multiplies straight from the codes; prefill decodes 64-row tiles of a weight and
+ * multiplies them with a register-blocked product of its own. Threads: OpenMP.
+ * Built by elastiq/runtime/build.py; the struct layouts are mirrored in native.py,
+ * which checks them against eq_struct_sizes() when the library loads.
+ */
+#include "lut_kernel.c"
+#include <stddef.h>
+#include <stdlib.h>
+#include <omp.h>
+
+enum { MAT_PACKED = 0, MAT_F32 = 1, MAT_F16 = 2, MAT_BF16 = 3 };
+enum { ACT_SILU = 0, ACT_GELU_TANH = 1, ACT_GELU = 2 };
+
+typedef struct {
+    qweight q;            /* packed: codes, scales, tables (q.N, q.K always set) */
+    int32_t kind;         /* MAT_* */
+    int32_t pad_;
+    const void *dense;    /* kind != MAT_PACKED: N x K row-major */
+    const float *bias;    /* N values, or NULL */
+    const float *lr_a;    /* a low-rank correction y += scaling * B (A x): A (rank x K), B (N x rank); or NULL */
+    const float *lr_b;
+    int64_t rank;
+    float lr_scaling;
+    float pad2_;
+} eq_mat;
+
+typedef struct {
+    eq_mat q, k, v, o, gate, up, down;
+    const float *attn_norm, *post_attn_norm, *pre_ffn_norm, *post_ffn_norm, *q_norm, *k_norm;
+    const float *inv_freq;    /* head_dim / 2 rotary frequencies */
+    float rope_scale;         /* attention scaling of the rotary embedding (1 for most) */
+    int32_t window;           /* sliding window (keys j with i - j < window), 0 for full attention */
+} eq_layer;
+
+typedef struct {
+    int32_t n_layers, dim, n_heads, n_kv, head_dim, ffn, vocab, max_ctx;
+    int32_t act, norm_offset, sandwich, pad_;   /* sandwich: Gemma's extra post-attention/-MLP norms */
+    float eps, embed_scale, attn_scale, attn_softcap, final_softcap, pad2_;
+    eq_mat embed, head;
+    const float *final_norm;
+    eq_layer *layers;
+    float **k_cache, **v_cache;  /* per layer: cap x n_kv x head_dim */
+    int64_t cap;
+    int32_t nthreads, pad3_;
+} eq_model;
+
+void eq_struct_sizes(int64_t *out) {
+    out[0] = sizeof(qweight); out[1] = sizeof(eq_mat); out[2] = sizeof(eq_layer); out[3] = sizeof(eq_model);
+    out[4] = offsetof(eq_mat, dense); out[5] = offsetof(eq_layer, inv_freq); out[6] = offsetof(eq_model, layers);
+    out[7] = offsetof(eq_model, cap);
+}
+
+/* ---- small vector helpers ------------------------------------------------------- */
+static inline float dot_f32(const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    float s = 0.0f;
+#ifdef __AVX2__
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+#ifdef __AVX2__
+    __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0) {
+        if (!man) bits = sign;
+        else {  /* subnormal: normalize */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 1024));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 1023) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Row n of a dense matrix as float32. */
+static void dense_row(const eq_mat *m, int64_t n, float *out) {
+    const int64_t K = m->q.K;
+    if (m->kind == MAT_F32) { memcpy(out, (const float *)m->dense + n * K, K * sizeof(float)); return; }
+    const uint16_t *r = (const uint16_t *)m->dense + n * K;
+    if (m->kind == MAT_BF16) {
+        for (int64_t k = 0; k < K; k++) { uint32_t b = (uint32_t)r[k] << 16; memcpy(out + k, &b, 4); }
+    } else {
+        for (int64_t k = 0; k < K; k++) out[k] = half_to_float(r[k]);
+    }
+}
+
+/* Rows [n0, n1) of any matrix, decoded into out ((n1 - n0) x K). Not threaded: callers are. */
+static void decode_rows(const eq_mat *m, int64_t n0, int64_t n1, float *out) {
+    if (m->kind != MAT_PACKED) {
+        for (int64_t n = n0; n < n1; n++) dense_row(m, n, out + (n - n0) * m->q.K);
+        return;
+    }
+    int64_t idx[64];
+    for (int64_t s = n0; s < n1; s += 64) {
+        int64_t c = n1 - s < 64 ? n1 - s : 64;
+        for (int64_t i = 0; i < c; i++) idx[i] = s + i;
+        eq_dequant_rows(&m->q, idx, c, out + (s - n0) * m->q.K, 1);
+    }
+}
+
+/* ---- products --------------------------------------------------------------------- */
+/* y (M x N) = x (M x K) @ W^T + bias (+ the low-rank correction), M >= 1. */
+static void matmul(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y);
+
+/* Rows of x times a decoded tile (T x K) of W, into columns [n0, n0+T) of y. Four rows of
+ * x by three rows of W at a time: twelve accumulators, seven loads per twelve FMAs. */
+static void tile_product(const float *x, int64_t M, int64_t K, const float *w, int64_t T, float *y, int64_t N, int64_t n0) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const float *x0 = x + m * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+        int64_t t = 0;
+#ifdef __AVX2__
+        for (; t + 3 <= T; t += 3) {
+            const float *w0 = w + t * K, *w1 = w0 + K, *w2 = w1 + K;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+            __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8) {
+                __m256 b0 = _mm256_loadu_ps(w0 + k), b1 = _mm256_loadu_ps(w1 + k), b2 = _mm256_loadu_ps(w2 + k);
+                __m256 v = _mm256_loadu_ps(x0 + k);
+                a00 = _mm256_fmadd_ps(v, b0, a00); a01 = _mm256_fmadd_ps(v, b1, a01); a02 = _mm256_fmadd_ps(v, b2, a02);
+                v = _mm256_loadu_ps(x1 + k);
+                a10 = _mm256_fmadd_ps(v, b0, a10); a11 = _mm256_fmadd_ps(v, b1, a11); a12 = _mm256_fmadd_ps(v, b2, a12);
+                v = _mm256_loadu_ps(x2 + k);
+                a20 = _mm256_fmadd_ps(v, b0, a20); a21 = _mm256_fmadd_ps(v, b1, a21); a22 = _mm256_fmadd_ps(v, b2, a22);
+                v = _mm256_loadu_ps(x3 + k);
+                a30 = _mm256_fmadd_ps(v, b0, a30); a31 = _mm256_fmadd_ps(v, b1, a31); a32 = _mm256_fmadd_ps(v, b2, a32);
+            }
+            float r[12] = {hsum(a00), hsum(a01), hsum(a02), hsum(a10), hsum(a11), hsum(a12),
+                           hsum(a20), hsum(a21), hsum(a22), hsum(a30), hsum(a31), hsum(a32)};
+            for (; k < K; k++)
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 3; j++) r[i * 3 + j] += x[(m + i) * K + k] * w[(t + j) * K + k];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 3; j++) y[(m + i) * N + n0 + t + j] = r[i * 3 + j];
+        }
+#endif
+        for (; t < T; t++)
+            for (int i = 0; i < 4; i++) y[(m + i) * N + n0 + t] = dot_f32(x + (m + i) * K, w + t * K, K);
+    }
+    for (; m < M; m++)
+        for (int64_t t = 0; t < T; t++) y[m * N + n0 + t] = dot_f32(x + m * K, w + t * K, K);
+}
+
+#define TILE 48
+
+static void matmul(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y) {
+    const int64_t N = m->q.N, K = m->q.K;
+    const int nt = md->nthreads;
+    if (m->kind == MAT_PACKED && M <= EQ_MAX_M) {
+        float *xe = NULL, *xo = NULL;
+        if (m->q.bits == 4) {  /* the 4-bit kernels take x's even and odd columns apart */
+            xe = malloc(sizeof(float) * M * K);
+            xo = xe + M * (K / 2);
+            for (int64_t r = 0; r < M; r++)
+                for (int64_t k = 0; k + 1 < K; k += 2) { xe[r * (K / 2) + k / 2] = x[r * K + k]; xo[r * (K / 2) + k / 2] = x[r * K + k + 1]; }
+        }
+        eq_gemv(&m->q, x, xe ? xe : x, xo ? xo : x, M, y, nt);
+        free(xe);
+    } else if (M <= 2) {  /* dense decode: one pass over the rows */
+#pragma omp parallel num_threads(nt)
+        {
+            float *row = m->kind == MAT_F32 ? NULL : malloc(sizeof(float) * K);
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < N; n++) {
+                const float *w = (const float *)m->dense + n * K;
+                if (row) { dense_row(m, n, row); w = row; }
+                for (int64_t r = 0; r < M; r++) y[r * N + n] = dot_f32(x + r * K, w, K);
+            }
+            free(row);
+        }
+    } else {  /* prefill: decode a tile of rows, multiply it by every input row */
+#pragma omp parallel num_threads(nt)
+        {
+            float *tile = malloc(sizeof(float) * TILE * K);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t n0 = 0; n0 < N; n0 += TILE) {
+                int64_t T = N - n0 < TILE ? N - n0 : TILE;
+                decode_rows(m, n0, n0 + T, tile);
+                tile_product(x, M, K, tile, T, y, N, n0);
+            }
+            free(tile);
+        }
+    }
+    if (m->bias)
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t n = 0; n < N; n++) y[r * N + n] += m->bias[n];
+    if (m->lr_a) {  /* y += scaling * (x A^T) B^T */
+        const int64_t R = m->rank;
+        float *t = malloc(sizeof(float) * M * R);
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t j = 0; j < R; j++) t[r * R + j] = dot_f32(x + r * K, m->lr_a + j * K, K) * m->lr_scaling;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t r = 0; r < M; r++) y[r * N + n] += dot_f32(t + r * R, m->lr_b + n * R, R);
+        free(t);
+    }
+}
+
+/* ---- the layer pieces ------------------------------------------------------------- */
+static void rms_norm(const float *x, const float *w, float *out, int64_t n, float eps, int offset) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * (offset ? 1.0f + w[i] : w[i]);
+}
+
+static void rope(float *v, int64_t hd, const float *inv_freq, float scale, int64_t pos) {
+    const int64_t h = hd / 2;
+    for (int64_t i = 0; i < h; i++) {
+        float a = (float)pos * inv_freq[i];
+        float c = cosf(a) * scale, s = sinf(a) * scale;
+        float x0 = v[i], x1 = v[i + h];
+        v[i] = x0 * c - x1 * s;
+        v[i + h] = x1 * c + x0 * s;
+    }
+}
+
+static inline float act(int kind, float x) {
+    if (kind == ACT_SILU) return x / (1.0f + expf(-x));
+    if (kind == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+
+int eq_reserve(eq_model *md, int64_t cap) {
+    if (cap <= md->cap) return 0;
+    const int64_t row = (int64_t)md->n_kv * md->head_dim;
+    for (int l = 0; l < md->n_layers; l++) {
+        float *k = realloc(md->k_cache[l], sizeof(float) * cap * row);
+        if (!k) return -1;
+        md->k_cache[l] = k;
+        float *v = realloc(md->v_cache[l], sizeof(float) * cap * row);
+        if (!v) return -1;
+        md->v_cache[l] = v;
+    }
+    md->cap = cap;
+    return 0;
+}
+
+void eq_release(eq_model *md) {
+    for (int l = 0; l < md->n_layers; l++) {
+        free(md->k_cache[l]); free(md->v_cache[l]);
+        md->k_cache[l] = md->v_cache[l] = NULL;
+    }
+    md->cap = 0;
+}
+
+/* Attention of n new queries (positions pos0..pos0+n-1) over the cache. q: n x heads x hd,
+ * out: n x heads x hd. */
+static void attention(const eq_model *md, const eq_layer *L, int l, const float *q, int64_t n, int64_t pos0, float *out) {
+    const int64_t H = md->n_heads, G = md->n_kv, hd = md->head_dim, group = H / G, row = G * hd;
+    const float *kc = md->k_cache[l], *vc = md->v_cache[l];
+#pragma omp parallel num_threads(md->nthreads)
+    {
+        float *p = malloc(sizeof(float) * (pos0 + n));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n * H; t++) {
+            int64_t i = t / H, h = t % H, g = h / group, pos = pos0 + i;
+            int64_t j0 = L->window > 0 && pos - L->window + 1 > 0 ? pos - L->window + 1 : 0;
+            const float *qv = q + (i * H + h) * hd;
+            float mx = -INFINITY;
+            for (int64_t j = j0; j <= pos; j++) {
+                float s = dot_f32(qv, kc + j * row + g * hd, hd) * md->attn_scale;
+                if (md->attn_softcap > 0) s = tanhf(s / md->attn_softcap) * md->attn_softcap;
+                p[j] = s;
+                if (s > mx) mx = s;
+            }
+            float sum = 0.0f;
+            for (int64_t j = j0; j <= pos; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+            float *o = out + (i * H + h) * hd, inv = 1.0f / sum;
+            memset(o, 0, sizeof(float) * hd);
+            for (int64_t j = j0; j <= pos; j++) axpy(o, p[j] * inv, vc + j * row + g * hd, hd);
+        }
+        free(p);
+    }
+}
+
+/* Run n tokens at positions pos0.. through the model, filling the cache. logits gets the
+ * last token's logits (vocab), or every token's (n x vocab) when all_logits.
+ * Returns 0, or -1 when the cache cannot hold the tokens (eq_reserve first). */
+int eq_forward(eq_model *md, const int32_t *tokens, int64_t n, int64_t pos0, float *logits, int all_logits) {
+    if (pos0 + n > md->cap || n <= 0) return -1;
+    const int64_t D = md->dim, H = md->n_heads, G = md->n_kv, hd = md->head_dim, F = md->ffn, V = md->vocab;
+    float *x = malloc(sizeof(float) * n * D), *xn = malloc(sizeof(float) * n * D);
+    float *q = malloc(sizeof(float) * n * H * hd), *k = malloc(sizeof(float) * n * G * hd), *v = malloc(sizeof(float) * n * G * hd);
+    float *att = malloc(sizeof(float) * n * H * hd), *tmp = malloc(sizeof(float) * n * D);
+    float *gate = malloc(sizeof(float) * n * F), *up = malloc(sizeof(float) * n * F);
+    if (!x || !xn || !q || !k || !v || !att || !tmp || !gate || !up) return -2;
+    for (int64_t i = 0; i < n; i++) {  /* embedding rows */
+        if (md->embed.kind == MAT_PACKED) eq_dequant_rows(&md->embed.q, (int64_t[]){tokens[i]}, 1, x + i * D, 1);
+        else dense_row(&md->embed, tokens[i], x + i * D);
+        if (md->embed_scale != 1.0f)
+            for (int64_t d = 0; d < D; d++) x[i * D + d] *= md->embed_scale;
+    }
+    for (int l = 0; l < md->n_layers; l++) {
+        const eq_layer *L = &md->layers[l];
+        for (int64_t i = 0; i < n; i++) rms_norm(x + i * D, L->attn_norm, xn + i * D, D, md->eps, md->norm_offset);
+        matmul(md, &L->q, xn, n, q);
+        matmul(md, &L->k, xn, n, k);
+        matmul(md, &L->v, xn, n, v);
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t h = 0; h < H; h++) {
+                float *qh = q + (i * H + h) * hd;
+                if (L->q_norm) rms_norm(qh, L->q_norm, qh, hd, md->eps, md->norm_offset);
+                rope(qh, hd, L->inv_freq, L->rope_scale, pos0 + i);
+            }
+            for (int64_t g = 0; g < G; g++) {
+                float *kh = k + (i * G + g) * hd;
+                if (L->k_norm) rms_norm(kh, L->k_norm, kh, hd, md->eps, md->norm_offset);
+                rope(kh, hd, L->inv_freq, L->rope_scale, pos0 + i);
+            }
+            memcpy(md->k_cache[l] + (pos0 + i) * G * hd, k + i * G * hd, sizeof(float) * G * hd);
+            memcpy(md->v_cache[l] + (pos0 + i) * G * hd, v + i * G * hd, sizeof(float) * G * hd);
+        }
+        attention(md, L, l, q, n, pos0, att);
+        matmul(md, &L->o, att, n, tmp);
+        for (int64_t i = 0; i < n; i++) {
+            if (md->sandwich) rms_norm(tmp + i * D, L->post_attn_norm, tmp + i * D, D, md->eps, md->norm_offset);
+            for (int64_t d = 0; d < D; d++) x[i * D + d] += tmp[i * D + d];
+            rms_norm(x + i * D, md->sandwich ? L->pre_ffn_norm : L->post_attn_norm, xn + i * D, D, md->eps, md->norm_offset);
+        }
+        matmul(md, &L->gate, xn, n, gate);
+        matmul(md, &L->up, xn, n, up);
+        for (int64_t e = 0; e < n * F; e++) gate[e] = act(md->act, gate[e]) * up[e];
+        matmul(md, &L->down, gate, n, tmp);
+        for (int64_t i = 0; i < n; i++) {
+            if (md->sandwich) rms_norm(tmp + i * D, L->post_ffn_norm, tmp + i * D, D, md->eps, md->norm_offset);
+            for (int64_t d = 0; d < D; d++) x[i * D + d] += tmp[i * D + d];
+        }
+    }
+    int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+    for (int64_t i = first; i < n; i++) rms_norm(x + i * D, md->final_norm, xn + (i - first) * D, D, md->eps, md->norm_offset);
+    matmul(md, &md->head, xn, rows, logits);
+    if (md->final_softcap > 0)
+        for (int64_t e = 0; e < rows * V; e++) logits[e] = tanhf(logits[e] / md->final_softcap) * md->final_softcap;
+    free(x); free(xn); free(q); free(k); free(v); free(att); free(tmp); free(gate); free(up);
+    return 0;
+}
