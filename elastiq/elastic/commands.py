@@ -172,6 +172,15 @@ def host(
     _replay(hosted, events, speed, prompt, max_new_tokens)
 
 
+def _peak_rss(proc) -> int:
+    """VmHWM: the process's peak resident size since it started (Linux), else its RSS now."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return proc.memory_info().rss
+
+
 def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: int) -> None:
     """Apply each trace event at its time while (optionally) a reply is generated."""
     import psutil
@@ -222,6 +231,8 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     if worker:
         worker.join()
     cli.console.print(table)
+    cli.console.print(f"whole process: {_mib(proc.memory_info().rss)} MiB resident now, {_mib(_peak_rss(proc))} MiB "
+                      f"at its peak (VmHWM); engine: {hosted.engine}")
     if state["error"] is not None:
         cli._fail(state["error"])
     if prompt:

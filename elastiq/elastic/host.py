@@ -38,6 +38,8 @@ class Vacant(nn.Module):
 
 
 class ElasticModel(OptionChooser):
+    engine = "torch"
+
     def __init__(self, path, with_tokenizer: bool = True):
         from accelerate import init_empty_weights
         from safetensors.torch import load_file

@@ -41,6 +41,8 @@ def _f32(a: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class NativeElasticModel(OptionChooser):
+    engine = "native"
+
     def __init__(self, path, nthreads: int | None = None, with_tokenizer: bool = True):
         pin_mmap_threshold(1 << 20)  # freed weights go back to the system (elastiq.memory)
         self.path = path = Path(path)
