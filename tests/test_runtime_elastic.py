@@ -109,6 +109,22 @@ def test_a_corrupted_copy_is_refused_and_the_option_kept(artifact, tmp_path):
     host.forward(IDS)  # still serving
 
 
+def test_a_copy_corrupted_after_its_first_read_is_refused_on_the_next(artifact, tmp_path):
+    bad = tmp_path / "later.elastic"
+    shutil.copytree(artifact, bad)
+    host = NativeElasticModel(bad)
+    host.swap(host.options[-1])  # reads (and checks) the int3 copies
+    host.swap(host.options[0])
+    with open(bad / "base3.safetensors", "r+b") as f:  # in place: same inode, new mtime
+        f.seek(-10, 2)
+        byte = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(NativeError, match="checksum"):
+        host.swap(host.options[-1])
+    assert host.option == host.options[0]
+
+
 def test_a_manifest_naming_files_outside_is_refused(artifact, tmp_path):
     bad = tmp_path / "evil.elastic"
     shutil.copytree(artifact, bad)

@@ -3,7 +3,8 @@ never imports torch.
 
 The same contract as the torch host (:class:`elastiq.elastic.ElasticModel`): given a
 budget it runs the best option that fits; a swap reads only the units whose base
-differs (checking each tensor's sha256 as it is read, on every read), then points the
+differs (checking each tensor's sha256 at its first read and whenever its file changed
+since: elastiq.runtime.tensors), then points the
 native model at them under a write lock, so every token runs on one whole option. The
 old copies are freed when the swap ends, and glibc hands their pages back (elastiq.memory).
 """

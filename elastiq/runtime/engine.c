@@ -127,15 +127,13 @@ static void decode_rows(const eq_mat *m, int64_t n0, int64_t n1, float *out) {
 }
 
 /* ---- products --------------------------------------------------------------------- */
-/* y (M x N) = x (M x K) @ W^T + bias (+ the low-rank correction), M >= 1. */
-static void matmul(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y);
-
 /* Rows of x times a decoded tile (T x K) of W, into columns [n0, n0+T) of y. Four rows of
  * x by three rows of W at a time: twelve accumulators, seven loads per twelve FMAs. */
 static void tile_product(const float *x, int64_t M, int64_t K, const float *w, int64_t T, float *y, int64_t N, int64_t n0) {
     int64_t m = 0;
     for (; m + 4 <= M; m += 4) {
         const float *x0 = x + m * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+        (void)x3;  /* read only by the AVX2 path */
         int64_t t = 0;
 #ifdef __AVX2__
         for (; t + 3 <= T; t += 3) {
@@ -172,57 +170,99 @@ static void tile_product(const float *x, int64_t M, int64_t K, const float *w, i
 
 #define TILE 48
 
-static void matmul(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y) {
+/* Whether a product of M rows runs row by row straight from the stored weight. */
+static inline int rowwise(const eq_mat *m, int64_t M) { return m->kind == MAT_PACKED ? M <= EQ_MAX_M : M <= 2; }
+
+/* Output column n of x @ W^T (M rows) into y (M x N). scratch: K floats (dense 16-bit rows). */
+static void one_row(const eq_mat *m, int64_t n, const float *x, const float *xe, const float *xo, int64_t M,
+                    float *y, float *scratch) {
     const int64_t N = m->q.N, K = m->q.K;
+    if (m->kind == MAT_PACKED) {
+        if (M == 1 && m->q.bits == 4) y[n] = row_dot4(&m->q, n, x, xe, xo);
+        else row_dot(&m->q, n, x, xe, xo, M, y);
+        return;
+    }
+    const float *w = (const float *)m->dense + n * K;
+    if (m->kind != MAT_F32) { dense_row(m, n, scratch); w = scratch; }
+    for (int64_t r = 0; r < M; r++) y[r * N + n] = dot_f32(x + r * K, w, K);
+}
+
+/* Bias and low-rank correction: y += bias + scaling * (x A^T) B^T. */
+static void finish(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y) {
+    const int64_t N = m->q.N, K = m->q.K;
+    if (m->bias)
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t n = 0; n < N; n++) y[r * N + n] += m->bias[n];
+    if (m->lr_a) {
+        const int64_t R = m->rank;
+        float *t = malloc(sizeof(float) * M * R);
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t j = 0; j < R; j++) t[r * R + j] = dot_f32(x + r * K, m->lr_a + j * K, K) * m->lr_scaling;
+#pragma omp parallel for num_threads(md->nthreads) schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t r = 0; r < M; r++) y[r * N + n] += dot_f32(t + r * R, m->lr_b + n * R, R);
+        free(t);
+    }
+}
+
+/* ys[i] (M x N_i) = x (M x K) @ W_i^T for matrices sharing their input. Decoding (few rows)
+ * runs every matrix's rows in one parallel region, straight from the stored weights;
+ * prefill decodes TILE-row tiles and multiplies each by every input row. */
+static void matmul_group(const eq_model *md, const eq_mat *const *ms, int count, const float *x, int64_t M,
+                         float *const *ys) {
+    const int64_t K = ms[0]->q.K;
     const int nt = md->nthreads;
-    if (m->kind == MAT_PACKED && M <= EQ_MAX_M) {
+    int all = 1, four = 0;
+    int64_t start[8], total = 0;
+    for (int i = 0; i < count; i++) {
+        all &= rowwise(ms[i], M);
+        four |= ms[i]->kind == MAT_PACKED && ms[i]->q.bits == 4;
+        start[i] = total;
+        total += ms[i]->q.N;
+    }
+    if (all) {
         float *xe = NULL, *xo = NULL;
-        if (m->q.bits == 4) {  /* the 4-bit kernels take x's even and odd columns apart */
+        if (four) {  /* the 4-bit kernels take x's even and odd columns apart */
             xe = malloc(sizeof(float) * M * K);
             xo = xe + M * (K / 2);
             for (int64_t r = 0; r < M; r++)
                 for (int64_t k = 0; k + 1 < K; k += 2) { xe[r * (K / 2) + k / 2] = x[r * K + k]; xo[r * (K / 2) + k / 2] = x[r * K + k + 1]; }
         }
-        eq_gemv(&m->q, x, xe ? xe : x, xo ? xo : x, M, y, nt);
+#pragma omp parallel num_threads(nt)
+        {
+            float *scratch = malloc(sizeof(float) * K);
+#pragma omp for schedule(dynamic, 32)
+            for (int64_t t = 0; t < total; t++) {
+                int i = count - 1;
+                while (start[i] > t) i--;
+                one_row(ms[i], t - start[i], x, xe ? xe : x, xo ? xo : x, M, ys[i], scratch);
+            }
+            free(scratch);
+        }
         free(xe);
-    } else if (M <= 2) {  /* dense decode: one pass over the rows */
+    } else {
+        for (int i = 0; i < count; i++) {
+            const eq_mat *m = ms[i];
+            const int64_t N = m->q.N;
+            float *y = ys[i];
 #pragma omp parallel num_threads(nt)
-        {
-            float *row = m->kind == MAT_F32 ? NULL : malloc(sizeof(float) * K);
-#pragma omp for schedule(static)
-            for (int64_t n = 0; n < N; n++) {
-                const float *w = (const float *)m->dense + n * K;
-                if (row) { dense_row(m, n, row); w = row; }
-                for (int64_t r = 0; r < M; r++) y[r * N + n] = dot_f32(x + r * K, w, K);
-            }
-            free(row);
-        }
-    } else {  /* prefill: decode a tile of rows, multiply it by every input row */
-#pragma omp parallel num_threads(nt)
-        {
-            float *tile = malloc(sizeof(float) * TILE * K);
+            {
+                float *tile = malloc(sizeof(float) * TILE * K);
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t n0 = 0; n0 < N; n0 += TILE) {
-                int64_t T = N - n0 < TILE ? N - n0 : TILE;
-                decode_rows(m, n0, n0 + T, tile);
-                tile_product(x, M, K, tile, T, y, N, n0);
+                for (int64_t n0 = 0; n0 < N; n0 += TILE) {
+                    int64_t T = N - n0 < TILE ? N - n0 : TILE;
+                    decode_rows(m, n0, n0 + T, tile);
+                    tile_product(x, M, K, tile, T, y, N, n0);
+                }
+                free(tile);
             }
-            free(tile);
         }
     }
-    if (m->bias)
-        for (int64_t r = 0; r < M; r++)
-            for (int64_t n = 0; n < N; n++) y[r * N + n] += m->bias[n];
-    if (m->lr_a) {  /* y += scaling * (x A^T) B^T */
-        const int64_t R = m->rank;
-        float *t = malloc(sizeof(float) * M * R);
-        for (int64_t r = 0; r < M; r++)
-            for (int64_t j = 0; j < R; j++) t[r * R + j] = dot_f32(x + r * K, m->lr_a + j * K, K) * m->lr_scaling;
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t r = 0; r < M; r++) y[r * N + n] += dot_f32(t + r * R, m->lr_b + n * R, R);
-        free(t);
-    }
+    for (int i = 0; i < count; i++) finish(md, ms[i], x, M, ys[i]);
+}
+
+static void matmul(const eq_model *md, const eq_mat *m, const float *x, int64_t M, float *y) {
+    matmul_group(md, &m, 1, x, M, &y);
 }
 
 /* ---- the layer pieces ------------------------------------------------------------- */
@@ -323,9 +363,11 @@ int eq_forward(eq_model *md, const int32_t *tokens, int64_t n, int64_t pos0, flo
     for (int l = 0; l < md->n_layers; l++) {
         const eq_layer *L = &md->layers[l];
         for (int64_t i = 0; i < n; i++) rms_norm(x + i * D, L->attn_norm, xn + i * D, D, md->eps, md->norm_offset);
-        matmul(md, &L->q, xn, n, q);
-        matmul(md, &L->k, xn, n, k);
-        matmul(md, &L->v, xn, n, v);
+        {
+            const eq_mat *qkv[3] = {&L->q, &L->k, &L->v};
+            float *out[3] = {q, k, v};
+            matmul_group(md, qkv, 3, xn, n, out);
+        }
         for (int64_t i = 0; i < n; i++) {
             for (int64_t h = 0; h < H; h++) {
                 float *qh = q + (i * H + h) * hd;
@@ -347,8 +389,11 @@ int eq_forward(eq_model *md, const int32_t *tokens, int64_t n, int64_t pos0, flo
             for (int64_t d = 0; d < D; d++) x[i * D + d] += tmp[i * D + d];
             rms_norm(x + i * D, md->sandwich ? L->pre_ffn_norm : L->post_attn_norm, xn + i * D, D, md->eps, md->norm_offset);
         }
-        matmul(md, &L->gate, xn, n, gate);
-        matmul(md, &L->up, xn, n, up);
+        {
+            const eq_mat *gu[2] = {&L->gate, &L->up};
+            float *out[2] = {gate, up};
+            matmul_group(md, gu, 2, xn, n, out);
+        }
         for (int64_t e = 0; e < n * F; e++) gate[e] = act(md->act, gate[e]) * up[e];
         matmul(md, &L->down, gate, n, tmp);
         for (int64_t i = 0; i < n; i++) {

@@ -40,6 +40,7 @@ class TensorFile:
                 raise ValueError("the header is not a JSON object")
             header.pop("__metadata__", None)
             self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+            self._checked: dict[str, tuple] = {}  # key -> (file stamp, digest) of its last good check
             for key, e in header.items():
                 start, end = (8 + n + int(o) for o in e["data_offsets"])
                 shape = tuple(int(s) for s in e["shape"])
@@ -55,15 +56,22 @@ class TensorFile:
         return self.entries[key][0]
 
     def get(self, key: str, sha256: str | None = None) -> np.ndarray:
-        """Tensor ``key``; with ``sha256``, refused unless its bytes have that digest."""
+        """Tensor ``key``; with ``sha256``, refused unless its bytes have that digest. The digest
+        is computed at the first read and again whenever the file changed since the last
+        check (size, mtime, ctime, taken before the read): a re-hash on every read would
+        add a tenth of a second to a swap of the built-in model's whole family."""
         if key not in self.entries:
             raise TensorFileError(f"{self.path} has no tensor {key}")
         dtype, shape, start, nbytes = self.entries[key]
+        st = os.fstat(self.fd)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         out = np.empty(nbytes, dtype=np.uint8)
         if nbytes and os.preadv(self.fd, [out], start) != nbytes:
             raise TensorFileError(f"{self.path}: {key} is cut short: the file is truncated")
-        if sha256 is not None and hashlib.sha256(out).hexdigest() != sha256:
-            raise TensorFileError(f"{self.path}: {key} does not match its checksum: the file is corrupted")
+        if sha256 is not None and self._checked.get(key) != (stamp, sha256):
+            if hashlib.sha256(out).hexdigest() != sha256:
+                raise TensorFileError(f"{self.path}: {key} does not match its checksum: the file is corrupted")
+            self._checked[key] = (stamp, sha256)
         return out.view(DTYPES[dtype]).reshape(shape)
 
     def __del__(self, _close=os.close):
