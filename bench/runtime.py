@@ -49,7 +49,7 @@ def child_native(model_dir: str, ids_file: str, new_tokens: int, t_start: float)
     from elastiq.runtime import NativeLM
 
     ids = json.loads(Path(ids_file).read_text())
-    lm = NativeLM(model_dir, nthreads=2, with_tokenizer=False)
+    lm = NativeLM(model_dir, nthreads=2)  # with its tokenizer, as the other engines load theirs
     lm.model.reserve(len(ids) + new_tokens)
     t0 = time.perf_counter()
     nxt = int(np.argmax(lm.model.forward(ids)))
