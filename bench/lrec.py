@@ -120,13 +120,13 @@ def _float_lora(model, rank, dtype):
     from torch import nn
 
     from elastiq.lrec import LoRALinear
-    from elastiq.quant.model import _replace
+    from elastiq.quant.model import replace_module
 
     for p in model.parameters():
         p.requires_grad_(False)
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.Linear) and name != "lm_head":  # the same layers LREC adapts
-            _replace(model, name, LoRALinear(m, rank, dtype=dtype))
+            replace_module(model, name, LoRALinear(m, rank, dtype=dtype))
     return model
 
 

@@ -10,15 +10,13 @@ limit, and host it under a memory budget that moves.
 
 Imports elastiq.quant, elastiq.models, elastiq.data (never higher layers).
 """
-from elastiq.lazy import lazy_exports
+from .artifact import Artifact, ArtifactError, add_low_rank_option, is_artifact, prune_artifact
+from .budget import AvailableMemory, CgroupLimit, Fixed, parse_bytes, read_trace
+from .builder import DEFAULT_FORMATS, build
+from .chain import Chain, Family, build_chain, family_of, prune
+from .host import BudgetError, ElasticModel, Transition
+from .units import Unit, find_units
 
-_EXPORTS = {
-    **dict.fromkeys(["Artifact", "ArtifactError", "add_low_rank_option", "is_artifact", "prune_artifact"], ".artifact"),
-    **dict.fromkeys(["AvailableMemory", "CgroupLimit", "Fixed", "parse_bytes", "read_trace"], ".budget"),
-    **dict.fromkeys(["DEFAULT_FORMATS", "build"], ".builder"),
-    **dict.fromkeys(["Chain", "Family", "build_chain", "family_of", "prune"], ".chain"),
-    **dict.fromkeys(["BudgetError", "ElasticModel", "Transition"], ".host"),
-    **dict.fromkeys(["Unit", "find_units"], ".units"),
-}
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__all__ = ["Artifact", "ArtifactError", "AvailableMemory", "BudgetError", "CgroupLimit", "Chain", "DEFAULT_FORMATS",
+           "ElasticModel", "Family", "Fixed", "Transition", "Unit", "add_low_rank_option", "build", "build_chain",
+           "family_of", "find_units", "is_artifact", "parse_bytes", "prune", "prune_artifact", "read_trace"]

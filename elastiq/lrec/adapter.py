@@ -153,7 +153,7 @@ def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: 
     Returns {name: adapter}."""
     from fnmatch import fnmatchcase
 
-    from elastiq.quant.model import _replace, tied_heads
+    from elastiq.quant.model import replace_module, tied_heads
 
     adapter_dtype(dtype)
 
@@ -178,7 +178,7 @@ def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: 
                 raise ValueError(f"the float model has no linear layer {name} of shape "
                                  f"{(base.out_features, base.in_features)}: is it the model that was quantized?")
             lora.init_from_error(ref.weight)
-        _replace(model, name, lora)
+        replace_module(model, name, lora)
         adapters[name] = lora
     return adapters
 

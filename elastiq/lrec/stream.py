@@ -29,7 +29,7 @@ from elastiq.data import tokenize, windows
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
 from elastiq.quant.io import empty_model
-from elastiq.quant.model import _replace, planned_modules, quantize_model, with_embedding
+from elastiq.quant.model import planned_modules, quantize_model, replace_module, with_embedding
 
 from .adapter import LoRALinear, adapter_dtype, add_adapters
 from .train import TeacherTargets, teacher_targets, top_k_targets
@@ -196,7 +196,7 @@ def stream_setup(directory, fmt, tokenizer, text: str, rank: int, init: str = "s
                 lora = LoRALinear(QuantLinear.from_linear(module, f), rank, alpha, dtype)
                 if init == "svd":
                     lora.init_from_error(module.weight)
-                _replace(model, name, lora)
+                replace_module(model, name, lora)
             prog.advance(task)
         targets = TeacherTargets([], [], [], top_k)
         for w, h in zip(wins, hidden):
@@ -232,4 +232,29 @@ def in_memory_setup(float_model, fmt, tokenizer, text: str, rank: int, init: str
     return packed, targets
 
 
-__all__ = ["StreamUnsupported", "in_memory_setup", "stream_setup"]
+def setup(model: str, fmt, text: str, rank: int, source=None, on_fallback=None,
+          **options) -> tuple[nn.Module, object, TeacherTargets]:
+    """(packed model with adapters, tokenizer, teacher targets) for ``model`` (a built-in name,
+    a Hugging Face directory or a .gguf file): one decoder layer at a time from its float
+    checkpoint ``source`` (default: ``models.float_checkpoint_dir(model)``), or, for a model
+    that cannot be read that way, from the whole float model in memory, after telling
+    ``on_fallback`` why. ``options`` as ``stream_setup``."""
+    from transformers import AutoTokenizer
+
+    from elastiq.models import float_checkpoint_dir
+    from elastiq.models import load as load_float
+
+    source = float_checkpoint_dir(model) if source is None else Path(source)
+    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    try:
+        q, targets = stream_setup(source, fmt, tok, text, rank, **options)
+        return q, tok, targets
+    except StreamUnsupported as e:
+        if on_fallback is not None:
+            on_fallback(e)
+    fp, tok = load_float(model)
+    q, targets = in_memory_setup(fp, fmt, tok, text, rank, **options)
+    return q, tok, targets
+
+
+__all__ = ["StreamUnsupported", "in_memory_setup", "setup", "stream_setup"]

@@ -428,7 +428,7 @@ def weight_bits(fmt: str, row_length: int) -> float:
     if key in plain:
         return plain[key]
     from elastiq import formats as F
-    return F.bits_per_element(F.get(fmt), row_length)
+    return F.bits_per_element(fmt, row_length)
 
 
 @dataclass

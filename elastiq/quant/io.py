@@ -19,7 +19,7 @@ from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_fil
 
 from .embedding import QuantEmbedding
 from .linear import QuantLinear
-from .model import _replace, tied_heads
+from .model import replace_module, tied_heads
 
 MANIFEST = "elastiq.json"
 WEIGHTS = "model.safetensors"
@@ -80,7 +80,7 @@ def load(directory, with_tokenizer: bool = True):
     config = model.config
     modules = manifest["modules"]
     for name, meta in sorted(modules.items(), key=lambda kv: "tied_to" in kv[1]):  # embeddings before their heads
-        _replace(model, name, _packed_module(model, directory, config, name, meta))
+        replace_module(model, name, _packed_module(model, directory, config, name, meta))
     materialize(model)
     missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
     missing = set(missing) - retie_float_head(model, config, set(missing))
