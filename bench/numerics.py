@@ -1,7 +1,7 @@
 """Attention numerics: deviation from a float64 golden, and weight drift in training.
 
-    /work/main/.venv/bin/python bench/numerics.py            # about 15 minutes on 2 shared cores
-    /work/main/.venv/bin/python bench/numerics.py --quick    # a smoke run (small sizes)
+    .venv/bin/python bench/numerics.py            # 12 to 15 minutes on 2 shared cores
+    .venv/bin/python bench/numerics.py --quick    # a smoke run (small sizes)
 
 Writes bench/results/numerics.json, numerics_deviation.png, numerics_tiles.png,
 numerics_training.png. Studies:

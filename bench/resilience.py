@@ -1,7 +1,7 @@
 """Fault injection: text-guided vs standard classifier heads, and stored formats of an LM.
 
-    /work/main/.venv/bin/python bench/resilience.py            # about 10 minutes on 2 shared cores
-    /work/main/.venv/bin/python bench/resilience.py --quick    # a smoke run
+    .venv/bin/python bench/resilience.py            # about 24 minutes on 2 shared cores (1,411 s: meta.seconds)
+    .venv/bin/python bench/resilience.py --quick    # a smoke run
 
 Writes bench/results/resilience.json, resilience_digits.png, resilience_bits.png,
 resilience_lm_layers.png. Studies:

@@ -6,6 +6,10 @@ import torch
 
 @pytest.fixture(scope="session")
 def byte_tokenizer():
+    return make_byte_tokenizer()
+
+
+def make_byte_tokenizer():
     """256 byte tokens (ids 0-255), no merges: any text tokenizes, deterministically."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -10,21 +10,23 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from elastiq.options import BuildOptions
+
 from .common import console, fail, load_model, load_text, mib, parse_size
 
-FORMATS_DEFAULT = "int8,int6,nxfp4,int3"
+B = BuildOptions  # the defaults below are its defaults
 
 
 def build(
     model: str = typer.Argument("smollm2-135m", help="a built-in name, a Hugging Face directory or a .gguf file"),
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the artifact to"),
-    formats: str = typer.Option(FORMATS_DEFAULT, help="base formats, comma-separated, largest first"),
-    unit: str = typer.Option("linear", help="what one step moves: linear (one layer) or layer (a decoder layer's linears)"),
-    embedding: bool = typer.Option(True, help="make the token embedding (and a head tied to it) a unit too"),
+    formats: str = typer.Option(",".join(B.formats), help="base formats, comma-separated, largest first"),
+    unit: str = typer.Option(B.unit, help="what one step moves: linear (one layer) or layer (a decoder layer's linears)"),
+    embedding: bool = typer.Option(B.embedding, help="make the token embedding (and a head tied to it) a unit too"),
     calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
-    calib_tokens: int = typer.Option(512, help="tokens to probe sensitivity with (as many again are used to measure KL)"),
-    context: int = typer.Option(256, help="tokens per calibration window"),
-    measure: int = typer.Option(12, help="options along the chain at which the real KL is measured"),
+    calib_tokens: int = typer.Option(B.calib_tokens, help="tokens to probe sensitivity with (as many again are used to measure KL)"),
+    context: int = typer.Option(B.context, help="tokens per calibration window"),
+    measure: int = typer.Option(B.measure, help="options along the chain at which the real KL is measured"),
     storage_limit: Optional[str] = typer.Option(None, help="prune the family to this much storage (e.g. 300MiB)"),
     max_kl: Optional[float] = typer.Option(None, help="quality floor: leave out options whose KL from the float model "
                                                       "(nats per token) exceeds this"),
@@ -38,20 +40,19 @@ def build(
                              "use wiki-calib or your own file"))
     if out.exists() and not overwrite:
         fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
-    try:
-        limit = parse_size(storage_limit) if storage_limit else None
-        fmts = [f.strip() for f in formats.split(",") if f.strip()]
-        from elastiq.elastic.builder import check_formats
+    from elastiq.elastic.builder import check_formats
 
-        check_formats(fmts)
+    try:
+        options = BuildOptions(formats=[f.strip() for f in formats.split(",") if f.strip()], unit=unit,
+                               embedding=embedding, calib_tokens=calib_tokens, context=context, measure=measure,
+                               storage_limit=parse_size(storage_limit) if storage_limit else None, max_kl=max_kl)
+        check_formats(options.formats)
     except ValueError as e:
         fail(e)
     fp, tok = load_model(model)
     text = load_text(calib)
     try:
-        path = run_build(fp, tok, out, fmts, unit=unit, embedding=embedding, calib_text=text, calib_name=calib,
-                         calib_tokens=calib_tokens, context=context, measure=measure, storage_limit=limit,
-                         max_kl=max_kl, overwrite=overwrite, source=model)
+        path = run_build(fp, tok, out, options, calib_text=text, calib_name=calib, overwrite=overwrite, source=model)
     except ValueError as e:
         fail(e)
     show_family(Artifact(path), title=f"elastic family of {model} -> {path}")

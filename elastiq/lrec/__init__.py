@@ -7,12 +7,14 @@
     correct(packed_model, targets, steps=200)
     save_adapters(packed_model, "out/adapters")
 """
+from elastiq.options import LrecOptions
+
 from .adapter import LoRALinear, add_adapters, adapters_of, effective_bits, merged_weight
 from .io import load_adapters, save_adapters
 from .optim import AdapterAdamW
 from .stream import StreamUnsupported, stream_setup
 from .train import TeacherTargets, TrainLog, correct, distill_loss, teacher_targets, window_loss
 
-__all__ = ["AdapterAdamW", "LoRALinear", "StreamUnsupported", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of",
+__all__ = ["AdapterAdamW", "LoRALinear", "LrecOptions", "StreamUnsupported", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of",
            "correct", "distill_loss", "effective_bits", "load_adapters", "merged_weight", "save_adapters", "stream_setup",
            "teacher_targets", "window_loss"]
