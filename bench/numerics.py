@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from elastiq.analysis.numerics import attribution, plot_deviation, sweep  # noqa: E402
-from elastiq.analysis.training import TrainSetup, weight_study  # noqa: E402
+from elastiq.labs.analysis.numerics import attribution, plot_deviation, sweep  # noqa: E402
+from elastiq.labs.analysis.training import TrainSetup, weight_study  # noqa: E402
 from elastiq.cache import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from elastiq.analysis.attention import AttentionPrecision, baseline_attention, flash_attention, matmul, sdpa_attention
-from elastiq.analysis.numerics import attribution, deviation, inputs, metrics, sweep
-from elastiq.analysis.precision import precision
+from elastiq.labs.analysis.attention import AttentionPrecision, baseline_attention, flash_attention, matmul, sdpa_attention
+from elastiq.labs.analysis.numerics import attribution, deviation, inputs, metrics, sweep
+from elastiq.labs.analysis.precision import precision
 
 from tolerance import within_rounding
 

@@ -118,7 +118,7 @@ def _area(module: str, root: Path) -> str:
     return parts[1] if (root / parts[1]).is_dir() or (root / f"{parts[1]}.py").is_file() else "api"
 
 
-def test_the_house_has_no_import_cycle():
+def test_the_house_has_no_import_cycle_and_the_core_never_imports_the_labs():
     root = Path(__file__).resolve().parents[1] / "elastiq"
     edges: dict[str, set[str]] = {}
     for path in root.rglob("*.py"):
@@ -143,6 +143,8 @@ def test_the_house_has_no_import_cycle():
     for node in sorted(edges):
         visit(node, [])
     assert "cli" not in set().union(*(v for k, v in edges.items() if k not in ("cli", "__main__")))
+    core = {k: v for k, v in edges.items() if k not in ("cli", "__main__", "labs")}
+    assert "labs" not in set().union(*core.values()), "the core imports the labs"
 
 
 def _only_submodules(path: Path) -> bool:

@@ -56,7 +56,7 @@ os.symlink(BUILTIN["smollm2-135m"].gguf_path(), "path/to/model.Q4_K_M.gguf")  # 
     "docs/profile.md": """
 import torch
 from diffusers import UNet2DConditionModel
-from elastiq.analysis.profiling.suite import unet_config
+from elastiq.labs.analysis.profiling.suite import unet_config
 model = UNet2DConditionModel(sample_size=8, **unet_config(tiny=True)).eval()
 x, t, e = torch.randn(1, 4, 8, 8), torch.tensor(10), torch.randn(1, 4, 32)
 """,

@@ -45,9 +45,9 @@ def deviation(
     """Numeric deviation of attention implementations from a float64 golden reference."""
     from rich.table import Table
 
-    from elastiq.analysis.attention import AttentionPrecision
-    from elastiq.analysis.numerics import attribution as run_attribution
-    from elastiq.analysis.numerics import plot_deviation, sweep
+    from elastiq.labs.analysis.attention import AttentionPrecision
+    from elastiq.labs.analysis.numerics import attribution as run_attribution
+    from elastiq.labs.analysis.numerics import plot_deviation, sweep
 
     try:
         precs = [AttentionPrecision.of(p) for p in _names(precisions)]
@@ -98,10 +98,10 @@ def faults(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
 ) -> None:
     """Bit-flip campaign on a language model: next-token mismatch and perplexity change."""
-    from elastiq.analysis.precision import precision
-    from elastiq.analysis.resilience import CampaignSpec, lm_campaign, stored_injector
-    from elastiq.analysis.resilience import plot as plot_rates
-    from elastiq.analysis.resilience import table
+    from elastiq.labs.analysis.precision import precision
+    from elastiq.labs.analysis.resilience import CampaignSpec, lm_campaign, stored_injector
+    from elastiq.labs.analysis.resilience import plot as plot_rates
+    from elastiq.labs.analysis.resilience import table
     from elastiq.data import tokenize
 
     if by not in ("group", "layer", "bit"):
@@ -156,11 +156,11 @@ def profile(
 
     import torch
 
-    from elastiq.analysis.profiling import ProfileError
-    from elastiq.analysis.profiling import profile as run_profile
-    from elastiq.analysis.profiling.report import plot as plot_result
-    from elastiq.analysis.profiling.report import table, write_json
-    from elastiq.analysis.profiling.suite import build
+    from elastiq.labs.analysis.profiling import ProfileError
+    from elastiq.labs.analysis.profiling import profile as run_profile
+    from elastiq.labs.analysis.profiling.report import plot as plot_result
+    from elastiq.labs.analysis.profiling.report import table, write_json
+    from elastiq.labs.analysis.profiling.suite import build
     from elastiq.progress import progress_bar
 
     try:

@@ -44,8 +44,8 @@ def perf(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
 ) -> None:
     """How fast MODEL trains or serves on SYSTEM with a parallelization, and whether it fits."""
-    from elastiq.planning import perf as P
-    from elastiq.planning.plots import plot_time_breakdown
+    from elastiq.labs.planning import perf as P
+    from elastiq.labs.planning.plots import plot_time_breakdown
 
     try:
         if task not in ("train", "infer"):
@@ -106,8 +106,8 @@ def _print_train(r) -> None:
 def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out):
     from elastiq.progress import progress_bar
 
-    from elastiq.planning.plots import plot_time_breakdown
-    from elastiq.planning.search import search
+    from elastiq.labs.planning.plots import plot_time_breakdown
+    from elastiq.labs.planning.search import search
 
     if devices is None:
         raise ValueError("--search needs --devices")
@@ -141,7 +141,7 @@ def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_ou
 
 
 def _search_infer(model, system, devices, batch, prompt, new_tokens, weights, top, json_out):
-    from elastiq.planning.search import search_inference
+    from elastiq.labs.planning.search import search_inference
 
     if devices is None:
         raise ValueError("--search needs --devices")
@@ -185,8 +185,8 @@ def carbon(
 ) -> None:
     """Embodied and operational carbon: of a device, of generating tokens in a weight format, of
     training an LLM, or of running a command (--measure -- COMMAND)."""
-    from elastiq.planning import carbon as C
-    from elastiq.planning.plots import plot_carbon_breakdown
+    from elastiq.labs.planning import carbon as C
+    from elastiq.labs.planning.plots import plot_carbon_breakdown
 
     try:
         ci = C.grid_intensity(region)
@@ -242,8 +242,8 @@ def carbon(
 
 
 def _measure(command, region, pue, ci, json_out):
-    from elastiq.planning import carbon as C
-    from elastiq.planning import measure as M
+    from elastiq.labs.planning import carbon as C
+    from elastiq.labs.planning import measure as M
 
     console.print(f"[dim]{M.environment()}[/dim]")
     m = M.measure(command)

@@ -1,7 +1,7 @@
 """The performance model: iteration time, exposed communication, MFU and memory per device.
 
-Inputs are a :class:`~elastiq.planning.transformer.Transformer`, a
-:class:`~elastiq.planning.systems.System` and a :class:`Parallel` strategy. Each transformer
+Inputs are a :class:`~elastiq.labs.planning.transformer.Transformer`, a
+:class:`~elastiq.labs.planning.systems.System` and a :class:`Parallel` strategy. Each transformer
 layer becomes a list of kernels (GEMMs, element-wise kernels, collectives); each kernel costs
 the larger of its FLOPs over the effective FLOP rate and its bytes over the effective memory
 bandwidth (a roofline), collectives follow the ring models in :mod:`.collectives`, and one

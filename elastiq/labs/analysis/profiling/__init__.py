@@ -2,7 +2,7 @@
 (convolution, linear, self/cross/temporal attention, normalization, elementwise, memory
 movement), attention sequence lengths per call, and the share in operators elastiq compresses.
 
-    from elastiq.analysis.profiling import Workload, profile
+    from elastiq.labs.analysis.profiling import Workload, profile
     r = profile(Workload.from_inputs(model, (x,), steps=3))
     r.shares, r.flops, r.seq_lens(), r.compressible_time_share
 
