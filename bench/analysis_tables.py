@@ -1,7 +1,7 @@
 """Render bench/results/numerics.json and resilience.json as the tables of docs/analysis.md.
 
-    /work/main/.venv/bin/python bench/analysis_tables.py numerics
-    /work/main/.venv/bin/python bench/analysis_tables.py resilience
+    .venv/bin/python bench/analysis_tables.py numerics
+    .venv/bin/python bench/analysis_tables.py resilience
 """
 from __future__ import annotations
 

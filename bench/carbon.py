@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from elastiq.cache import atomic_write_text  # noqa: E402
-from elastiq.planning import carbon as C  # noqa: E402
-from elastiq.planning.plots import plot_carbon_breakdown  # noqa: E402
+from elastiq.labs.planning import carbon as C  # noqa: E402
+from elastiq.labs.planning.plots import plot_carbon_breakdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # (name, device, group, expected kg, decimals ACT prints in its paper/README)

@@ -153,7 +153,7 @@ def run(a, work: Path, only: set) -> None:
 
     art = work / "smollm2.elastic"
     if not (art / "elastic.json").is_file():
-        build(copy.deepcopy(fp), tok, art, formats, source="smollm2-135m")
+        build(copy.deepcopy(fp), tok, art, formats=formats, source="smollm2-135m")
         todo.add("build")
     for f in formats:  # (a) one whole-model file per base format
         if not (work / f"whole-{f}").is_dir():
@@ -196,7 +196,7 @@ def run(a, work: Path, only: set) -> None:
         shutil.rmtree(lrec_art, ignore_errors=True)
         shutil.copytree(art, lrec_art)
         t0 = time.perf_counter()
-        entry = correct_option(lrec_art, int(target), fp, tok, rank=16, steps=a.lrec_steps)
+        entry = correct_option(lrec_art, int(target), fp, tok, rank=16, steps=a.lrec_steps, adapter_dtype="bfloat16")
         seconds = time.perf_counter() - t0
         h = ElasticModel(lrec_art)
         extra = A.chain.n_options

@@ -56,6 +56,7 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, thr
     (MEMORY_SETUPS), from files the parent wrote (the teacher's targets; the packed models):
     packed base + adapters, float base + adapters (plain LoRA), or every weight training."""
     from elastiq.lrec import TeacherTargets, add_adapters, correct
+    from elastiq.options import LrecOptions
     from elastiq.lrec.train import release_freed_memory
     from elastiq.quant.io import load as load_packed
 
@@ -88,7 +89,7 @@ def memory_child(kind: str, workdir: str, rank: int, steps: int, opts: dict, thr
     if full:
         _full_finetune(model, targets, steps, **opts)
     else:
-        correct(model, targets, steps, progress=False, **opts)
+        correct(model, targets, LrecOptions(steps=steps, **opts), progress=False)
     secs = (time.perf_counter() - t0) / steps
     print(json.dumps({"kind": kind, "peak_bytes": peak_rss_bytes() - base, "loaded_bytes": loaded, "step_seconds": secs}))
 
@@ -120,13 +121,13 @@ def _float_lora(model, rank, dtype):
     from torch import nn
 
     from elastiq.lrec import LoRALinear
-    from elastiq.quant.model import _replace
+    from elastiq.quant.model import replace_module
 
     for p in model.parameters():
         p.requires_grad_(False)
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.Linear) and name != "lm_head":  # the same layers LREC adapts
-            _replace(model, name, LoRALinear(m, rank, dtype=dtype))
+            replace_module(model, name, LoRALinear(m, rank, dtype=dtype))
     return model
 
 
@@ -207,6 +208,7 @@ def main() -> None:
     from elastiq.data import load_text
     from elastiq.evaluate import evaluate
     from elastiq.lrec import add_adapters, correct, effective_bits, teacher_targets
+    from elastiq.options import LrecOptions
     from elastiq.quant import weight_bytes
 
     torch.set_num_threads(args.threads)
@@ -247,7 +249,7 @@ def main() -> None:
             add_adapters(q, args.rank, init=init, float_model=fp, dtype=args.adapter_dtype)
             if init == "svd":
                 row["ppl_svd_init_only"] = ppl(q)
-            log = correct(q, targets, args.steps, lr=args.lr, optimizer_state=args.optimizer_state)
+            log = correct(q, targets, LrecOptions(steps=args.steps, lr=args.lr, optimizer_state=args.optimizer_state))
             row["ppl_after" if init == "zero" else "ppl_after_svd"] = ppl(q)
             row[f"loss_{init}"] = [log.losses[0], log.losses[-1]]
             row.setdefault("step_seconds_all", []).extend(log.seconds)

@@ -35,6 +35,7 @@ def main() -> None:
     from elastiq.data import load_text
     from elastiq.evaluate import evaluate
     from elastiq.lrec import add_adapters, correct, teacher_targets
+    from elastiq.options import LrecOptions
 
     torch.set_num_threads(args.threads)
     fp, tok = elastiq.load("smollm2-135m")
@@ -51,7 +52,7 @@ def main() -> None:
     start = ppl(q)
     print(f"perplexity after the SVD start: {start:.1f}", flush=True)
     t0 = time.perf_counter()
-    log = correct(q, targets, args.steps, lr=1e-3, optimizer_state="bfloat16", progress=False)
+    log = correct(q, targets, LrecOptions(steps=args.steps, optimizer_state="bfloat16"), progress=False)
     seconds = time.perf_counter() - t0
     losses = log.losses
     curve = [sum(losses[i:i + 20]) / len(losses[i:i + 20]) for i in range(0, len(losses), 20)]

@@ -67,21 +67,21 @@ def child(route: str, out: Path, fmt: str, rank: int, calib_tokens: int, threads
     from elastiq.lrec import adapters_of
     from elastiq.lrec.stream import in_memory_setup, stream_setup
     from elastiq.models import float_checkpoint_dir
+    from elastiq.options import LrecOptions
     from transformers import AutoTokenizer
 
     source = float_checkpoint_dir(MODEL)
     tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
     text = load_text("wiki-calib")
+    options = LrecOptions(rank=rank, init="svd", adapter_dtype="bfloat16", calib_tokens=calib_tokens)
     reset_peak_rss()
     base = rss_bytes()
     t0 = time.perf_counter()
     if route == "streamed":
-        q, targets = stream_setup(source, fmt, tok, text, rank, init="svd", dtype="bfloat16",
-                                  max_tokens=calib_tokens, progress=False)
+        q, targets = stream_setup(source, fmt, tok, text, options, progress=False)
     else:
         fp, _ = elastiq.load(MODEL)
-        q, targets = in_memory_setup(fp, fmt, tok, text, rank, init="svd", dtype="bfloat16", max_tokens=calib_tokens,
-                                     progress=False)
+        q, targets = in_memory_setup(fp, fmt, tok, text, options, progress=False)
         del fp
         gc.collect()
     seconds = time.perf_counter() - t0

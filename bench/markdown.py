@@ -5,7 +5,11 @@
     .venv/bin/python bench/markdown.py quality    # from bench/results/quality.json
     .venv/bin/python bench/markdown.py profile    # from bench/results/profile.json
     .venv/bin/python bench/markdown.py elastic    # from bench/results/elastic.json
+    .venv/bin/python bench/markdown.py kernels    # from bench/results/kernels.json
+    .venv/bin/python bench/markdown.py lrec       # from bench/results/lrec.json
+    .venv/bin/python bench/markdown.py lrec_setup # from bench/results/lrec_setup.json
     .venv/bin/python bench/markdown.py runtime    # from bench/results/runtime.json
+    .venv/bin/python bench/markdown.py NAME FILE  # the same table from another results file
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Attention numerics: deviation from a float64 golden, and weight drift in training.
 
-    /work/main/.venv/bin/python bench/numerics.py            # about 15 minutes on 2 shared cores
-    /work/main/.venv/bin/python bench/numerics.py --quick    # a smoke run (small sizes)
+    .venv/bin/python bench/numerics.py            # 12 to 15 minutes on 2 shared cores
+    .venv/bin/python bench/numerics.py --quick    # a smoke run (small sizes)
 
 Writes bench/results/numerics.json, numerics_deviation.png, numerics_tiles.png,
 numerics_training.png. Studies:
@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from elastiq.analysis.numerics import attribution, plot_deviation, sweep  # noqa: E402
-from elastiq.analysis.training import TrainSetup, weight_study  # noqa: E402
+from elastiq.labs.analysis.numerics import attribution, plot_deviation, sweep  # noqa: E402
+from elastiq.labs.analysis.training import TrainSetup, weight_study  # noqa: E402
 from elastiq.cache import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 

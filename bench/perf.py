@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from elastiq.cache import atomic_write_text  # noqa: E402
-from elastiq.planning import perf, search, systems, transformer  # noqa: E402
-from elastiq.planning.plots import plot_time_breakdown  # noqa: E402
+from elastiq.labs.planning import perf, search, systems, transformer  # noqa: E402
+from elastiq.labs.planning.plots import plot_time_breakdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # name, tp, pp, interleave, global batch, micro-batch, published s (full recompute), published s (seq-par + selective)

@@ -11,7 +11,7 @@ bench/results/profile_<model>.png (per step). Three parts:
    attention time under it, backends alternating, median of the per-repeat ratios;
 3. attention time and score-matrix bytes as the image side (sd-unet) and the frame count
    (video-unet3d) grow, under both backends.
-Models are built from configurations with random weights (see elastiq/analysis/profiling/suite.py).
+Models are built from configurations with random weights (see elastiq/labs/analysis/profiling/suite.py).
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from elastiq.analysis.profiling import classes as C  # noqa: E402
-from elastiq.analysis.profiling import profile, time_steps  # noqa: E402
-from elastiq.analysis.profiling.report import plot, plot_models, table, write_json  # noqa: E402
-from elastiq.analysis.profiling.suite import build  # noqa: E402
+from elastiq.labs.analysis.profiling import classes as C  # noqa: E402
+from elastiq.labs.analysis.profiling import profile, time_steps  # noqa: E402
+from elastiq.labs.analysis.profiling.report import plot, plot_models, table, write_json  # noqa: E402
+from elastiq.labs.analysis.profiling.suite import build  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ["sd-unet", "pixart-dit", "video-unet3d", "smollm2-prefill", "smollm2-decode"]

@@ -1,7 +1,7 @@
 """Fault injection: text-guided vs standard classifier heads, and stored formats of an LM.
 
-    /work/main/.venv/bin/python bench/resilience.py            # about 10 minutes on 2 shared cores
-    /work/main/.venv/bin/python bench/resilience.py --quick    # a smoke run
+    .venv/bin/python bench/resilience.py            # about 24 minutes on 2 shared cores (1,411 s: meta.seconds)
+    .venv/bin/python bench/resilience.py --quick    # a smoke run
 
 Writes bench/results/resilience.json, resilience_digits.png, resilience_bits.png,
 resilience_lm_layers.png. Studies:
@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from elastiq.analysis.inject import Injector, profile_ranges  # noqa: E402
-from elastiq.analysis.resilience import CampaignSpec, bit_study, classifier_campaign, lm_campaign, plot  # noqa: E402
-from elastiq.analysis.textguided import class_embeddings, digits_split, good_inputs, train_digits  # noqa: E402
+from elastiq.labs.analysis.inject import Injector, profile_ranges  # noqa: E402
+from elastiq.labs.analysis.resilience import CampaignSpec, bit_study, classifier_campaign, lm_campaign, plot  # noqa: E402
+from elastiq.labs.analysis.textguided import class_embeddings, digits_split, good_inputs, train_digits  # noqa: E402
 from elastiq.cache import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 SETTINGS = {

@@ -34,7 +34,8 @@ def load(name_or_path, **kw):
 def quantize(model, fmt_or_plan, act_format=None, progress: bool = True, embedding=None):
     """Pack ``model``'s linear layers in place by a format or a plan; returns the model
     (its ``elastiq_report`` says what was quantized and what was kept). ``embedding`` (a
-    format, or "same") packs the token embedding too, and an output head tied to it."""
+    format, or "same") packs the token embedding too, and an output head tied to it.
+    (``elastiq.formats.quantize`` is the one-tensor cast underneath: it returns packed bytes.)"""
     from .quant import quantize_model, with_embedding
 
     plan = with_embedding(model, fmt_or_plan, embedding)

@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny Llama from a config and a byte-level tokenizer for it."""
+"""Shared fixtures: a tiny Llama from a config and a byte-level tokenizer for it; the real
+built-in model, loaded once per run."""
 import pytest
 import torch
 
 
 @pytest.fixture(scope="session")
 def byte_tokenizer():
+    return make_byte_tokenizer()
+
+
+def make_byte_tokenizer():
     """256 byte tokens (ids 0-255), no merges: any text tokenizes, deterministically."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -46,3 +51,17 @@ def model_dir(tmp_path, byte_tokenizer):
     text = tmp_path / "text.txt"
     text.write_text("A small real sentence, repeated to make a text. " * 8)
     return d, text
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """(model, tokenizer, cache): the real built-in model (SmolLM2-135M), loaded once per test
+    run. It is converted from its GGUF file into a fresh cache, so the conversion is tested
+    on every run and tests/test_models.py can check that a second load reads that cache."""
+    import elastiq.models as M
+
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ELASTIQ_CACHE", str(cache))
+        model, tokenizer = M.load(M.DEFAULT_MODEL)
+    return model, tokenizer, cache

@@ -5,7 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from elastiq.analysis.textguided import DigitsNet
+from elastiq.labs.analysis.textguided import DigitsNet
 from elastiq.cli import app
 
 

@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.analysis.bitflip import flip_all, flip_packed, flip_scalar, site_sizes
-from elastiq.analysis.inject import Fault, Injector, profile_ranges, store_weights
-from elastiq.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign, summarize
-from elastiq.analysis.training import wasserstein
+from elastiq.labs.analysis.bitflip import flip_all, flip_packed, flip_scalar, site_sizes
+from elastiq.labs.analysis.inject import Fault, Injector, profile_ranges, store_weights
+from elastiq.labs.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign, summarize
+from elastiq.labs.analysis.training import wasserstein
 from elastiq.quant import quantize_model
 
 from conftest import make_tiny_llama

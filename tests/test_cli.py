@@ -1,5 +1,10 @@
-"""The elastiq command, end to end on a tiny model saved as a Hugging Face directory."""
+"""The elastiq command, end to end on a tiny model saved as a Hugging Face directory; its
+start without torch; a house without import cycles."""
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -65,3 +70,91 @@ def test_clear_errors(model_dir, tmp_path):
     assert r.exit_code == 2 and "bogus" in r.output
     r = runner.invoke(app, ["compare", str(d), "--formats", "int4", "--embedding", "int5x"])
     assert r.exit_code == 2 and "int5x" in r.output
+
+
+def test_the_command_line_starts_without_torch():
+    code = ("import sys\nfrom elastiq.cli import app\n"
+            "try:\n    app(['--help'], prog_name='elastiq')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "heavy = [m for m in ('torch', 'numpy', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "correct-option" in r.stdout
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """The elastiq modules a file imports, anywhere in it (also inside functions)."""
+    tree, out = ast.parse(path.read_text()), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the file's package
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m for m in out if m == "elastiq" or m.startswith("elastiq.")}
+
+
+def test_nothing_below_the_command_line_imports_it():
+    root = Path(__file__).resolve().parents[1] / "elastiq"
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        package = ".".join(rel.parts[:-1])
+        if rel.parts[1] in ("cli", "__main__"):
+            continue
+        if any(m == "elastiq.cli" or m.startswith("elastiq.cli.") for m in _imports(path, package)):
+            offenders.append(str(rel))
+    assert not offenders, offenders
+
+
+def _area(module: str, root: Path) -> str:
+    """'elastiq.lrec.stream' -> 'lrec'; a top-level module is its own area; 'elastiq' itself is the API."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "api"
+    return parts[1] if (root / parts[1]).is_dir() or (root / f"{parts[1]}.py").is_file() else "api"
+
+
+def test_the_house_has_no_import_cycle_and_the_core_never_imports_the_labs():
+    root = Path(__file__).resolve().parents[1] / "elastiq"
+    edges: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        src = "api" if rel.parts[1] == "__init__" else rel.parts[1]
+        for m in _imports(path, ".".join(rel.parts[:-1])):
+            dst = _area(m, root)
+            if dst != src and not (m == "elastiq" and dst == "api" and src != "api" and _only_submodules(path)):
+                edges.setdefault(src, set()).add(dst)
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        if state.get(node) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(node):] + [node]))
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            visit(nxt, trail + [node])
+        state[node] = 2
+
+    for node in sorted(edges):
+        visit(node, [])
+    assert "cli" not in set().union(*(v for k, v in edges.items() if k not in ("cli", "__main__")))
+    core = {k: v for k, v in edges.items() if k not in ("cli", "__main__", "labs")}
+    assert "labs" not in set().union(*core.values()), "the core imports the labs"
+
+
+def _only_submodules(path: Path) -> bool:
+    """Whether every ``from elastiq import X`` in the file names a subpackage (formats), not the API."""
+    tree = ast.parse(path.read_text())
+    root = Path(__file__).resolve().parents[1] / "elastiq"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name == "elastiq" for a in node.names):
+            return False
+        if isinstance(node, ast.ImportFrom) and node.module == "elastiq" and not node.level:
+            if any(not ((root / a.name).is_dir() or (root / f"{a.name}.py").is_file()) for a in node.names):
+                return False
+    return True

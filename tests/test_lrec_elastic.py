@@ -18,7 +18,7 @@ def test_corrected_option_joins_the_family(tmp_path, byte_tokenizer):
     last = a.family.options[-1]
     before = a.manifest["quality"]["measured"][str(last)]
     entry = correct_option(art, last, make_tiny_llama(), byte_tokenizer, rank=4, steps=6, context=64,
-                           calib_tokens=512, progress=False)
+                           calib_tokens=512, adapter_dtype="bfloat16", progress=False)
     assert entry["kl"] < before  # the adapters pull the int3 option toward the float model
     assert len(entry["modules"]) == 14 and entry["bytes"] == sum(  # rank 4, bfloat16: 2 bytes a weight
         2 * 4 * (o + i) for o, i in (a.manifest["modules"][m]["shape"] for m in entry["modules"]))

@@ -39,8 +39,8 @@ def _in_memory(fp, tok, fmt, rank, init, embedding=None):
 
 def _streamed(directory, tok, fmt, rank, init, embedding=None):
     torch.manual_seed(0)
-    return stream_setup(directory, fmt, tok, TEXT, rank, init=init, embedding=embedding, context=40, max_tokens=400,
-                        top_k=8, progress=False)
+    return stream_setup(directory, fmt, tok, TEXT, rank=rank, init=init, embedding=embedding, context=40,
+                        calib_tokens=400, top_k=8, progress=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2"])
@@ -90,11 +90,11 @@ def test_streamed_setup_refuses_what_it_cannot_read(tmp_path, byte_tokenizer):
         _streamed(tmp_path / "config-only", byte_tokenizer, "int4", 4, "zero")
     fp.save_pretrained(tmp_path / "ok")
     with pytest.raises(ValueError, match="too short"):
-        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, "h", 4, progress=False)
+        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, "h", rank=4, progress=False)
     with pytest.raises(ValueError, match="init must be"):
-        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, TEXT, 4, init="random", progress=False)
+        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, TEXT, rank=4, init="random", progress=False)
     with pytest.raises(ValueError, match="rank must be"):
-        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, TEXT, 1000, progress=False)
+        stream_setup(tmp_path / "ok", "int4", byte_tokenizer, TEXT, rank=1000, progress=False)
 
 
 

@@ -197,15 +197,11 @@ def test_missing_transformers_for_a_directory(tmp_path, monkeypatch):
         M.load(tmp_path)
 
 
-# --- the real built-in model, loaded once ---
+# --- the real built-in model, loaded once per run (tests/conftest.py) ---
 
-@pytest.fixture(scope="session")
-def smollm(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ELASTIQ_CACHE", str(cache))
-        model, tokenizer = M.load(M.DEFAULT_MODEL)
-    return model, tokenizer, cache
+@pytest.fixture
+def smollm(smollm2):
+    return smollm2
 
 
 def test_builtin_is_smollm2(smollm):

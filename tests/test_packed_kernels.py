@@ -7,19 +7,17 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.quant import QuantEmbedding, QuantLinear, fake_quantize_model, quantize_model, tied_heads, weight_bytes
+from elastiq.quant import (QuantEmbedding, QuantLinear, fake_quantize_model, quantize_model, set_kernel_path, tied_heads,
+                           weight_bytes)
 from elastiq.quant import kernels
 from elastiq.quant.io import MANIFEST, load, save
 
 from conftest import make_tiny_llama
+from tolerance import assert_close
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the torch path is tested elsewhere")
 KERNEL_FORMATS = ["nxfp4", "mxfp4", "nvfp4", "nf4", "int4", "int4-g64", "mxfp4_cr", "int8", "int8-channel", "mxint8",
                   "mxfp8_e4m3", "mxfp8_e5m2", "int3", "int2", "mxfp6_e2m3", "nxfp6", "nxfp5"]
-
-
-def _no_kernels(monkeypatch):
-    monkeypatch.setattr(kernels, "library", lambda: None)
 
 
 @needs_kernels
@@ -63,6 +61,7 @@ def test_unsupported_shapes_and_formats_fall_back():
 def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("ELASTIQ_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("ELASTIQ_KERNELS", "1")  # a build is tried, whichever way the suite runs
     kernels.library.cache_clear()
     try:
         with pytest.warns(UserWarning, match="building the packed-weight kernels failed|slower torch path"):
@@ -74,19 +73,19 @@ def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
         kernels.library.cache_clear()
 
 
-def test_kernel_path_equals_torch_path_in_a_model(monkeypatch):
+@needs_kernels
+def test_kernel_path_equals_torch_path_in_a_model():
     ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
     plan = {"model.embed_tokens": "nxfp4", "*": "nxfp4"}
     model = make_tiny_llama()
     quantize_model(model, plan, progress=False)
+    out = {}
     with torch.no_grad():
-        fast = model(ids).logits
-        step = model(ids[:, :1]).logits  # one row: the matrix-vector kernel
-        _no_kernels(monkeypatch)
-        slow = model(ids).logits
-        slow_step = model(ids[:, :1]).logits
-    assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
-    assert torch.allclose(step, slow_step, atol=1e-4, rtol=1e-4)
+        for path in ("native", "torch"):
+            assert set_kernel_path(model, path) == 2 * 7 + 2  # the linear layers, the embedding and its tied head
+            out[path] = model(ids).logits, model(ids[:, :1]).logits  # one row: the matrix-vector kernel
+    for fast, slow in zip(out["native"], out["torch"]):
+        assert_close(fast, slow, tol=1e-5)  # against the largest logit
 
 
 def test_training_through_a_packed_layer_uses_the_torch_path():
@@ -159,10 +158,8 @@ def test_save_load_packed_embedding_and_tied_head(tmp_path):
 
 
 def test_int8_value_tables_where_the_grid_allows():
-    from elastiq.formats.grids import value_table
-
     def table(name):
-        return torch.cat([value_table(g, "cpu") for g in F.get(name).grids])
+        return torch.cat([F.value_table(g, "cpu") for g in F.get(name).grids])
 
     for name, mult in [("int4", 1.0), ("mxfp4", 0.5), ("nxfp4", 0.25)]:
         i8, m = kernels._as_int8(table(name))
@@ -172,7 +169,7 @@ def test_int8_value_tables_where_the_grid_allows():
 
 @needs_kernels
 def test_the_portable_build_without_avx2_gives_the_same_results():
-    lib = kernels.library(("-mno-avx2", "-mno-fma"))
+    lib = kernels.library(kernels.PORTABLE_FLAGS)
     assert lib is not None and lib.eq_has_avx2() == 0
     torch.manual_seed(5)
     w, x = torch.randn(40, 200), torch.randn(3, 200)
@@ -182,3 +179,39 @@ def test_the_portable_build_without_avx2_gives_the_same_results():
         assert torch.equal(plain.rows(), F.dequantize(p, torch.float32))
         for m in (1, 3):
             assert torch.allclose(plain.matmul_t(x[:m]), fast.matmul_t(x[:m]), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_the_kernels_variable_chooses_off_native_or_portable(monkeypatch):
+    kernels.library.cache_clear()
+    try:
+        monkeypatch.setenv("ELASTIQ_KERNELS", "0")
+        assert kernels.library() is None
+        kernels.library.cache_clear()
+        monkeypatch.setenv("ELASTIQ_KERNELS", "portable")  # what CI runs the suite with, on top of the native build
+        assert kernels.library().eq_has_avx2() == 0
+        kernels.library.cache_clear()
+        monkeypatch.setenv("ELASTIQ_KERNELS", "fast")
+        with pytest.warns(UserWarning, match="not one of 0, 1, portable"):
+            assert kernels.library() is not None
+    finally:
+        kernels.library.cache_clear()
+
+
+@needs_kernels
+def test_a_struct_that_does_not_match_its_mirror_is_refused_at_load(monkeypatch):
+    import ctypes
+
+    assert kernels._layout_problem(kernels.library()) is None  # the real pair agrees, field by field
+
+    class Shifted(ctypes.Structure):  # K as a 32-bit int: every later field moves
+        _fields_ = [(n, ctypes.c_int32 if n == "K" else t) for n, t in kernels._QWeight._fields_]
+
+    assert "offset" in kernels._layout_problem(kernels.library(), Shifted)
+    kernels.library.cache_clear()
+    monkeypatch.setattr(kernels, "_QWeight", Shifted)
+    try:
+        with pytest.warns(UserWarning, match="does not match its ctypes mirror"):
+            assert kernels.library() is None
+    finally:
+        kernels.library.cache_clear()

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from elastiq.planning import carbon as C
-from elastiq.planning import measure as M
+from elastiq.labs.planning import carbon as C
+from elastiq.labs.planning import measure as M
 
 
 # ---- ACT formulas by hand -----------------------------------------------------------------

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from elastiq.planning import collectives as C
-from elastiq.planning import perf, search, systems, transformer
-from elastiq.planning.schedule import COMM, COMPUTE, Schedule
+from elastiq.labs.planning import collectives as C
+from elastiq.labs.planning import perf, search, systems, transformer
+from elastiq.labs.planning.schedule import COMM, COMPUTE, Schedule
 
 TINY = transformer.Transformer("tiny", layers=2, hidden=8, ffn=32, heads=2, seq=4, vocab=10)
 TOY = systems.System("toy", {"bf16": 1e3}, mem_bw=100.0, mem_bytes=1e9, devices_per_node=4, intra_bw=10.0,

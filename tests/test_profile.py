@@ -1,4 +1,4 @@
-"""elastiq.analysis.profiling: operator classes, shares, FLOPs, attention lengths, refusals."""
+"""elastiq.labs.analysis.profiling: operator classes, shares, FLOPs, attention lengths, refusals."""
 import json
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elastiq.analysis.profiling import ProfileError, Workload, profile, sdpa_flops, weight_bytes
-from elastiq.analysis.profiling import classes as C
+from elastiq.labs.analysis.profiling import ProfileError, Workload, profile, sdpa_flops, weight_bytes
+from elastiq.labs.analysis.profiling import classes as C
 
 B, CIN, COUT, K, SIDE, HEADS, CTX, FRAMES = 1, 3, 16, 3, 8, 2, 5, 4
 L, D = SIDE * SIDE, COUT            # tokens after the conv, model width
@@ -156,7 +156,7 @@ def test_weight_bytes_by_class():
 def test_unet_attention_lengths_follow_its_levels():
     """Tiny Stable-Diffusion-shaped UNet, latent 16: spatial attention at 16x16, 8x8, 4x4 and the
     2x2 middle; cross-attention keys are the 77 text tokens; one denoising step."""
-    from elastiq.analysis.profiling.suite import build
+    from elastiq.labs.analysis.profiling.suite import build
 
     r = profile(build("sd-unet", steps=1, side=16, tiny=True))
     pairs = {(c.kind, c.q_len, c.kv_len) for c in r.step_calls[0]}
@@ -167,7 +167,7 @@ def test_unet_attention_lengths_follow_its_levels():
 
 
 def test_video_unet_has_temporal_attention_over_frames():
-    from elastiq.analysis.profiling.suite import build
+    from elastiq.labs.analysis.profiling.suite import build
 
     r = profile(build("video-unet3d", steps=1, side=8, frames=3, tiny=True))
     temporal = [c for c in r.step_calls[0] if c.kind == "temporal"]
@@ -178,7 +178,7 @@ def test_video_unet_has_temporal_attention_over_frames():
 def test_pixart_and_llama_classes():
     from conftest import make_tiny_llama
 
-    from elastiq.analysis.profiling.suite import build
+    from elastiq.labs.analysis.profiling.suite import build
 
     r = profile(build("pixart-dit", steps=1, side=8, tiny=True))
     assert r.shares[C.LINEAR] > r.shares[C.CONV] and r.times[C.ATTN_CROSS] > 0
@@ -202,7 +202,7 @@ def test_refusals_say_what_is_wrong():
     if not torch.cuda.is_available():
         with pytest.raises(ProfileError, match="no CUDA GPU"):
             Workload.from_inputs(m, (torch.randn(2, 4),), device="cuda")
-    from elastiq.analysis.profiling.suite import build
+    from elastiq.labs.analysis.profiling.suite import build
     with pytest.raises(ProfileError, match="unknown model"):
         build("sdxl")
     with pytest.raises(ProfileError, match="multiple of 8"):

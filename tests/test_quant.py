@@ -7,44 +7,78 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.quant import QuantLinear, fake_quantize_model, quantize_model, weight_bytes
+from elastiq.quant import KERNEL_PATHS, QuantLinear, fake_quantize_model, quantize_model, set_kernel_path, weight_bytes
+from elastiq.quant import kernels
 from elastiq.quant.io import MANIFEST, WEIGHTS, load, save
 
 from conftest import make_tiny_llama as _tiny_llama
+from tolerance import assert_close, linear_scale
 
 
 def _ids():
     return torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(1))
 
 
-def test_quant_linear_matches_fake_quantized_linear():
+def _path(path):
+    if path == "native" and kernels.library() is None:
+        pytest.skip("no native kernels here (ELASTIQ_KERNELS=0, or no C compiler)")
+    return path
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+@pytest.mark.parametrize("rows", [3, 20])  # the native path: from the codes up to 8 rows, decode + BLAS above
+def test_quant_linear_matches_fake_quantized_linear(path, rows):
     torch.manual_seed(0)
     lin = nn.Linear(96, 40)
-    q = QuantLinear.from_linear(lin, "nvfp4")
-    x = torch.randn(3, 96)
+    q = QuantLinear.from_linear(lin, "nvfp4", kernel_path=_path(path))
+    x = torch.randn(rows, 96)
     ref = nn.functional.linear(x, F.fake_quantize(lin.weight.detach(), "nvfp4"), lin.bias)
-    assert torch.allclose(q(x), ref, rtol=1e-5, atol=1e-6)  # the kernel sums in its own order
-    assert q.codes.dtype == torch.uint8 and q.nbytes == F.storage_bytes(F.get("nvfp4"), (40, 96)) + 40 * 4
+    assert_close(q(x), ref, linear_scale(x, q.weight(), lin.bias))  # each path sums in its own order
+    assert q.codes.dtype == torch.uint8 and q.nbytes == F.storage_bytes("nvfp4", (40, 96)) + 40 * 4
     assert "format=nvfp4" in repr(q)
 
 
-def test_activation_format_is_applied():
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_activation_format_is_applied(path):
     torch.manual_seed(0)
     lin = nn.Linear(64, 8)
-    q = QuantLinear.from_linear(lin, "mxfp8_e4m3", act_format="mxfp4")
+    q = QuantLinear.from_linear(lin, "mxfp8_e4m3", act_format="mxfp4", kernel_path=_path(path))
     x = torch.randn(2, 64)
     ref = nn.functional.linear(F.fake_quantize(x, "mxfp4"), F.fake_quantize(lin.weight.detach(), "mxfp8_e4m3"), lin.bias)
-    assert torch.allclose(q(x), ref, rtol=1e-5, atol=1e-6)
+    assert_close(q(x), ref, linear_scale(F.fake_quantize(x, "mxfp4"), q.weight(), lin.bias))
 
 
-def test_quantize_model_matches_fake_quantization_and_keeps_head_and_embeddings():
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_gradients_reach_the_input_on_every_path(path):
+    torch.manual_seed(0)
+    q = QuantLinear.from_linear(nn.Linear(64, 16), "nxfp4", kernel_path=_path(path))
+    x = torch.randn(2, 64, requires_grad=True)
+    q(x).sum().backward()
+    assert_close(x.grad, q.weight().sum(0).expand(2, -1), linear_scale(torch.ones(1, 16), q.weight().T).expand(2, -1))
+
+
+def test_kernel_path_is_checked_and_native_says_when_it_cannot_serve(monkeypatch):
+    lin = nn.Linear(63, 5)  # odd rows of 4-bit codes: the kernels do not take them
+    with pytest.raises(ValueError, match="kernel path must be one of auto, native, torch"):
+        QuantLinear.from_linear(lin, "int4", kernel_path="fast")
+    with pytest.raises(RuntimeError, match="cannot serve this int4 weight.*do not handle"):
+        QuantLinear.from_linear(lin, "int4", kernel_path="native")(torch.randn(1, 63))
+    q = QuantLinear.from_linear(nn.Linear(64, 5), "int4", kernel_path="torch")
+    monkeypatch.setattr(kernels, "kernel_for", lambda *a: pytest.fail("the torch path reached the kernels"))
+    assert "kernel_path=torch" in repr(q) and q(torch.randn(1, 64)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_quantize_model_matches_fake_quantization_and_keeps_head_and_embeddings(path):
     model, ref = _tiny_llama(), _tiny_llama()
     report = quantize_model(model, "mxfp4", progress=False)
+    assert set_kernel_path(model, _path(path)) == 2 * 7
     fake_quantize_model(ref, "mxfp4")
     assert len(report.quantized) == 2 * 7 and "lm_head" in report.kept and "model.embed_tokens" in report.kept
     assert isinstance(model.model.layers[0].mlp.down_proj, QuantLinear)
     with torch.no_grad():
-        assert torch.allclose(model(_ids()).logits, ref(_ids()).logits, atol=1e-5, rtol=1e-5)
+        assert_close(model(_ids()).logits, ref(_ids()).logits, tol=1e-5)  # against the largest logit
+        assert_close(model(_ids()[:, :1]).logits, ref(_ids()[:, :1]).logits, tol=1e-5)  # one row: the product from codes
 
 
 def test_plan_patterns_first_match_wins_and_none_keeps_float():

@@ -9,9 +9,7 @@ from elastiq.data import load_text, tokenize
 from elastiq.quant import QuantLinear, fake_quantize_model
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return elastiq.load("smollm2-135m")
+pytestmark = pytest.mark.slow  # the real model (loaded once per run: tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +18,7 @@ def ids(smollm2):
 
 
 def test_packed_logits_equal_fake_quantized_float_model(smollm2, ids):
-    model, _ = smollm2
+    model, _, _ = smollm2
     packed, fake = copy.deepcopy(model), copy.deepcopy(model)
     elastiq.quantize(packed, "mxfp4", progress=False)
     fake_quantize_model(fake, "mxfp4")
@@ -31,7 +29,7 @@ def test_packed_logits_equal_fake_quantized_float_model(smollm2, ids):
 
 
 def test_save_load_is_exact(smollm2, ids, tmp_path):
-    model, tok = smollm2
+    model, tok, _ = smollm2
     packed = elastiq.quantize(copy.deepcopy(model), {"*.mlp.*": "nxfp4", "*": "int8"}, progress=False)
     elastiq.save(packed, tmp_path / "m", tokenizer=tok)
     again, tok2 = elastiq.load(tmp_path / "m")
@@ -41,7 +39,7 @@ def test_save_load_is_exact(smollm2, ids, tmp_path):
 
 
 def test_perplexity_orders_formats(smollm2):
-    model, tok = smollm2
+    model, tok, _ = smollm2
     text = load_text("wiki-eval")
     ppl = {"float": elastiq.perplexity(model, tok, text, max_tokens=256, progress=False)}
     for fmt in ("int8", "int3"):

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from torch import nn
 
 from elastiq import formats as F
+from elastiq.options import BuildOptions
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantEmbedding, QuantLinear, weight_bytes
 
@@ -29,7 +30,7 @@ from .chain import build_chain, estimate_cost, family_of, prune
 from .sensitivity import output_cost, record_probes
 from .units import find_units
 
-DEFAULT_FORMATS = ("int8", "int6", "nxfp4", "int3")
+DEFAULT_FORMATS = BuildOptions.formats
 
 
 @contextmanager
@@ -120,34 +121,56 @@ class _Quality:
         return kl_per_token(self.model, self.ids, self.ref)
 
 
-def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", embedding: bool = True,
-          calib_text: str | None = None, calib_name: str | None = None, calib_tokens: int = 512, context: int = 256,
-          measure: int = 12, storage_limit: int | None = None, max_kl: float | None = None, overwrite: bool = False,
-          progress: bool = True, source: str = "", seed: int = 0) -> Path:
+def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text: str | None = None,
+          calib_name: str | None = None, overwrite: bool = False, progress: bool = True, source: str = "",
+          **overrides) -> Path:
     """Build the elastic family of ``model`` (a float model, changed in place: pass a copy
-    to keep it) and write it to ``out``. ``calib_text`` defaults to the built-in
-    "wiki-calib"; with a text of your own, give its name or path as ``calib_name`` too, so
-    that options added later can be measured on the same windows. ``max_kl`` is a
-    quality floor: options whose (measured or estimated) KL from the float model exceeds
-    it are left out of the family, and so are the copies only they use."""
+    to keep it) and write it to ``out``. ``options`` (:class:`elastiq.options.BuildOptions`;
+    keyword ``overrides`` change single fields) says which base formats, units and
+    calibration. ``calib_text`` defaults to the built-in "wiki-calib"; with a text of your
+    own, give its name or path as ``calib_name`` too, so that options added later can be
+    measured on the same windows. ``max_kl`` is a quality floor: options whose (measured
+    or estimated) KL from the float model exceeds it are left out of the family, and so
+    are the copies only they use."""
     from elastiq.data import load_text
 
-    fmts = check_formats(formats)
+    o = BuildOptions.of(options, **overrides)
+    fmts = check_formats(o.formats)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     t0 = time.perf_counter()
     model.eval()
-    units = find_units(model, unit, embedding)
+    units = find_units(model, o.unit, o.embedding)
     for f in fmts:
-        if embedding and f.axis % 2 != 1:
+        if o.embedding and f.axis % 2 != 1:
             raise ValueError(f"format {f.name} blocks along axis {f.axis} and cannot pack an embedding: "
                              "build with embedding=False (--no-embedding)")
-    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), calib_tokens, context)
+    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), o.calib_tokens, o.context)
+    rest, aliases, rest_bytes = _rest(model, units)
+    copies, unit_bytes, unit_cost = _pack_and_probe(model, units, fmts, probe_ids, o.seed, progress)
+    chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
+    measured, bases = _measure_along(chain, _Quality(model, measure_ids, units, copies), len(fmts), o.measure, progress)
+    est = estimate_cost(chain, measured)
+    family = _family(chain, est, o.max_kl, o.storage_limit)
+    metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
+    info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": o.unit,
+            "embedding": o.embedding, "calib_tokens": int(probe_ids.numel()), "context": o.context, "seed": o.seed,
+            "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl}
+    qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
+            "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
+            "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}
+    info["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return artifact.write(out, config=model.config, tokenizer=tokenizer, units=units, chain=chain, family=family,
+                          copy_tensors=lambda u, i: {m: artifact.module_tensors(q) for m, q in copies[(u, i)].items()},
+                          modules=metas, rest=rest, rest_aliases=aliases, quality=qual, info=info, overwrite=overwrite)
+
+
+def _pack_and_probe(model, units, fmts, probe_ids, seed: int, progress: bool):
+    """Steps 1 and 2: every unit packed in every base format ({(unit, base): {module: packed}}),
+    the bytes of each (units x bases), and each one's estimated quality cost from one probe pass."""
     probed = [m for u in units for m in u.modules + u.tied]
     probes = record_probes(model, probed, probe_ids, seed=seed)
-    rest, aliases, rest_bytes = _rest(model, units)
-
     copies: dict[tuple[int, int], dict[str, nn.Module]] = {}
     unit_bytes = np.zeros((len(units), len(fmts)), dtype=np.int64)
     unit_cost = np.zeros((len(units), len(fmts)))
@@ -164,41 +187,33 @@ def build(model, tokenizer, out, formats=DEFAULT_FORMATS, unit: str = "linear", 
                     unit_cost[u, i] += sum(output_cost(probes[h], delta, "linear") for h in un.tied)
                     unit_bytes[u, i] += q.nbytes
                 prog.advance(task)
-    del probes
-    chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
+    return copies, unit_bytes, unit_cost
 
+
+def _measure_along(chain, quality: _Quality, n_bases: int, measure: int, progress: bool):
+    """Step 4: the real KL of each base, and of ``measure`` options spread evenly by size along the chain."""
     sizes = chain.option_bytes()
     targets = np.linspace(sizes[0], sizes[-1], max(2, measure))
     points = sorted({int(np.argmin(np.abs(sizes - t))) for t in targets})
     assignments = chain.assignments()
-    quality = _Quality(model, measure_ids, units, copies)
     measured: dict[int, float] = {}
     with _progress(progress) as prog:
-        task = prog.add_task("measuring KL along the chain", total=len(points) + len(fmts))
+        task = prog.add_task("measuring KL along the chain", total=len(points) + n_bases)
         bases = []
-        for i in range(len(fmts)):
-            bases.append(quality.kl(np.full(len(units), i)))
+        for i in range(n_bases):
+            bases.append(quality.kl(np.full(len(quality.units), i)))
             prog.advance(task)
         for k in points:
             measured[k] = quality.kl(assignments[k])
             prog.advance(task)
-    est = estimate_cost(chain, measured)
+    return measured, bases
 
+
+def _family(chain, est, max_kl: float | None, storage_limit: int | None):
+    """Step 5: the options kept: under the quality floor, then pruned to the storage limit."""
     keep = range(chain.n_options) if max_kl is None else [k for k in range(chain.n_options) if k == 0 or est[k] <= max_kl]
     family = family_of(chain, keep)
-    if storage_limit is not None:
-        family = prune(chain, storage_limit, family)
-    metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
-    info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": unit,
-            "embedding": embedding, "calib_tokens": int(probe_ids.numel()),
-            "context": context, "seed": seed, "build_seconds": None, "storage_limit": storage_limit, "max_kl": max_kl}
-    qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
-            "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
-            "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}
-    info["build_seconds"] = round(time.perf_counter() - t0, 1)
-    return artifact.write(out, config=model.config, tokenizer=tokenizer, units=units, chain=chain, family=family,
-                          copy_tensors=lambda u, i: {m: artifact.module_tensors(q) for m, q in copies[(u, i)].items()},
-                          modules=metas, rest=rest, rest_aliases=aliases, quality=qual, info=info, overwrite=overwrite)
+    return family if storage_limit is None else prune(chain, storage_limit, family)
 
 
 def _rest(model: nn.Module, units) -> tuple[dict, dict, int]:

@@ -20,7 +20,7 @@ from torch import nn
 from elastiq.memory import pin_mmap_threshold, trim_heap
 from elastiq.quant import LowRankAdded
 from elastiq.quant.io import has_tokenizer, materialize
-from elastiq.quant.model import _replace
+from elastiq.quant.model import replace_module
 
 from .artifact import REST, Artifact, ArtifactError
 from .hosting import BudgetError, OptionChooser, RWLock, Transition  # noqa: F401 (BudgetError, Transition: exported here too)
@@ -52,7 +52,7 @@ class ElasticModel(OptionChooser):
             model = AutoModelForCausalLM.from_config(config)
         for unit in a.units:
             for name in unit.modules + unit.tied:
-                _replace(model, name, Vacant(name))
+                replace_module(model, name, Vacant(name))
         materialize(model)
         missing, unexpected = model.load_state_dict(load_file(str(a.path / REST)), strict=False)
         for alias, target in a.manifest["rest_aliases"].items():
@@ -114,7 +114,7 @@ class ElasticModel(OptionChooser):
             with self._lock.write():
                 t2 = time.perf_counter()
                 for name, module in new.items():
-                    _replace(self.model, name, module)
+                    replace_module(self.model, name, module)
                 self.levels, self.option, self.wrapped = target, option, wrapped
             del new  # the old modules are freed here, by reference counting (no gc pass: it takes 0.1-0.4 s)
             trim_heap()

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from elastiq.options import UNITS as UNIT_KINDS
 from elastiq.quant.model import planned_modules, tied_float_heads
-
-UNIT_KINDS = ("linear", "layer")
 
 
 @dataclass(frozen=True)

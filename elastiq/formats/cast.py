@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .catalog import resolve
-from .format import Format, storage_bytes
+from .format import Format
 from .grids import base_grid, decode, encode, native_dtype, recycle_mask, value_table, without_redundant
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .scales import block_scales, compute_tensor_scale, scale_values
@@ -53,7 +53,7 @@ class Packed:
 
     def validate(self) -> None:
         """Refuse a packed object whose buffers do not match its format and shape."""
-        geo = _Geometry(self.shape, self.fmt)
+        geo = Geometry(self.shape, self.fmt)
         expect = {
             "codes": packed_nbytes(geo.numel, self.fmt.element_bits),
             "scales": packed_nbytes(geo.blocks, self.fmt.scale.bits),
@@ -70,13 +70,16 @@ class Packed:
                 )
         if self.fmt.tensor_scale != (self.tensor_scale is not None):
             raise ValueError(f"format {self.fmt.name} {'needs' if self.fmt.tensor_scale else 'has no'} a tensor scale")
-        assert self.nbytes == storage_bytes(self.fmt, self.shape)
+        assert self.nbytes == self.fmt.storage_bytes(self.shape)
 
 
-class _Geometry:
-    """Rows, blocks and chunking of a shape under a format."""
+class Geometry:
+    """Rows, blocks and chunking of a shape under a format (a name, spec or Format): the
+    block arithmetic every packed buffer follows (``rows``, ``row``, ``block``,
+    ``per_row``, ``blocks``)."""
 
-    def __init__(self, shape, fmt: Format, device="cpu"):
+    def __init__(self, shape, fmt, device="cpu"):
+        fmt = resolve(fmt)
         self.shape = tuple(int(s) for s in shape)
         ndim = max(len(self.shape), 1)
         if not -ndim <= fmt.axis < ndim:
@@ -102,7 +105,7 @@ class _Geometry:
             yield r0, min(r0 + self.chunk_rows, self.rows)
 
 
-def _as_rows(x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+def _as_rows(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
     xm = x.reshape(1) if x.dim() == 0 else x.movedim(geo.axis, -1)
     return xm.reshape(geo.rows, geo.row)
 
@@ -117,7 +120,7 @@ def _check_input(x) -> None:
         )
 
 
-def _blocks(xc: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+def _blocks(xc: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """(rows, row) float32 -> (blocks, block), zero-padding the ragged last block."""
     pad = geo.per_row * geo.block - geo.row
     if pad:
@@ -125,7 +128,7 @@ def _blocks(xc: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     return xc.reshape(-1, geo.block)
 
 
-def _unblock(xb: torch.Tensor, geo: _Geometry, nrows: int) -> torch.Tensor:
+def _unblock(xb: torch.Tensor, geo: Geometry, nrows: int) -> torch.Tensor:
     return xb.reshape(nrows, geo.per_row * geo.block)[:, : geo.row]
 
 
@@ -185,7 +188,7 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: tor
 def _prepare(x, fmt):
     _check_input(x)
     fmt = resolve(fmt)
-    geo = _Geometry(x.shape, fmt, x.device)
+    geo = Geometry(x.shape, fmt, x.device)
     rows = _as_rows(x, geo)
     ts = compute_tensor_scale(rows, fmt.grids, fmt.scale) if fmt.tensor_scale else None
     return fmt, geo, rows, ts
@@ -218,7 +221,7 @@ def empty_packed(fmt, shape, dtype: torch.dtype = torch.float32) -> Packed:
     """A :class:`Packed` of ``shape`` in ``fmt`` with uninitialized buffers of the right
     sizes: the target to load stored bytes into, without building a float tensor first."""
     fmt = resolve(fmt)
-    geo = _Geometry(shape, fmt)
+    geo = Geometry(shape, fmt)
     u8 = dict(dtype=torch.uint8)
     return Packed(fmt, geo.shape, dtype,
                   codes=torch.empty(packed_nbytes(geo.numel, fmt.element_bits), **u8),
@@ -232,7 +235,7 @@ def dequantize(packed: Packed, dtype: torch.dtype | None = None) -> torch.Tensor
     if not isinstance(packed, Packed):
         raise TypeError(f"dequantize takes the Packed object that quantize returned, got {type(packed).__name__}")
     packed.validate()
-    fmt, geo = packed.fmt, _Geometry(packed.shape, packed.fmt, packed.codes.device)
+    fmt, geo = packed.fmt, Geometry(packed.shape, packed.fmt, packed.codes.device)
     dtype = dtype or packed.dtype
     out = torch.empty(geo.rows, geo.row, dtype=torch.float32, device=packed.codes.device)
     deq = scale_values(unpack_bits(packed.scales, fmt.scale.bits, geo.blocks), fmt, packed.tensor_scale)
@@ -269,7 +272,7 @@ def fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
     return _restore(out, geo, x.dtype)
 
 
-def _restore(out: torch.Tensor, geo: _Geometry, dtype) -> torch.Tensor:
+def _restore(out: torch.Tensor, geo: Geometry, dtype) -> torch.Tensor:
     if not geo.shape:
         return out.reshape(()).to(dtype)
     moved = list(geo.shape)

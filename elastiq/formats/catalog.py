@@ -1,4 +1,6 @@
-"""Named grids and format presets, and the one-string format syntax.
+"""Named grids and format presets, the one-string format syntax, and ``resolve``: the one
+way a public function of elastiq.formats turns its format argument (a preset name, a
+one-string spec or a :class:`Format`) into a Format.
 
 A format string is a preset name, optionally followed by ``key=value`` overrides,
 or only overrides (a custom format starting from MX defaults)::
@@ -177,10 +179,23 @@ def get(name: str) -> Format:
 
 
 def resolve(fmt) -> Format:
-    """A Format from a Format or a string."""
+    """The one resolver every public function of elastiq.formats takes its format through:
+    a :class:`Format` as is, or a preset name or one-string spec (``get``)."""
     if isinstance(fmt, Format):
         return fmt
     return get(fmt)
+
+
+def bits_per_element(fmt, row_length: int | None = None) -> float:
+    """Storage bits per element of ``fmt`` (a name, spec or Format), scale and selector bits
+    included: ``bits_per_element("mxfp4") == 4.25``. See :meth:`Format.bits_per_element`."""
+    return resolve(fmt).bits_per_element(row_length)
+
+
+def storage_bytes(fmt, shape) -> int:
+    """Exact bytes a packed tensor of ``shape`` takes in ``fmt`` (a name, spec or Format):
+    what ``quantize(x, fmt).nbytes`` reports."""
+    return resolve(fmt).storage_bytes(shape)
 
 
 def parse(spec: str) -> Format:
@@ -210,9 +225,10 @@ def parse(spec: str) -> Format:
     return replace(base, name=spec.strip().lower(), **fields)
 
 
-def spec(fmt: Format) -> str:
+def spec(fmt) -> str:
     """The one-string form of any format: ``get(spec(fmt))`` rebuilds an equal format.
     Presets keep their name; other formats spell out every field."""
+    fmt = resolve(fmt)
     if PRESETS.get(fmt.name) == fmt:
         return fmt.name
     for g in fmt.grids + (fmt.scale,):

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from .grids import Grid
+from .packing import packed_nbytes
 
 ROUNDINGS = ("floor", "ceil", "even", "rceil")
 
@@ -66,34 +67,29 @@ class Format:
         """Bits stored once per block: the scale code and the grid selector."""
         return self.scale.bits + self.selector_bits
 
+    def bits_per_element(self, row_length: int | None = None) -> float:
+        """Storage bits per element including scale and selector bits (mxfp4 = 4.25).
+
+        The per-tensor float32 scale of NVFP4-like formats (32 bits per tensor) is not
+        spread over elements here; :meth:`storage_bytes` counts it exactly. For per-channel
+        formats pass ``row_length`` to include the per-row scale."""
+        block = self.block or row_length
+        if block is None:
+            raise ValueError(f"format {self.name!r} scales per channel: pass row_length to count its scale bits")
+        return self.element_bits + self.block_overhead_bits / block
+
+    def storage_bytes(self, shape) -> int:
+        """Exact bytes a packed tensor of ``shape`` takes (what ``Packed.nbytes`` reports)."""
+        shape = tuple(shape)
+        numel = math.prod(shape)
+        if numel == 0:
+            return 4 if self.tensor_scale else 0
+        row = shape[self.axis] if shape else 1
+        rows = numel // row
+        blocks = rows * math.ceil(row / (self.block or row))
+        total = packed_nbytes(numel, self.element_bits) + packed_nbytes(blocks, self.scale.bits)
+        total += packed_nbytes(blocks, self.selector_bits) if self.selector_bits else 0
+        return total + (4 if self.tensor_scale else 0)
+
     def __str__(self) -> str:
         return self.name
-
-
-def bits_per_element(fmt: Format, row_length: int | None = None) -> float:
-    """Storage bits per element including scale and selector bits (mxfp4 = 4.25).
-
-    The per-tensor float32 scale of NVFP4-like formats (32 bits per tensor) is not
-    spread over elements here; :func:`storage_bytes` counts it exactly. For per-channel
-    formats pass ``row_length`` to include the per-row scale.
-    """
-    block = fmt.block or row_length
-    if block is None:
-        raise ValueError(f"format {fmt.name!r} scales per channel: pass row_length to count its scale bits")
-    return fmt.element_bits + fmt.block_overhead_bits / block
-
-
-def storage_bytes(fmt: Format, shape) -> int:
-    """Exact bytes a packed tensor of ``shape`` takes (what ``Packed.nbytes`` reports)."""
-    from .packing import packed_nbytes
-
-    shape = tuple(shape)
-    numel = math.prod(shape)
-    if numel == 0:
-        return 4 if fmt.tensor_scale else 0
-    row = shape[fmt.axis] if shape else 1
-    rows = numel // row
-    blocks = rows * math.ceil(row / (fmt.block or row))
-    total = packed_nbytes(numel, fmt.element_bits) + packed_nbytes(blocks, fmt.scale.bits)
-    total += packed_nbytes(blocks, fmt.selector_bits) if fmt.selector_bits else 0
-    return total + (4 if fmt.tensor_scale else 0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from .catalog import resolve
 from .grids import F32_BIAS, F32_MANT, Grid, magnitude_code, nan_code, value_table
 
 _F32_MIN_NORMAL = 2.0**-126
@@ -112,9 +113,10 @@ def _mantissa_scales(amax, grid, s: Grid, rounding, ts):
     return code.to(torch.int32), qmul
 
 
-def scale_values(code: torch.Tensor, rule, ts: torch.Tensor | None) -> torch.Tensor:
-    """Dequantize multiplier of each block: scale value (times the tensor scale)."""
-    s = rule.scale
+def scale_values(code: torch.Tensor, rule, ts: torch.Tensor | None = None) -> torch.Tensor:
+    """Dequantize multiplier of each block: the value of its scale code in format ``rule``
+    (a name, spec or Format), times the tensor scale ``ts`` where there is one."""
+    s = resolve(rule).scale
     if s.mbits == 0:
         v = torch.where(code == nan_code(s), float("nan"), pow2(code.to(torch.int32) - s.bias))
     elif s.bits == 32:

@@ -7,14 +7,14 @@
     correct(packed_model, targets, steps=200)
     save_adapters(packed_model, "out/adapters")
 """
-from elastiq.lazy import lazy_exports
+from elastiq.options import LrecOptions
 
-_EXPORTS = {
-    **dict.fromkeys(["LoRALinear", "add_adapters", "adapters_of", "effective_bits", "merged_weight"], ".adapter"),
-    **dict.fromkeys(["load_adapters", "save_adapters"], ".io"),
-    "AdapterAdamW": ".optim",
-    **dict.fromkeys(["StreamUnsupported", "stream_setup"], ".stream"),
-    **dict.fromkeys(["TeacherTargets", "TrainLog", "correct", "distill_loss", "teacher_targets", "window_loss"], ".train"),
-}
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__all__ = sorted(_EXPORTS)
+from .adapter import LoRALinear, add_adapters, adapters_of, effective_bits, merged_weight
+from .io import load_adapters, save_adapters
+from .optim import AdapterAdamW
+from .stream import StreamUnsupported, stream_setup
+from .train import TeacherTargets, TrainLog, correct, distill_loss, teacher_targets, window_loss
+
+__all__ = ["AdapterAdamW", "LoRALinear", "LrecOptions", "StreamUnsupported", "TeacherTargets", "TrainLog", "add_adapters", "adapters_of",
+           "correct", "distill_loss", "effective_bits", "load_adapters", "merged_weight", "save_adapters", "stream_setup",
+           "teacher_targets", "window_loss"]

@@ -143,19 +143,22 @@ class LoRALinear(nn.Module):
         return f"rank={self.rank}, alpha={self.alpha:g}, dtype={dtype_name(self.lora_A.dtype)}, base={fmt}"
 
 
-def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: str = "zero",
+def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: str | None = None,
                  float_model: nn.Module | None = None, patterns=("*",), dtype="float32") -> dict[str, LoRALinear]:
     """Wrap every packed linear layer of ``model`` whose name matches ``patterns`` in a
     LoRALinear (``dtype`` weights: float32, or bfloat16 for half the bytes); freeze
     everything else. An output head tied to a packed embedding gets none (it is the
     embedding). ``init="svd"`` starts each adapter from the SVD of its layer's
-    quantization error, which needs ``float_model`` (same architecture, float weights).
+    quantization error, which needs ``float_model`` (same architecture, float weights);
+    it is the default when ``float_model`` is given, ``"zero"`` otherwise.
     Returns {name: adapter}."""
     from fnmatch import fnmatchcase
 
-    from elastiq.quant.model import _replace, tied_heads
+    from elastiq.quant.model import replace_module, tied_heads
 
     adapter_dtype(dtype)
+    if init is None:  # LrecOptions' default (svd) where it can be had: it needs the float weights
+        init = "svd" if float_model is not None else "zero"
 
     if init not in ("zero", "svd"):
         raise ValueError(f"init must be 'zero' or 'svd', got {init!r}")
@@ -178,7 +181,7 @@ def add_adapters(model: nn.Module, rank: int, alpha: float | None = None, init: 
                 raise ValueError(f"the float model has no linear layer {name} of shape "
                                  f"{(base.out_features, base.in_features)}: is it the model that was quantized?")
             lora.init_from_error(ref.weight)
-        _replace(model, name, lora)
+        replace_module(model, name, lora)
         adapters[name] = lora
     return adapters
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elastiq.options import LrecOptions
+
 from .adapter import add_adapters
 from .train import correct, teacher_targets
 
 
-def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16, steps: int = 40,
-                   init: str = "svd", name: str | None = None, lr: float = 1e-3, context: int = 256,
-                   calib_tokens: int = 16384, calib_text: str | None = None, adapter_dtype="bfloat16",
-                   optimizer_state="float32", progress: bool = True) -> dict:
+def correct_option(artifact, option: int, float_model, tokenizer, options: LrecOptions | None = None,
+                   name: str | None = None, calib_text: str | None = None, progress: bool = True, **overrides) -> dict:
     """Train adapters for ``option`` of ``artifact`` and store them there; returns the new
-    extra option's manifest entry (its ``kl`` and ``bytes`` included)."""
+    extra option's manifest entry (its ``kl`` and ``bytes`` included). ``options``
+    (:class:`elastiq.options.LrecOptions`) and keyword ``overrides`` as for ``correct``;
+    ``embedding`` and ``head`` do not apply (the artifact's option is what is packed)."""
+    o = LrecOptions.of(options, **overrides)
     from elastiq.data import load_text
     from elastiq.elastic import ElasticModel, add_low_rank_option
     from elastiq.elastic.builder import kl_per_token, measure_windows, reference_logprobs
@@ -33,11 +36,11 @@ def correct_option(artifact, option: int, float_model, tokenizer, rank: int = 16
 
         calib = tokenize(tokenizer, load_text(host.artifact.manifest["info"]["calib"]))
         calib_text = tokenizer.decode(calib[2 * ids.numel():])
-    targets = teacher_targets(float_model, tokenizer, calib_text, context=context, max_tokens=calib_tokens,
-                              progress=progress)
-    loras = add_adapters(model, rank, init=init, float_model=float_model, patterns=host.artifact.linear_modules(),
-                         dtype=adapter_dtype)
-    correct(model, targets, steps, lr=lr, optimizer_state=optimizer_state, progress=progress)
+    targets = teacher_targets(float_model, tokenizer, calib_text, context=o.context, max_tokens=o.calib_tokens,
+                              top_k=o.top_k, progress=progress)
+    loras = add_adapters(model, o.rank, o.alpha, init=o.init, float_model=float_model,
+                         patterns=host.artifact.linear_modules(), dtype=o.adapter_dtype)
+    correct(model, targets, o, progress=progress)
     kl = kl_per_token(model, ids, reference_logprobs(float_model, ids))
     deltas = {n: (lo.lora_A.detach(), lo.lora_B.detach(), lo.scaling) for n, lo in loras.items()}
-    return add_low_rank_option(Path(artifact), option, deltas, name or f"lrec-r{rank}", kl)
+    return add_low_rank_option(Path(artifact), option, deltas, name or f"lrec-r{o.rank}", kl)

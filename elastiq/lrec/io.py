@@ -10,7 +10,7 @@ from torch import nn
 from elastiq import formats as F
 from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
 from elastiq.quant import QuantLinear
-from elastiq.quant.model import _replace
+from elastiq.quant.model import replace_module
 
 from .adapter import LoRALinear, adapter_dtype, adapters_of, dtype_name
 
@@ -49,12 +49,12 @@ def unwrapped(model: nn.Module):
     def ctx():
         loras = adapters_of(model)
         for name, lo in loras.items():
-            _replace(model, name, lo.base)
+            replace_module(model, name, lo.base)
         try:
             yield model
         finally:
             for name, lo in loras.items():
-                _replace(model, name, lo)
+                replace_module(model, name, lo)
 
     return ctx()
 
@@ -91,6 +91,6 @@ def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
         lo.lora_A.data.copy_(a)
         lo.lora_B.data.copy_(b)
         lo.requires_grad_(False)
-        _replace(model, name, lo)
+        replace_module(model, name, lo)
         out[name] = lo
     return out

@@ -26,12 +26,13 @@ from torch import nn
 
 from elastiq import formats as F
 from elastiq.data import tokenize, windows
+from elastiq.options import LrecOptions
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
 from elastiq.quant.io import empty_model
-from elastiq.quant.model import _replace, planned_modules, quantize_model, with_embedding
+from elastiq.quant.model import planned_modules, quantize_model, replace_module, with_embedding
 
-from .adapter import LoRALinear, adapter_dtype, add_adapters
+from .adapter import LoRALinear, add_adapters
 from .train import TeacherTargets, teacher_targets, top_k_targets
 
 
@@ -147,30 +148,27 @@ def _replayer(final: torch.Tensor):
 
 
 @torch.no_grad()
-def stream_setup(directory, fmt, tokenizer, text: str, rank: int, init: str = "svd", alpha: float | None = None,
-                 dtype="float32", embedding=None, context: int = 256, max_tokens: int | None = 16384,
-                 top_k: int = 64, progress: bool = True) -> tuple[nn.Module, TeacherTargets]:
+def stream_setup(directory, fmt, tokenizer, text: str, options: LrecOptions | None = None, progress: bool = True,
+                 **overrides) -> tuple[nn.Module, TeacherTargets]:
     """(packed model with adapters on its packed linear layers, the float model's teacher
     targets on ``text``), from the float checkpoint in ``directory``, one layer at a time.
-    Arguments as ``teacher_targets``, ``elastiq.quantize`` and ``add_adapters``."""
+    ``options``: the set-up fields of :class:`elastiq.options.LrecOptions` (rank, alpha,
+    init, adapter_dtype, embedding, context, calib_tokens, top_k); keyword ``overrides``
+    change single fields."""
+    o = LrecOptions.of(options, **overrides)
     directory = Path(directory)
     fmt = F.resolve(fmt)
-    adapter_dtype(dtype)
-    if init not in ("zero", "svd"):
-        raise ValueError(f"init must be 'zero' or 'svd', got {init!r}")
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     weights = _Weights(directory)
     model = _skeleton(directory)
     prefix, layers = _decoder_layers(model)
-    plan = with_embedding(model, fmt, embedding)
+    plan = with_embedding(model, fmt, o.embedding)
     in_layer = {i: [] for i in range(len(layers))}
     for name, module, f, _ in planned_modules(model, plan):
         if f is not None and isinstance(module, nn.Linear) and name.startswith(prefix + "."):
             in_layer[int(name[len(prefix) + 1:].split(".")[0])].append((name, module, f))
     if not any(in_layer.values()):
         raise ValueError("the plan packs no linear layer inside the decoder layers: nothing to put adapters on")
-    wins = [w for w, _ in windows(tokenize(tokenizer, text, max_tokens), context=context, max_tokens=max_tokens)]
+    wins = [w for w, _ in windows(tokenize(tokenizer, text, o.calib_tokens), context=o.context, max_tokens=o.calib_tokens)]
     if not wins:
         raise ValueError("the calibration text is too short for a single window")
     _load_params(model, weights, lambda n: not n.startswith(prefix + "."))
@@ -193,18 +191,18 @@ def stream_setup(directory, fmt, tokenizer, text: str, rank: int, init: str = "s
             _load_params(model, weights, lambda n: n.startswith(f"{prefix}.{i}."))
             hidden = [layer(h, **calls[w][i]) for w, h in enumerate(hidden)]
             for name, module, f in in_layer.pop(i):  # popped: the list would keep the float weights alive
-                lora = LoRALinear(QuantLinear.from_linear(module, f), rank, alpha, dtype)
-                if init == "svd":
+                lora = LoRALinear(QuantLinear.from_linear(module, f), o.rank, o.alpha, o.adapter_dtype)
+                if o.init == "svd":
                     lora.init_from_error(module.weight)
-                _replace(model, name, lora)
+                replace_module(model, name, lora)
             prog.advance(task)
-        targets = TeacherTargets([], [], [], top_k)
+        targets = TeacherTargets([], [], [], o.top_k)
         for w, h in zip(wins, hidden):
             parts = []
             for a in range(0, len(w) - 1, HEAD_ROWS):  # norm and head act per position: a block of them at a time
                 b = min(a + HEAD_ROWS, len(w) - 1)
                 with _stand_ins(layers, _replayer(h[:, a:b])):
-                    parts.append(top_k_targets(model(w[None, a:b], use_cache=False).logits[0], top_k))
+                    parts.append(top_k_targets(model(w[None, a:b], use_cache=False).logits[0], o.top_k))
             targets.ids.append(w.clone())
             targets.logp.append(torch.cat([p[0] for p in parts]))
             targets.top.append(torch.cat([p[1] for p in parts]))
@@ -217,19 +215,45 @@ def stream_setup(directory, fmt, tokenizer, text: str, rank: int, init: str = "s
     return model, targets
 
 
-def in_memory_setup(float_model, fmt, tokenizer, text: str, rank: int, init: str = "svd", alpha: float | None = None,
-                    dtype="float32", embedding=None, context: int = 256, max_tokens: int | None = 16384,
-                    top_k: int = 64, progress: bool = True) -> tuple[nn.Module, TeacherTargets]:
+def in_memory_setup(float_model, fmt, tokenizer, text: str, options: LrecOptions | None = None, progress: bool = True,
+                    **overrides) -> tuple[nn.Module, TeacherTargets]:
     """What ``stream_setup`` returns, from a float model held whole: for a model that cannot
     be read a layer at a time. ``float_model`` is left as it was."""
     import copy
 
-    targets = teacher_targets(float_model, tokenizer, text, context=context, max_tokens=max_tokens, top_k=top_k,
+    o = LrecOptions.of(options, **overrides)
+    targets = teacher_targets(float_model, tokenizer, text, context=o.context, max_tokens=o.calib_tokens, top_k=o.top_k,
                               progress=progress)
     packed = copy.deepcopy(float_model)
-    quantize_model(packed, with_embedding(packed, fmt, embedding), progress=False)
-    add_adapters(packed, rank, alpha, init=init, float_model=float_model, dtype=dtype)
+    quantize_model(packed, with_embedding(packed, fmt, o.embedding), progress=False)
+    add_adapters(packed, o.rank, o.alpha, init=o.init, float_model=float_model, dtype=o.adapter_dtype)
     return packed, targets
 
 
-__all__ = ["StreamUnsupported", "in_memory_setup", "stream_setup"]
+def setup(model: str, fmt, text: str, options: LrecOptions | None = None, source=None, on_fallback=None,
+          progress: bool = True, **overrides) -> tuple[nn.Module, object, TeacherTargets]:
+    """(packed model with adapters, tokenizer, teacher targets) for ``model`` (a built-in name,
+    a Hugging Face directory or a .gguf file): one decoder layer at a time from its float
+    checkpoint ``source`` (default: ``models.float_checkpoint_dir(model)``), or, for a model
+    that cannot be read that way, from the whole float model in memory, after telling
+    ``on_fallback`` why. ``options`` and ``overrides`` as ``stream_setup``."""
+    options = LrecOptions.of(options, **overrides)
+    from transformers import AutoTokenizer
+
+    from elastiq.models import float_checkpoint_dir
+    from elastiq.models import load as load_float
+
+    source = float_checkpoint_dir(model) if source is None else Path(source)
+    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    try:
+        q, targets = stream_setup(source, fmt, tok, text, options, progress)
+        return q, tok, targets
+    except StreamUnsupported as e:
+        if on_fallback is not None:
+            on_fallback(e)
+    fp, tok = load_float(model)
+    q, targets = in_memory_setup(fp, fmt, tok, text, options, progress)
+    return q, tok, targets
+
+
+__all__ = ["StreamUnsupported", "in_memory_setup", "setup", "stream_setup"]

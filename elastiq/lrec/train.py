@@ -26,6 +26,7 @@ from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from elastiq.cache import atomic_dir
 from elastiq.data import tokenize, windows
 from elastiq.memory import pin_mmap_threshold
+from elastiq.options import HEAD_MODES, LrecOptions
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
 
@@ -95,9 +96,6 @@ def distill_loss(student_logits: torch.Tensor, logp: torch.Tensor, top: torch.Te
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
-HEAD_MODES = ("fused", "chunked", "whole")
-
-
 def window_loss(model, ids: torch.Tensor, logp: torch.Tensor, top: torch.Tensor, lm_weight: float = 0.0,
                 head: str = "fused", head_chunk: int = 64) -> torch.Tensor:
     """``distill_loss`` (plus ``lm_weight`` x next-token loss) of one window ``ids`` (1-D).
@@ -155,35 +153,35 @@ class TrainLog:
     resumed_from: int = 0
 
 
-def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumulate: int = 1, lm_weight: float = 0.0,
-            checkpoint_dir=None, save_every: int = 25, checkpointing: bool = True, progress: bool = True,
-            stop_after: int | None = None, optimizer_state="float32", head: str = "fused", head_chunk: int = 64,
-            release_memory: bool = True) -> TrainLog:
-    """Train ``model``'s adapters for ``steps`` optimizer steps (each over ``accumulate``
-    windows). With ``checkpoint_dir`` the adapters and optimizer state are written there
-    every ``save_every`` steps (whole or not at all) and a later call resumes from them.
-    ``optimizer_state``: dtype of AdamW's moments (float32 or bfloat16). ``head``,
-    ``head_chunk``: how the output head and the loss run (see ``window_loss``).
-    ``release_memory``: see ``release_freed_memory``. ``stop_after`` ends the run early
-    after that many steps of this call (to test resuming)."""
+def correct(model, targets: TeacherTargets, options: LrecOptions | None = None, checkpoint_dir=None,
+            progress: bool = True, stop_after: int | None = None, release_memory: bool = True, **overrides) -> TrainLog:
+    """Train ``model``'s adapters by the training fields of ``options``
+    (:class:`elastiq.options.LrecOptions`: ``steps`` optimizer steps, each over
+    ``accumulate`` windows, at peak rate ``lr``; ``optimizer_state`` the dtype of AdamW's
+    moments; ``head``/``head_chunk`` how the output head and the loss run, see
+    ``window_loss``); keyword ``overrides`` change single fields. With ``checkpoint_dir``
+    the adapters and optimizer state are written there every ``save_every`` steps (whole or
+    not at all) and a later call resumes from them. ``release_memory``: see
+    ``release_freed_memory``. ``stop_after`` ends the run early after that many steps of
+    this call (to test resuming)."""
+    o = LrecOptions.of(options, **overrides)
+    steps = o.steps
     loras = adapters_of(model)
     if not loras:
         raise ValueError("the model has no adapters: call elastiq.lrec.add_adapters first")
-    if not isinstance(steps, int) or steps < 1 or not isinstance(accumulate, int) or accumulate < 1:
-        raise ValueError(f"steps and accumulate must be positive integers, got {steps!r} and {accumulate!r}")
     if len(targets) == 0:
         raise ValueError("no teacher targets to train on")
     params = [p for lo in loras.values() for p in (lo.lora_A, lo.lora_B)]
     for p in params:
         p.requires_grad_(True)
-    opt = AdapterAdamW(params, lr=lr, state_dtype=optimizer_state)
+    opt = AdapterAdamW(params, lr=o.lr, state_dtype=o.optimizer_state)
     if release_memory:
         release_freed_memory()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_shape(s, steps))
     log = TrainLog()
     start = _resume(checkpoint_dir, loras, opt, sched, steps) if checkpoint_dir else 0
     log.resumed_from = start
-    if checkpointing:
+    if o.checkpointing:
         _checkpointing(model, True)
     model.train()
     cols = (TextColumn("LREC"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -194,11 +192,12 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
             for step in range(start, steps):
                 t0 = time.perf_counter()
                 total = 0.0
-                for micro in range(accumulate):
-                    i = (step * accumulate + micro) % len(targets)
-                    loss = window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], lm_weight, head, head_chunk)
-                    (loss / accumulate).backward()
-                    total += float(loss.detach()) / accumulate
+                for micro in range(o.accumulate):
+                    i = (step * o.accumulate + micro) % len(targets)
+                    loss = window_loss(model, targets.ids[i], targets.logp[i], targets.top[i], o.lm_weight, o.head,
+                                       o.head_chunk)
+                    (loss / o.accumulate).backward()
+                    total += float(loss.detach()) / o.accumulate
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -206,13 +205,13 @@ def correct(model, targets: TeacherTargets, steps: int, lr: float = 1e-3, accumu
                 log.seconds.append(time.perf_counter() - t0)
                 prog.update(task, advance=1, loss=total)
                 done = step + 1
-                if checkpoint_dir and (done % save_every == 0 or done == steps):
+                if checkpoint_dir and (done % o.save_every == 0 or done == steps):
                     _save_checkpoint(checkpoint_dir, loras, opt, sched, done, steps)
                 if stop_after is not None and done - start >= stop_after:
                     break
     finally:
         model.eval()
-        if checkpointing:
+        if o.checkpointing:
             _checkpointing(model, False)
         for p in params:
             p.requires_grad_(False)

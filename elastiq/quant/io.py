@@ -20,7 +20,7 @@ from elastiq.runtime.describe import write as write_native
 
 from .embedding import QuantEmbedding, row_scale
 from .linear import QuantLinear
-from .model import _replace, tied_heads
+from .model import replace_module, tied_heads
 
 MANIFEST = "elastiq.json"
 WEIGHTS = "model.safetensors"
@@ -84,7 +84,7 @@ def load(directory, with_tokenizer: bool = True):
     config = model.config
     modules = manifest["modules"]
     for name, meta in sorted(modules.items(), key=lambda kv: "tied_to" in kv[1]):  # embeddings before their heads
-        _replace(model, name, _packed_module(model, directory, config, name, meta))
+        replace_module(model, name, _packed_module(model, directory, config, name, meta))
     materialize(model)
     missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
     missing = set(missing) - retie_float_head(model, config, set(missing))

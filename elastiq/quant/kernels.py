@@ -7,6 +7,8 @@ The C source is compiled once per machine with the system C compiler
 no torch headers, about a second to build. Where no compiler is found, the build
 fails, or ``ELASTIQ_KERNELS=0`` is set, every caller falls back to the torch path
 (``elastiq.formats.dequantize``), which gives the same values, more slowly.
+``ELASTIQ_KERNELS=portable`` builds them without AVX2 and FMA (the scalar paths a
+machine without AVX2 runs), so that one machine can test every path.
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ import torch
 
 from elastiq import formats as F
 from elastiq.cache import cache_dir
-from elastiq.formats.grids import value_table
-from elastiq.formats.scales import scale_values
 
 SOURCE = Path(__file__).with_name("lut_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+PORTABLE_FLAGS = ("-mno-avx2", "-mno-fma")
+MODES = ("0", "1", "portable")  # the values of ELASTIQ_KERNELS: off, native build, build without AVX2
 
 
 class _QWeight(ctypes.Structure):
@@ -52,8 +54,14 @@ def _compiler() -> str | None:
 def library(extra_flags: tuple[str, ...] = ()):
     """The loaded kernel library, or None (with one warning saying why) where it cannot be had.
     ``extra_flags`` builds a variant (the tests build one without AVX2)."""
-    if os.environ.get("ELASTIQ_KERNELS", "1") == "0":
+    mode = os.environ.get("ELASTIQ_KERNELS", "1").strip().lower()
+    if mode not in MODES:
+        warnings.warn(f"elastiq: ELASTIQ_KERNELS={mode!r} is not one of {', '.join(MODES)}: using the native build",
+                      stacklevel=2)
+    if mode == "0":
         return None
+    if mode == "portable":
+        extra_flags = (*PORTABLE_FLAGS, *extra_flags)
     cc = _compiler()
     if cc is None:
         warnings.warn("elastiq: no C compiler found (install gcc): packed layers use the slower torch path", stacklevel=2)
@@ -79,12 +87,36 @@ def library(extra_flags: tuple[str, ...] = ()):
         finally:
             Path(tmp).unlink(missing_ok=True)
     lib = ctypes.CDLL(str(path))
+    problem = _layout_problem(lib)
+    if problem:
+        warnings.warn(f"elastiq: the packed-weight kernels' struct does not match its ctypes mirror ({problem}); "
+                      "packed layers use the slower torch path", stacklevel=2)
+        return None
     p = ctypes.c_void_p
     lib.eq_dequant_rows.argtypes = [ctypes.POINTER(_QWeight), p, ctypes.c_int64, p, ctypes.c_int]
     lib.eq_gemv.argtypes = [ctypes.POINTER(_QWeight), p, p, p, ctypes.c_int64, p, ctypes.c_int]
     lib.eq_dequant_rows.restype = lib.eq_gemv.restype = None
     lib.eq_has_avx2.restype = ctypes.c_int
     return lib
+
+
+def _layout_problem(lib, mirror=None) -> str | None:
+    """Where the C struct ``qweight`` and its ctypes mirror disagree (size or a field's
+    offset), or None: checked once per library load, since a mismatch would make the
+    kernels read the wrong fields."""
+    mirror = mirror or _QWeight
+    fields = [name for name, _ in mirror._fields_]
+    out = (ctypes.c_int64 * (1 + len(fields)))()
+    lib.eq_qweight_layout.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.eq_qweight_layout.restype = ctypes.c_int
+    if lib.eq_qweight_layout(ctypes.addressof(out), len(out)) != 0:
+        return f"the C struct has another number of fields than the mirror's {len(fields)}"
+    if out[0] != ctypes.sizeof(mirror):
+        return f"size {out[0]} in C, {ctypes.sizeof(mirror)} in ctypes"
+    for i, name in enumerate(fields):
+        if out[1 + i] != getattr(mirror, name).offset:
+            return f"field {name} at offset {out[1 + i]} in C, {getattr(mirror, name).offset} in ctypes"
+    return None
 
 
 def supported(fmt: F.Format, shape) -> bool:
@@ -108,7 +140,7 @@ def _scale_table(fmt: F.Format) -> torch.Tensor:
     so that wrapping a freshly loaded weight costs microseconds, not milliseconds."""
     if fmt.scale.bits >= 32:
         return torch.zeros(1)
-    return scale_values(torch.arange(1 << fmt.scale.bits, dtype=torch.int32), fmt, None).float().contiguous()
+    return F.scale_values(torch.arange(1 << fmt.scale.bits, dtype=torch.int32), fmt, None).float().contiguous()
 
 
 class KernelWeight:
@@ -121,7 +153,7 @@ class KernelWeight:
         self.fmt, self.N, self.K = fmt, *packed.shape
         self.key = _key(packed)
         self._keep = [packed.codes, packed.scales, packed.selectors]
-        self.elem_lut = torch.cat([value_table(g, "cpu") for g in fmt.grids]).contiguous()
+        self.elem_lut = torch.cat([F.value_table(g, "cpu") for g in fmt.grids]).contiguous()
         sbits = fmt.scale.bits
         self.scale_lut = _scale_table(fmt)
         ts = 1.0 if packed.tensor_scale is None else float(packed.tensor_scale)
@@ -183,6 +215,17 @@ def _int8_codes(values: torch.Tensor):
 def _key(packed: F.Packed):
     ts = None if packed.tensor_scale is None else float(packed.tensor_scale)
     return (packed.codes.data_ptr(), packed.scales.data_ptr(), packed.selectors.data_ptr(), ts, packed.shape)
+
+
+def why_not(packed: F.Packed) -> str | None:
+    """Why the kernels cannot serve ``packed`` (or None when they can)."""
+    if packed.codes.device.type != "cpu":
+        return f"the weight is on {packed.codes.device}, the kernels run on the CPU"
+    if not supported(packed.fmt, packed.shape):
+        return f"the kernels do not handle {packed.fmt.name} at shape {tuple(packed.shape)}"
+    if library() is None:
+        return "no kernel library: ELASTIQ_KERNELS=0, no C compiler, or the build failed"
+    return None
 
 
 def kernel_for(packed: F.Packed, cached: KernelWeight | None) -> KernelWeight | None:

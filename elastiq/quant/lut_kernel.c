@@ -283,3 +283,21 @@ int eq_has_avx2(void) {
     return 0;
 #endif
 }
+
+/* The struct's layout, for kernels.py to check its ctypes mirror against when it loads
+ * the library: out[0] = sizeof(qweight), out[1 + i] = the offset of field i, in order. */
+#include <stddef.h>
+#define QW_FIELDS 18
+int eq_qweight_layout(int64_t *out, int n) {
+    const int64_t layout[1 + QW_FIELDS] = {
+        sizeof(qweight),
+        offsetof(qweight, N), offsetof(qweight, K), offsetof(qweight, bits), offsetof(qweight, block),
+        offsetof(qweight, per_row), offsetof(qweight, scale_bits), offsetof(qweight, sel_bits), offsetof(qweight, pad_),
+        offsetof(qweight, tensor_scale), offsetof(qweight, pad2_), offsetof(qweight, codes), offsetof(qweight, scodes),
+        offsetof(qweight, scale_lut), offsetof(qweight, sel), offsetof(qweight, elem_lut), offsetof(qweight, elem_i8),
+        offsetof(qweight, i8_mult), offsetof(qweight, pad3_),
+    };
+    if (n != 1 + QW_FIELDS) return -1;
+    memcpy(out, layout, sizeof(layout));
+    return 0;
+}

@@ -20,7 +20,7 @@ from elastiq import formats as F
 from elastiq.progress import progress_bar
 
 from .embedding import QuantEmbedding
-from .linear import QuantLinear
+from .linear import PackedWeight, QuantLinear, check_kernel_path
 
 HEAD_NAMES = ("lm_head", "embed_out", "output")
 
@@ -101,14 +101,14 @@ def quantize_model(model: nn.Module, plan, act_format=None, progress: bool = Tru
             if fmt is None:
                 report.kept[name] = why
             elif isinstance(module, nn.Embedding):
-                _replace(model, name, QuantEmbedding.from_embedding(module, fmt))
+                replace_module(model, name, QuantEmbedding.from_embedding(module, fmt))
                 report.quantized[name] = F.spec(fmt)
             else:
-                _replace(model, name, QuantLinear.from_linear(module, fmt, act_format))
+                replace_module(model, name, QuantLinear.from_linear(module, fmt, act_format))
                 report.quantized[name] = F.spec(fmt)
     for head, emb in tied.items():  # a float head tied to a now-packed embedding shares its bytes
         if emb in report.quantized and head in report.kept:
-            _replace(model, head, model.get_submodule(emb).tied_head())
+            replace_module(model, head, model.get_submodule(emb).tied_head())
             report.quantized[head] = f"{report.quantized[emb]} (tied to {emb})"
             del report.kept[head]
     return report
@@ -128,10 +128,21 @@ def tied_heads(model: nn.Module) -> dict[str, str]:
             if isinstance(m, QuantLinear) and m.codes.data_ptr() in embeddings}
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (dotted, as ``named_modules`` gives it) is."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def set_kernel_path(model: nn.Module, path: str) -> int:
+    """Run every packed layer of ``model`` on ``path`` ("auto", "native" or "torch"; see
+    ``QuantLinear``); returns how many layers that is."""
+    check_kernel_path(path)
+    layers = [m for m in model.modules() if isinstance(m, PackedWeight)]
+    for m in layers:
+        m.kernel_path = path
+    return len(layers)
 
 
 def weight_bytes(model: nn.Module) -> int:

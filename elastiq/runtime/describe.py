@@ -47,14 +47,13 @@ def format_tables(fmt) -> tuple[dict, np.ndarray, np.ndarray]:
     """(geometry, element values, scale values) of one format, as the kernels decode it."""
     import torch
 
-    from elastiq.formats.grids import value_table
-    from elastiq.formats.scales import scale_values
+    from elastiq import formats as F
 
-    elements = torch.cat([value_table(g, "cpu") for g in fmt.grids]).float().numpy()
+    elements = torch.cat([F.value_table(g, "cpu") for g in fmt.grids]).float().numpy()
     if fmt.scale.bits >= 32:
         scales = np.zeros(1, np.float32)
     else:
-        scales = scale_values(torch.arange(1 << fmt.scale.bits, dtype=torch.int32), fmt, None).float().numpy()
+        scales = F.scale_values(torch.arange(1 << fmt.scale.bits, dtype=torch.int32), fmt, None).float().numpy()
     info = {"bits": fmt.element_bits, "block": fmt.block or 0, "scale_bits": fmt.scale.bits,
             "sel_bits": fmt.selector_bits, "tensor_scale": bool(fmt.tensor_scale), "axis": fmt.axis}
     return info, elements, scales

@@ -1,7 +1,7 @@
 """The performance model: iteration time, exposed communication, MFU and memory per device.
 
-Inputs are a :class:`~elastiq.planning.transformer.Transformer`, a
-:class:`~elastiq.planning.systems.System` and a :class:`Parallel` strategy. Each transformer
+Inputs are a :class:`~elastiq.labs.planning.transformer.Transformer`, a
+:class:`~elastiq.labs.planning.systems.System` and a :class:`Parallel` strategy. Each transformer
 layer becomes a list of kernels (GEMMs, element-wise kernels, collectives); each kernel costs
 the larger of its FLOPs over the effective FLOP rate and its bytes over the effective memory
 bandwidth (a roofline), collectives follow the ring models in :mod:`.collectives`, and one
@@ -307,95 +307,18 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
     """One training iteration (forward, backward, optimizer step) of ``batch`` sequences.
 
     ``flash``: fused attention (FlashAttention, today's default); ``flash=False`` models
-    Megatron-2022's unfused softmax path (the validation runs)."""
+    Megatron-2022's unfused softmax path (the validation runs). The steps: cost one
+    decoder layer's kernels (``_StagePlan``), schedule a micro-batch on the first and the
+    last pipeline stage (``_StagePlan.stage``), then add up the iteration (``_iteration``)."""
     m, sy = get_model(model), get_system(system)
     s = seq or m.seq
     if not isinstance(s, int) or s < 1:
         raise ValueError(f"seq must be a positive integer, got {s!r}")
     _check_train(m, par, batch, micro_batch, devices)
-    t, p, v = par.tp, par.pp, par.interleave
     n_micro = batch // (micro_batch * par.dp)
-    e = 2.0
-    groups = _groups(par, sy.devices_per_node)
-    coster = _Coster(sy, dtype, groups, Links.of(sy))
     mem = training_memory(m, par, micro_batch, s, n_micro, flash=flash)
-    fwd = _layer_kernels(m, micro_batch, s, t, par.sp, e, True, e, flash)
-    bwd = _backward(fwd)
-    core = [k for k in fwd if k[4] == "attn_core"]
-    c_fwd, c_bwd, c_core = _chain_cost(coster, fwd), _chain_cost(coster, bwd), _chain_cost(coster, core)
-    per_stage = m.layers // p
-    layer_grad = m.layer_params / t * e   # gradients reduced in 16 bits
-    # a sharded optimizer only needs each rank's shard of the summed gradient; the updated
-    # weights are all-gathered after the step (together the volume of one all-reduce)
-    grad_sync = "reduce_scatter" if par.shard_optimizer else "all_reduce"
-    T = micro_batch * s
-
-    def stage(last_micro: bool, head: bool, tail: bool):
-        sc = Schedule()
-        prev = None
-        if p > 1:   # receive this micro-batch's activations from the previous stage (scatter-gather: 1/t each)
-            for _ in range(v):
-                prev = sc.add("p2p_recv_act", COMM, _p2p(T * m.hidden * e / (t if t > 1 else 1)), ())
-        if head:
-            prev = sc.add("embedding", COMPUTE, coster.compute("vec", 0, 2 * T * m.hidden * e), () if prev is None else (prev,))
-            if t > 1:
-                prev = sc.add("tp_embedding", COMM, coster.tp("all_reduce", T * m.hidden * e), (prev,))
-        gathers = []
-        for i in range(per_stage):
-            if par.fsdp:
-                dep = (gathers[-2],) if len(gathers) >= 2 else ()
-                g = sc.add(f"L{i}.fsdp_gather", COMM, coster.dp("all_gather", m.layer_params / t * e), dep)
-                gathers.append(g)
-                prev = sc.add(f"L{i}.wait", COMPUTE, 0.0, (g,) if prev is None else (prev, g))
-            prev = _emit(sc, c_fwd, prev, f"L{i}.")
-        if tail:
-            prev = sc.add("logits", COMPUTE, coster.compute("gemm", 2 * T * m.hidden * m.vocab / t,
-                                                            m.hidden * m.vocab / t * e + T * m.vocab / t * 4), (prev,))
-            prev = sc.add("cross_entropy", COMPUTE, coster.compute("vec", 0, 3 * T * m.vocab / t * 4), (prev,))
-            prev = sc.add("logits_bwd", COMPUTE, coster.compute("gemm", 4 * T * m.hidden * m.vocab / t,
-                                                                2 * (m.hidden * m.vocab / t * e + T * m.vocab / t * 4)), (prev,))
-        if p > 1:   # send activations on, receive their gradient back
-            for _ in range(v):
-                prev = sc.add("p2p_act_grad", COMM, _p2p(T * m.hidden * e / (t if t > 1 else 1)), (prev,))
-        for i in reversed(range(per_stage)):
-            if par.fsdp:
-                g = sc.add(f"L{i}.fsdp_gather_bwd", COMM, coster.dp("all_gather", m.layer_params / t * e), ())
-                prev = sc.add(f"L{i}.wait_bwd", COMPUTE, 0.0, (prev, g))
-            if par.recompute == "full":
-                prev = _emit(sc, c_fwd, prev, f"L{i}.re.")
-            elif par.recompute == "selective":
-                prev = _emit(sc, c_core, prev, f"L{i}.re.")
-            prev = _emit(sc, c_bwd, prev, f"L{i}.bwd.")
-            if par.fsdp:
-                sc.add(f"L{i}.fsdp_reduce_scatter", COMM, coster.dp("reduce_scatter", layer_grad), (prev,))
-            elif par.dp > 1 and last_micro and par.dp_overlap:
-                sc.add(f"L{i}.dp_grad_sync", COMM, coster.dp(grad_sync, layer_grad), (prev,))
-        if par.dp > 1 and last_micro and not par.fsdp and not par.dp_overlap:
-            sc.add("dp_grad_sync", COMM, coster.dp(grad_sync, layer_grad * per_stage), (prev,))
-        return sc.run()
-
-    def _p2p(nbytes):
-        cross = groups["pp_cross_node"]
-        return collective_time("p2p", nbytes, 1 if cross else 2, 2 if cross else 1, coster.links)
-
-    first = stage(False, True, p == 1)
-    last = stage(False, p == 1, True) if p > 1 else first
-    same = par.dp == 1 or par.fsdp       # the last micro-batch differs only by the dp gradient reduction
-    first_end = first if same else stage(True, True, p == 1)
-    last_end = (last if same else stage(True, p == 1, True)) if p > 1 else first_end
-    slow, slow_end = (last, last_end) if last.total_s >= first.total_s else (first, first_end)
-    mean_mb = (first.total_s + last.total_s) / 2
-    bubble = (p - 1) / v * mean_mb
-    local_params = (per_stage * m.layer_params + m.vocab * m.hidden) / t
-    opt_share = par.dp if (par.fsdp or par.shard_optimizer) else 1
-    optimizer = coster.compute("vec", 0, local_params * OPTIMIZER_STEP_BYTES / opt_share)
-    gather = 0.0
-    if par.shard_optimizer and not par.fsdp and par.dp > 1:   # all-gather the updated weight shards
-        gather = coster.dp("all_gather", local_params * e)
-    iteration = (n_micro - 1) * slow.total_s + slow_end.total_s + bubble + optimizer + gather
-    compute = (n_micro - 1) * slow.compute_s + slow_end.compute_s + optimizer
-    exposed = (n_micro - 1) * slow.exposed_comm_s + slow_end.exposed_comm_s + gather
-    comm = (n_micro - 1) * slow.comm_s + slow_end.comm_s + gather
+    plan = _StagePlan.of(m, sy, par, micro_batch, s, dtype, flash)
+    iteration, compute, exposed, bubble, comm = _iteration(plan, n_micro)
     tokens = batch * s
     mflops = m.training_flops(tokens, s)
     recompute_flops = {"none": 0.0, "full": m.layers * m.layer_flops_per_token(s) * tokens,
@@ -406,6 +329,117 @@ def train(model, system, par: Parallel, batch: int, micro_batch: int = 1, seq: i
     if check_fit and not r.fits:
         raise DoesNotFit(_fit_message(m, sy, par, mem))
     return r
+
+
+@dataclass
+class _StagePlan:
+    """One pipeline stage's work per micro-batch, costed once: the layer's forward, backward
+    and attention-core kernel chains, and the sizes the stage's communication moves."""
+
+    m: object
+    par: Parallel
+    coster: _Coster
+    groups: dict
+    c_fwd: object
+    c_bwd: object
+    c_core: object
+    per_stage: int
+    layer_grad: float
+    grad_sync: str
+    tokens: int  # micro_batch x seq
+    e: float = 2.0  # bytes per activation and gradient element (16-bit)
+
+    @classmethod
+    def of(cls, m, sy, par: Parallel, micro_batch: int, s: int, dtype: str, flash: bool) -> "_StagePlan":
+        e = 2.0
+        groups = _groups(par, sy.devices_per_node)
+        coster = _Coster(sy, dtype, groups, Links.of(sy))
+        fwd = _layer_kernels(m, micro_batch, s, par.tp, par.sp, e, True, e, flash)
+        core = [k for k in fwd if k[4] == "attn_core"]
+        # a sharded optimizer only needs each rank's shard of the summed gradient; the updated
+        # weights are all-gathered after the step (together the volume of one all-reduce)
+        return cls(m, par, coster, groups, _chain_cost(coster, fwd), _chain_cost(coster, _backward(fwd)),
+                   _chain_cost(coster, core), m.layers // par.pp, m.layer_params / par.tp * e,  # gradients in 16 bits
+                   "reduce_scatter" if par.shard_optimizer else "all_reduce", micro_batch * s, e)
+
+    def p2p(self, nbytes):
+        cross = self.groups["pp_cross_node"]
+        return collective_time("p2p", nbytes, 1 if cross else 2, 2 if cross else 1, self.coster.links)
+
+    def stage(self, last_micro: bool, head: bool, tail: bool):
+        """The schedule of one micro-batch on a stage (``head``: it holds the embedding,
+        ``tail``: the output head and loss; ``last_micro``: the gradient reduction follows)."""
+        m, par, coster, T, e = self.m, self.par, self.coster, self.tokens, self.e
+        t, p, v = par.tp, par.pp, par.interleave
+        sc = Schedule()
+        prev = None
+        if p > 1:   # receive this micro-batch's activations from the previous stage (scatter-gather: 1/t each)
+            for _ in range(v):
+                prev = sc.add("p2p_recv_act", COMM, self.p2p(T * m.hidden * e / (t if t > 1 else 1)), ())
+        if head:
+            prev = sc.add("embedding", COMPUTE, coster.compute("vec", 0, 2 * T * m.hidden * e), () if prev is None else (prev,))
+            if t > 1:
+                prev = sc.add("tp_embedding", COMM, coster.tp("all_reduce", T * m.hidden * e), (prev,))
+        gathers = []
+        for i in range(self.per_stage):
+            if par.fsdp:
+                dep = (gathers[-2],) if len(gathers) >= 2 else ()
+                g = sc.add(f"L{i}.fsdp_gather", COMM, coster.dp("all_gather", m.layer_params / t * e), dep)
+                gathers.append(g)
+                prev = sc.add(f"L{i}.wait", COMPUTE, 0.0, (g,) if prev is None else (prev, g))
+            prev = _emit(sc, self.c_fwd, prev, f"L{i}.")
+        if tail:
+            prev = sc.add("logits", COMPUTE, coster.compute("gemm", 2 * T * m.hidden * m.vocab / t,
+                                                            m.hidden * m.vocab / t * e + T * m.vocab / t * 4), (prev,))
+            prev = sc.add("cross_entropy", COMPUTE, coster.compute("vec", 0, 3 * T * m.vocab / t * 4), (prev,))
+            prev = sc.add("logits_bwd", COMPUTE, coster.compute("gemm", 4 * T * m.hidden * m.vocab / t,
+                                                                2 * (m.hidden * m.vocab / t * e + T * m.vocab / t * 4)), (prev,))
+        if p > 1:   # send activations on, receive their gradient back
+            for _ in range(v):
+                prev = sc.add("p2p_act_grad", COMM, self.p2p(T * m.hidden * e / (t if t > 1 else 1)), (prev,))
+        for i in reversed(range(self.per_stage)):
+            if par.fsdp:
+                g = sc.add(f"L{i}.fsdp_gather_bwd", COMM, coster.dp("all_gather", m.layer_params / t * e), ())
+                prev = sc.add(f"L{i}.wait_bwd", COMPUTE, 0.0, (prev, g))
+            if par.recompute == "full":
+                prev = _emit(sc, self.c_fwd, prev, f"L{i}.re.")
+            elif par.recompute == "selective":
+                prev = _emit(sc, self.c_core, prev, f"L{i}.re.")
+            prev = _emit(sc, self.c_bwd, prev, f"L{i}.bwd.")
+            if par.fsdp:
+                sc.add(f"L{i}.fsdp_reduce_scatter", COMM, coster.dp("reduce_scatter", self.layer_grad), (prev,))
+            elif par.dp > 1 and last_micro and par.dp_overlap:
+                sc.add(f"L{i}.dp_grad_sync", COMM, coster.dp(self.grad_sync, self.layer_grad), (prev,))
+        if par.dp > 1 and last_micro and not par.fsdp and not par.dp_overlap:
+            sc.add("dp_grad_sync", COMM, coster.dp(self.grad_sync, self.layer_grad * self.per_stage), (prev,))
+        return sc.run()
+
+
+def _iteration(plan: _StagePlan, n_micro: int):
+    """(iteration, compute, exposed communication, pipeline bubble, communication) seconds:
+    ``n_micro`` micro-batches on the slower of the first and last stage, the bubble, the
+    optimizer step and (with a sharded optimizer) the all-gather of the updated weights."""
+    m, par, coster, e = plan.m, plan.par, plan.coster, plan.e
+    p, v, t = par.pp, par.interleave, par.tp
+    first = plan.stage(False, True, p == 1)
+    last = plan.stage(False, p == 1, True) if p > 1 else first
+    same = par.dp == 1 or par.fsdp       # the last micro-batch differs only by the dp gradient reduction
+    first_end = first if same else plan.stage(True, True, p == 1)
+    last_end = (last if same else plan.stage(True, p == 1, True)) if p > 1 else first_end
+    slow, slow_end = (last, last_end) if last.total_s >= first.total_s else (first, first_end)
+    mean_mb = (first.total_s + last.total_s) / 2
+    bubble = (p - 1) / v * mean_mb
+    local_params = (plan.per_stage * m.layer_params + m.vocab * m.hidden) / t
+    opt_share = par.dp if (par.fsdp or par.shard_optimizer) else 1
+    optimizer = coster.compute("vec", 0, local_params * OPTIMIZER_STEP_BYTES / opt_share)
+    gather = 0.0
+    if par.shard_optimizer and not par.fsdp and par.dp > 1:   # all-gather the updated weight shards
+        gather = coster.dp("all_gather", local_params * e)
+    iteration = (n_micro - 1) * slow.total_s + slow_end.total_s + bubble + optimizer + gather
+    compute = (n_micro - 1) * slow.compute_s + slow_end.compute_s + optimizer
+    exposed = (n_micro - 1) * slow.exposed_comm_s + slow_end.exposed_comm_s + gather
+    comm = (n_micro - 1) * slow.comm_s + slow_end.comm_s + gather
+    return iteration, compute, exposed, bubble, comm
 
 
 def _dtype_key(dtype):
@@ -428,7 +462,7 @@ def weight_bits(fmt: str, row_length: int) -> float:
     if key in plain:
         return plain[key]
     from elastiq import formats as F
-    return F.bits_per_element(F.get(fmt), row_length)
+    return F.bits_per_element(fmt, row_length)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Numeric deviation of attention implementations against a float64 golden reference.
 
-    from elastiq.analysis.numerics import deviation, sweep, attribution
+    from elastiq.labs.analysis.numerics import deviation, sweep, attribution
     d = deviation("flash", "bf16", seq_len=1024, head_dim=64, block=64, seeds=5)
     d["max_abs"], d["mean_abs"], d["rel"]          # averaged over seeds (and the worst seed)
 

@@ -1,30 +1,15 @@
-"""The ``elastiq perf`` and ``elastiq carbon`` commands (registered at the end of elastiq/cli.py).
+"""The ``elastiq perf`` and ``elastiq carbon`` commands: deployment performance and carbon.
 
 Only typer and rich at import time; the planning modules load inside the functions."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(width=None if Console().is_terminal else 150)
-
-
-def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(2)
-
-
-def _write_json(path: Optional[Path], data) -> None:
-    if path:
-        from elastiq.cache import atomic_write_text
-
-        atomic_write_text(path, json.dumps(data, indent=2, default=str))
-        console.print(f"wrote {path}")
+from .common import console, fail, write_json
 
 
 def _gib(x: float) -> str:
@@ -59,8 +44,8 @@ def perf(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
 ) -> None:
     """How fast MODEL trains or serves on SYSTEM with a parallelization, and whether it fits."""
-    from elastiq.planning import perf as P
-    from elastiq.planning.plots import plot_time_breakdown
+    from elastiq.labs.planning import perf as P
+    from elastiq.labs.planning.plots import plot_time_breakdown
 
     try:
         if task not in ("train", "infer"):
@@ -91,16 +76,16 @@ def perf(
                 plot_time_breakdown([(f"{r.model} {r.weights}", {"prefill": r.prefill_s, "decode": r.decode_s}, None)], plot,
                                     f"{r.model} on {r.system}: {prompt} + {new_tokens} tokens, batch {batch}")
                 console.print(f"wrote {plot}")
-            _write_json(json_out, r.as_dict())
+            write_json(json_out, r.as_dict())
             return
         r = P.train(model, system, par, batch=batch, micro_batch=micro_batch, seq=seq, dtype=dtype, devices=devices, flash=flash)
     except ValueError as e:   # includes DoesNotFit, with the memory breakdown in its message
-        _fail(e)
+        fail(e)
     _print_train(r)
     if plot:
         plot_time_breakdown([(r.parallel.label(), r.breakdown, None)], plot, f"{r.model} on {r.devices} x {r.system}: one iteration")
         console.print(f"wrote {plot}")
-    _write_json(json_out, r.as_dict())
+    write_json(json_out, r.as_dict())
 
 
 def _print_train(r) -> None:
@@ -121,8 +106,8 @@ def _print_train(r) -> None:
 def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out):
     from elastiq.progress import progress_bar
 
-    from elastiq.planning.plots import plot_time_breakdown
-    from elastiq.planning.search import search
+    from elastiq.labs.planning.plots import plot_time_breakdown
+    from elastiq.labs.planning.search import search
 
     if devices is None:
         raise ValueError("--search needs --devices")
@@ -150,13 +135,13 @@ def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_ou
             rows.append(("default " + s.default.parallel.label(), s.default.breakdown, None))
         plot_time_breakdown(rows, plot, f"{model} on {devices} x {system}: best strategies and the default")
         console.print(f"wrote {plot}")
-    _write_json(json_out, {"ranked": [r.as_dict() for r in s.ranked], "tried": s.tried,
+    write_json(json_out, {"ranked": [r.as_dict() for r in s.ranked], "tried": s.tried,
                            "default": s.default.as_dict() if s.default else None, "default_problem": s.default_problem,
                            "speedup_over_default": s.speedup_over_default})
 
 
 def _search_infer(model, system, devices, batch, prompt, new_tokens, weights, top, json_out):
-    from elastiq.planning.search import search_inference
+    from elastiq.labs.planning.search import search_inference
 
     if devices is None:
         raise ValueError("--search needs --devices")
@@ -175,7 +160,7 @@ def _search_infer(model, system, devices, batch, prompt, new_tokens, weights, to
                       f"[bold]{s.speedup_over_default:.2f}x[/bold] of it")
     else:
         console.print(f"default (one replica per node) cannot run: {s.default_problem}")
-    _write_json(json_out, {"ranked": [{"split": c.label(), "tokens_per_s": c.tokens_per_s, "replica": c.result.as_dict()}
+    write_json(json_out, {"ranked": [{"split": c.label(), "tokens_per_s": c.tokens_per_s, "replica": c.result.as_dict()}
                                       for c in s.ranked], "tried": s.tried, "speedup_over_default": s.speedup_over_default})
 
 
@@ -200,8 +185,8 @@ def carbon(
 ) -> None:
     """Embodied and operational carbon: of a device, of generating tokens in a weight format, of
     training an LLM, or of running a command (--measure -- COMMAND)."""
-    from elastiq.planning import carbon as C
-    from elastiq.planning.plots import plot_carbon_breakdown
+    from elastiq.labs.planning import carbon as C
+    from elastiq.labs.planning.plots import plot_carbon_breakdown
 
     try:
         ci = C.grid_intensity(region)
@@ -226,7 +211,7 @@ def carbon(
                 plot_carbon_breakdown([(r["weights"], {"operational": 1e3 * r["operational_kg"], "embodied (amortized)": 1e3 * r["embodied_kg"]})
                                        for r in rows], plot, f"{model} on {system}: g CO2e per 1,000 tokens")
                 console.print(f"wrote {plot}")
-            return _write_json(json_out, rows)
+            return write_json(json_out, rows)
         if params is not None or tokens is not None:
             if peak_tflops is None or power_w is None:
                 raise ValueError("an LLM training estimate needs --params, --tokens, --peak-tflops and --power-w")
@@ -236,11 +221,11 @@ def carbon(
                 t.add_column(c, justify="right")
             t.add_row(f"{tr.flops:.3g}", f"{tr.days:.1f}", f"{tr.energy_mwh:.1f}", f"{tr.operational_t:.1f}")
             console.print(t)
-            return _write_json(json_out, {"flops": tr.flops, "days": tr.days, "energy_mwh": tr.energy_mwh, "operational_t": tr.operational_t})
+            return write_json(json_out, {"flops": tr.flops, "days": tr.days, "energy_mwh": tr.energy_mwh, "operational_t": tr.operational_t})
         names = [device] if device else C.devices()
         embodied = {n: C.device(n) for n in names}
     except ValueError as e:
-        _fail(e)
+        fail(e)
     t = Table(title="embodied carbon (ACT model), kg CO2e")
     for c in ("device", "component group", "kg CO2e", "share"):
         t.add_column(c, justify="right" if c in ("kg CO2e", "share") else "left")
@@ -253,12 +238,12 @@ def carbon(
     if plot:
         plot_carbon_breakdown([(n, e.by_group()) for n, e in embodied.items()], plot, "embodied carbon by component (ACT model)")
         console.print(f"wrote {plot}")
-    _write_json(json_out, {n: e.by_group() | {"total": e.total_kg} for n, e in embodied.items()})
+    write_json(json_out, {n: e.by_group() | {"total": e.total_kg} for n, e in embodied.items()})
 
 
 def _measure(command, region, pue, ci, json_out):
-    from elastiq.planning import carbon as C
-    from elastiq.planning import measure as M
+    from elastiq.labs.planning import carbon as C
+    from elastiq.labs.planning import measure as M
 
     console.print(f"[dim]{M.environment()}[/dim]")
     m = M.measure(command)
@@ -271,7 +256,7 @@ def _measure(command, region, pue, ci, json_out):
     console.print(t)
     for n in m.notes:
         console.print(("[yellow]" if not m.measured else "") + n)
-    _write_json(json_out, {"command": command, "returncode": m.returncode, "seconds": m.seconds, "energy_j": m.energy_j,
+    write_json(json_out, {"command": command, "returncode": m.returncode, "seconds": m.seconds, "energy_j": m.energy_j,
                            "method": m.method, "measured": m.measured, "notes": m.notes, "co2e_kg": kg,
                            "region": region, "pue": pue, "grid_g_per_kwh": ci})
     if m.returncode:

@@ -1,8 +1,8 @@
-"""elastiq.planning: before you spend money, how fast and how much carbon.
+"""elastiq.labs.planning: before you spend money, how fast and how much carbon.
 
 Pure arithmetic on model, system and task descriptions (no torch):
 
-    from elastiq.planning import perf, carbon
+    from elastiq.labs.planning import perf, carbon
     r = perf.train("megatron-22b", "a100-80gb", perf.Parallel(tp=8, recompute="full"), batch=4, micro_batch=4)
     r.iteration_s, r.exposed_comm_fraction, r.mfu, r.memory.total_gib, r.fits
 

@@ -1,6 +1,6 @@
 """Fault-injection campaigns: bit flips against a golden run, for classifiers and LMs.
 
-    from elastiq.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign
+    from elastiq.labs.analysis.resilience import CampaignSpec, classifier_campaign, lm_campaign
     spec = CampaignSpec(kind="activation", trials=100, seed=0)     # one flip per run, every layer
     res = classifier_campaign(model, images, spec)                  # SDC rate per layer and overall
     res = lm_campaign(model, ids, CampaignSpec(kind="weight", site="scales", trials=50))

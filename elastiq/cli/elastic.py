@@ -1,5 +1,5 @@
-"""The ``elastiq build``, ``elastiq prune`` and ``elastiq host`` commands (registered at the
-end of elastiq/cli.py). Heavy modules load inside the functions."""
+"""The ``elastiq build``, ``elastiq prune`` and ``elastiq host`` commands: elastic hosting.
+Heavy modules load inside the functions."""
 from __future__ import annotations
 
 import threading
@@ -10,59 +10,51 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-FORMATS_DEFAULT = "int8,int6,nxfp4,int3"
+from elastiq.options import BuildOptions
 
+from .common import console, fail, load_model, load_text, mib, parse_size
 
-def _mib(x) -> str:
-    return f"{x / 2**20:.2f}"
-
-
-def _cli():
-    from elastiq import cli
-
-    return cli
+B = BuildOptions  # the defaults below are its defaults
 
 
 def build(
     model: str = typer.Argument("smollm2-135m", help="a built-in name, a Hugging Face directory or a .gguf file"),
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the artifact to"),
-    formats: str = typer.Option(FORMATS_DEFAULT, help="base formats, comma-separated, largest first"),
-    unit: str = typer.Option("linear", help="what one step moves: linear (one layer) or layer (a decoder layer's linears)"),
-    embedding: bool = typer.Option(True, help="make the token embedding (and a head tied to it) a unit too"),
+    formats: str = typer.Option(",".join(B.formats), help="base formats, comma-separated, largest first"),
+    unit: str = typer.Option(B.unit, help="what one step moves: linear (one layer) or layer (a decoder layer's linears)"),
+    embedding: bool = typer.Option(B.embedding, help="make the token embedding (and a head tied to it) a unit too"),
     calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
-    calib_tokens: int = typer.Option(512, help="tokens to probe sensitivity with (as many again are used to measure KL)"),
-    context: int = typer.Option(256, help="tokens per calibration window"),
-    measure: int = typer.Option(12, help="options along the chain at which the real KL is measured"),
+    calib_tokens: int = typer.Option(B.calib_tokens, help="tokens to probe sensitivity with (as many again are used to measure KL)"),
+    context: int = typer.Option(B.context, help="tokens per calibration window"),
+    measure: int = typer.Option(B.measure, help="options along the chain at which the real KL is measured"),
     storage_limit: Optional[str] = typer.Option(None, help="prune the family to this much storage (e.g. 300MiB)"),
     max_kl: Optional[float] = typer.Option(None, help="quality floor: leave out options whose KL from the float model "
                                                       "(nats per token) exceeds this"),
     overwrite: bool = typer.Option(False, help="replace an existing artifact"),
 ) -> None:
     """Build the elastic family of MODEL: a chain of hosting options from a few base formats."""
-    from elastiq.elastic import Artifact, build as run_build, parse_bytes
+    from elastiq.elastic import Artifact, build as run_build
 
-    cli = _cli()
     if calib == "wiki-eval":
-        cli._fail(ValueError("calibrating on the evaluation text would tune the chain on what it is scored on: "
+        fail(ValueError("calibrating on the evaluation text would tune the chain on what it is scored on: "
                              "use wiki-calib or your own file"))
     if out.exists() and not overwrite:
-        cli._fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
-    try:
-        limit = parse_bytes(storage_limit) if storage_limit else None
-        fmts = [f.strip() for f in formats.split(",") if f.strip()]
-        from elastiq.elastic.builder import check_formats
+        fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+    from elastiq.elastic.builder import check_formats
 
-        check_formats(fmts)
-    except ValueError as e:
-        cli._fail(e)
-    fp, tok = cli._load(model)
-    text = cli._text(calib)
     try:
-        path = run_build(fp, tok, out, fmts, unit=unit, embedding=embedding, calib_text=text, calib_name=calib,
-                         calib_tokens=calib_tokens, context=context, measure=measure, storage_limit=limit,
-                         max_kl=max_kl, overwrite=overwrite, source=model)
+        options = BuildOptions(formats=[f.strip() for f in formats.split(",") if f.strip()], unit=unit,
+                               embedding=embedding, calib_tokens=calib_tokens, context=context, measure=measure,
+                               storage_limit=parse_size(storage_limit) if storage_limit else None, max_kl=max_kl)
+        check_formats(options.formats)
     except ValueError as e:
-        cli._fail(e)
+        fail(e)
+    fp, tok = load_model(model)
+    text = load_text(calib)
+    try:
+        path = run_build(fp, tok, out, options, calib_text=text, calib_name=calib, overwrite=overwrite, source=model)
+    except ValueError as e:
+        fail(e)
     show_family(Artifact(path), title=f"elastic family of {model} -> {path}")
 
 
@@ -70,7 +62,6 @@ def show_family(a, title: str, rows: int = 12) -> None:
     """A summary and a sample of the family's options."""
     import numpy as np
 
-    cli = _cli()
     sizes = a.option_bytes
     opts = a.family.options
     steps = -np.diff(sizes[opts])
@@ -81,16 +72,16 @@ def show_family(a, title: str, rows: int = 12) -> None:
         t.add_column(col, justify="right")
     shown = sorted({opts[int(round(j))] for j in np.linspace(0, len(opts) - 1, min(rows, len(opts)))})
     for k in shown:
-        t.add_row(str(k), _mib(sizes[k]), f"{measured.get(str(k), est[k]):.4f}",
+        t.add_row(str(k), mib(sizes[k]), f"{measured.get(str(k), est[k]):.4f}",
                   "measured" if str(k) in measured else "estimated")
     for e in a.extras:
-        t.add_row(f"{e['option']}+{e['name']}", _mib(sizes[e["option"]] + e["bytes"]), f"{e['kl']:.4f}",
+        t.add_row(f"{e['option']}+{e['name']}", mib(sizes[e["option"]] + e["bytes"]), f"{e['kl']:.4f}",
                   "measured, low-rank")
-    cli.console.print(t)
-    cli.console.print(
-        f"{len(opts)} options from {_mib(sizes[opts[0]])} to {_mib(sizes[opts[-1]])} MiB; step median "
-        f"{_mib(np.median(steps)) if len(steps) else '-'} MiB, largest {_mib(steps.max()) if len(steps) else '-'} MiB; "
-        f"bases {', '.join(a.chain.formats)}; storage {_mib(a.storage_bytes())} MiB"
+    console.print(t)
+    console.print(
+        f"{len(opts)} options from {mib(sizes[opts[0]])} to {mib(sizes[opts[-1]])} MiB; step median "
+        f"{mib(np.median(steps)) if len(steps) else '-'} MiB, largest {mib(steps.max()) if len(steps) else '-'} MiB; "
+        f"bases {', '.join(a.chain.formats)}; storage {mib(a.storage_bytes())} MiB"
         + (f"; built in {a.manifest['info']['build_seconds']} s" if a.manifest["info"].get("build_seconds") else ""))
 
 
@@ -101,17 +92,16 @@ def prune(
     overwrite: bool = typer.Option(False, help="replace an existing directory"),
 ) -> None:
     """Keep the largest family of ARTIFACT that fits a storage limit; report what it lost."""
-    from elastiq.elastic import Artifact, ArtifactError, parse_bytes, prune_artifact
+    from elastiq.elastic import Artifact, ArtifactError, prune_artifact
 
-    cli = _cli()
     try:
-        path, report = prune_artifact(artifact, out, parse_bytes(storage_limit), overwrite=overwrite)
+        path, report = prune_artifact(artifact, out, parse_size(storage_limit), overwrite=overwrite)
     except (ArtifactError, ValueError, FileExistsError) as e:
-        cli._fail(e)
-    cli.console.print(f"kept {report['options_after']} of {report['options_before']} options "
-                      f"({len(report['options_removed'])} removed); storage {_mib(report['storage_before'])} -> "
-                      f"{_mib(report['storage_after'])} MiB; largest option {_mib(report['largest_before'])} -> "
-                      f"{_mib(report['largest_after'])} MiB")
+        fail(e)
+    console.print(f"kept {report['options_after']} of {report['options_before']} options "
+                      f"({len(report['options_removed'])} removed); storage {mib(report['storage_before'])} -> "
+                      f"{mib(report['storage_after'])} MiB; largest option {mib(report['largest_before'])} -> "
+                      f"{mib(report['largest_after'])} MiB")
     show_family(Artifact(path), title=f"pruned family -> {path}")
 
 
@@ -131,16 +121,15 @@ def host(
     threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
 ) -> None:
     """Host ARTIFACT under a memory budget: run the best option that fits, swap as it moves."""
-    from elastiq.elastic import AvailableMemory, BudgetError, CgroupLimit, Fixed, open_host, parse_bytes, read_trace
+    from elastiq.elastic import AvailableMemory, BudgetError, CgroupLimit, Fixed, open_host, read_trace
     # both hosts refuse a bad artifact with a ValueError (ArtifactError, NativeError): torch stays unimported
 
-    cli = _cli()
     chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
                                     ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
     if len(chosen) > 1:
-        cli._fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
+        fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
     if speed <= 0:
-        cli._fail(ValueError(f"--speed must be positive, got {speed}"))
+        fail(ValueError(f"--speed must be positive, got {speed}"))
     try:
         if options:
             from elastiq.elastic import Artifact
@@ -149,25 +138,25 @@ def host(
             return
         if threads is not None and threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
-        with cli.console.status(f"opening {artifact} ..."):
-            hosted = open_host(artifact, engine, threads, warn=lambda m: cli.console.print(f"[yellow]{m}[/yellow]"))
-        keep_free = parse_bytes(reserve)
+        with console.status(f"opening {artifact} ..."):
+            hosted = open_host(artifact, engine, threads, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+        keep_free = parse_size(reserve)
         events = read_trace(trace) if trace else None
-        source = (Fixed(parse_bytes(budget)) if budget is not None else AvailableMemory(keep_free) if available
+        source = (Fixed(parse_size(budget)) if budget is not None else AvailableMemory(keep_free) if available
                   else CgroupLimit(keep_free) if cgroup else None)
     except (ValueError, FileNotFoundError) as e:
-        cli._fail(e)
+        fail(e)
     if events is None:
         try:
             b = source(hosted.held_bytes) if source else int(hosted.sizes[hosted.options[0]])
             tr = hosted.apply_budget(b)
         except ValueError as e:  # BudgetError, ArtifactError, NativeError
-            cli._fail(e)
-        cli.console.print(f"budget {_mib(b)} MiB -> option {tr.option}: {_mib(tr.bytes)} MiB of weights, "
-                          f"loaded in {tr.seconds * 1e3:.0f} ms")
+            fail(e)
+        console.print(f"budget {mib(b)} MiB -> option {tr.option}: {mib(tr.bytes)} MiB of weights, "
+                      f"loaded in {tr.seconds * 1e3:.0f} ms")
         if prompt:
             reply = hosted.generate(prompt, max_new_tokens)
-            cli.console.print(getattr(reply, "text", reply))
+            console.print(getattr(reply, "text", reply))
         return
     _replay(hosted, events, speed, prompt, max_new_tokens)
 
@@ -188,7 +177,6 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
 
     from elastiq.elastic import BudgetError
 
-    cli = _cli()
     proc = psutil.Process()
     try:
         hosted.apply_budget(events[0][1])
@@ -218,25 +206,25 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
         time.sleep(max(0.0, t / speed - (time.perf_counter() - t0)))
         try:
             tr = hosted.apply_budget(b)
-            row = ([str(tr.option), _mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
-                   else [str(hosted.option), _mib(hosted.held_bytes), "0", "-"])
+            row = ([str(tr.option), mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
+                   else [str(hosted.option), mib(hosted.held_bytes), "0", "-"])
         except BudgetError as e:
-            cli.console.print(f"[yellow]t={t:g}s: {e}; holding the smallest option[/yellow]")
+            console.print(f"[yellow]t={t:g}s: {e}; holding the smallest option[/yellow]")
             tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
-            row = [f"{hosted.option} (refused)", _mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
+            row = [f"{hosted.option} (refused)", mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
                    f"{tr.seconds * 1e3:.1f}" if tr else "-"]
         except ValueError as e:  # a corrupted copy (ArtifactError, NativeError)
-            cli._fail(e)
-        table.add_row(f"{time.perf_counter() - t0:.2f}", _mib(b), *row, _mib(proc.memory_info().rss))
+            fail(e)
+        table.add_row(f"{time.perf_counter() - t0:.2f}", mib(b), *row, mib(proc.memory_info().rss))
     if worker:
         worker.join()
-    cli.console.print(table)
-    cli.console.print(f"whole process: {_mib(proc.memory_info().rss)} MiB resident now, {_mib(_peak_rss(proc))} MiB "
-                      f"at its peak (VmHWM); engine: {hosted.engine}")
+    console.print(table)
+    console.print(f"whole process: {mib(proc.memory_info().rss)} MiB resident now, {mib(_peak_rss(proc))} MiB "
+                  f"at its peak (VmHWM); engine: {hosted.engine}")
     if state["error"] is not None:
-        cli._fail(state["error"])
+        fail(state["error"])
     if prompt:
-        cli.console.print(f"[bold]prompt:[/bold] {prompt}")
+        console.print(f"[bold]prompt:[/bold] {prompt}")
         spans: list[list] = []
         for option, text in pieces:
             if spans and spans[-1][0] == option:
@@ -244,4 +232,4 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
             else:
                 spans.append([option, text])
         for option, text in spans:
-            cli.console.print(escape(f"[option {option}, {_mib(hosted.sizes[option])} MiB]"), text, style=None, highlight=False)
+            console.print(escape(f"[option {option}, {mib(hosted.sizes[option])} MiB]"), text, style=None, highlight=False)

@@ -1,4 +1,5 @@
-"""CLI commands of the numerics and reliability lab: ``elastiq deviation`` and ``elastiq faults``.
+"""The ``elastiq deviation``, ``elastiq faults`` and ``elastiq profile`` commands: the numerics
+and reliability lab, and where the time goes in a generative model.
 
 Heavy imports stay inside the functions so that the CLI starts quickly."""
 from __future__ import annotations
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .common import console, fail, load_model, load_text, write_json
 
 
 def _ints(s: str, what: str) -> list[int]:
@@ -40,16 +43,11 @@ def deviation(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON here"),
 ) -> None:
     """Numeric deviation of attention implementations from a float64 golden reference."""
-    import json
-
     from rich.table import Table
 
-    from elastiq.cache import atomic_write_text
-    from elastiq.cli import _fail, console
-
-    from .attention import AttentionPrecision
-    from .numerics import attribution as run_attribution
-    from .numerics import plot_deviation, sweep
+    from elastiq.labs.analysis.attention import AttentionPrecision
+    from elastiq.labs.analysis.numerics import attribution as run_attribution
+    from elastiq.labs.analysis.numerics import plot_deviation, sweep
 
     try:
         precs = [AttentionPrecision.of(p) for p in _names(precisions)]
@@ -60,7 +58,7 @@ def deviation(
         att = run_attribution(seq_len=max(lens), head_dim=dims[0], block=blocks[0], seeds=seeds,
                               acc_chunk=acc_chunk or None) if attribution else None
     except ValueError as e:
-        _fail(e)
+        fail(e)
     t = Table(title=f"attention deviation from float64 golden, mean over {seeds} seeds")
     for c in ("impl", "precision", "seq", "dim", "tile", "max |dev|", "mean |dev|", "rel. error"):
         t.add_column(c, justify="left" if c in ("impl", "precision") else "right")
@@ -78,9 +76,7 @@ def deviation(
         console.print(a)
     plot_deviation(rows, plot)
     console.print(f"wrote {plot}")
-    if json_out:
-        atomic_write_text(json_out, json.dumps({"rows": rows, "attribution": att}, indent=2))
-        console.print(f"wrote {json_out}")
+    write_json(json_out, {"rows": rows, "attribution": att})
 
 
 def faults(
@@ -102,18 +98,14 @@ def faults(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
 ) -> None:
     """Bit-flip campaign on a language model: next-token mismatch and perplexity change."""
-    import json
-
-    from elastiq.cache import atomic_write_text
-    from elastiq.cli import _fail, _load, _text, console
+    from elastiq.labs.analysis.precision import precision
+    from elastiq.labs.analysis.resilience import CampaignSpec, lm_campaign, stored_injector
+    from elastiq.labs.analysis.resilience import plot as plot_rates
+    from elastiq.labs.analysis.resilience import table
     from elastiq.data import tokenize
-    from .precision import precision
-    from .resilience import CampaignSpec, lm_campaign, stored_injector
-    from .resilience import plot as plot_rates
-    from .resilience import table
 
     if by not in ("group", "layer", "bit"):
-        _fail(ValueError(f"--by must be group, layer or bit, got {by!r}"))
+        fail(ValueError(f"--by must be group, layer or bit, got {by!r}"))
     pats = _names(layers)
     try:
         precision(storage)  # refuse an unknown storage before loading the model
@@ -122,23 +114,74 @@ def faults(
         spec.check()
         precision(act_format)
     except ValueError as e:
-        _fail(e)
-    m, tok = _load(model)
-    ids = tokenize(tok, _text(text))[:tokens]
+        fail(e)
+    m, tok = load_model(model)
+    ids = tokenize(tok, load_text(text))[:tokens]
     n = len(ids) // context
     if n < 1:
-        _fail(ValueError(f"the text has {len(ids)} tokens, fewer than one window of --context {context}"))
+        fail(ValueError(f"the text has {len(ids)} tokens, fewer than one window of --context {context}"))
     ids = ids[: n * context].view(n, context)
     try:
         inj = stored_injector(m, storage, pats)
         res = lm_campaign(m, ids, spec, injector=inj)
     except ValueError as e:
-        _fail(e)
+        fail(e)
     key = f"per_{by}"
     console.print(table(res, f"{model} stored in {storage}: {kind} faults, {trials} runs x {ids.numel()} tokens "
                              f"(golden perplexity {res['golden_perplexity']:.3f})", by=key))
     plot_rates({storage: res}, plot, f"{model} ({storage}): next-token mismatch per {by}", by=key)
     console.print(f"wrote {plot}")
+    write_json(json_out, res)
+
+
+SUITE_NAMES = ("sd-unet", "pixart-dit", "video-unet3d", "smollm2-prefill", "smollm2-decode")
+
+
+def profile(
+    model: str = typer.Argument(..., help=f"model from the suite: {', '.join(SUITE_NAMES)}"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps, prefills or decode tokens (default 3; decode 16)"),
+    side: Optional[int] = typer.Option(None, help="latent side of diffusion models, a multiple of 8 (image = 8x)"),
+    frames: Optional[int] = typer.Option(None, help="frames of video-unet3d (default 8)"),
+    tokens: Optional[int] = typer.Option(None, help="prompt tokens of the smollm2 workloads (default 256)"),
+    backend: str = typer.Option("default", help="scaled-dot-product attention backend: default, flash, math "
+                                                "(efficient, cudnn: GPU only)"),
+    device: str = typer.Option("cpu", help="cpu, or cuda where a GPU is at hand"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    plot: Path = typer.Option(None, help="stacked-bar PNG (default profile-MODEL.png)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
+    tiny: bool = typer.Option(False, "--tiny", help="tiny configurations of the diffusion models (smoke tests)"),
+) -> None:
+    """Where the time goes: operator-class shares, FLOPs and attention lengths per step of a suite model."""
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+    import torch
+
+    from elastiq.labs.analysis.profiling import ProfileError
+    from elastiq.labs.analysis.profiling import profile as run_profile
+    from elastiq.labs.analysis.profiling.report import plot as plot_result
+    from elastiq.labs.analysis.profiling.report import table, write_json
+    from elastiq.labs.analysis.profiling.suite import build
+    from elastiq.progress import progress_bar
+
+    try:
+        if threads is not None:
+            if threads < 1:
+                raise ProfileError(f"threads must be a positive integer, not {threads}")
+            torch.set_num_threads(threads)
+        with console.status(f"building {model} ..."):
+            w = build(model, steps=steps, side=side, frames=frames, tokens=tokens, tiny=tiny, device=device)
+        cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn()]
+        with progress_bar(*cols, console=console) as prog:
+            task = prog.add_task(f"profiling {model}", total=2 * w.steps + 1)
+            r = run_profile(w, backend=backend,
+                            on_step=lambda phase, i: prog.update(task, advance=1, description=f"{model}: {phase} {i + 1}"))
+    except ProfileError as e:
+        fail(e)
+    console.print(table(r))
+    out = plot or Path(f"profile-{model}.png")
+    plot_result(r, out)
+    console.print(f"wrote {out}")
     if json_out:
-        atomic_write_text(json_out, json.dumps(res, indent=2, default=str))
+        write_json(r.as_dict(), json_out)
         console.print(f"wrote {json_out}")

@@ -10,7 +10,7 @@ Embodied carbon of a component, following ACT (Gupta et al., ISCA 2022):
 Operational carbon: energy (kWh) * PUE * grid intensity (g/kWh). A run of duration T on hardware
 with lifetime LT also carries T/LT of the hardware's embodied carbon.
 
-Every number comes from a table in ``elastiq/planning/data`` that names its source.
+Every number comes from a table in ``elastiq/labs/planning/data`` that names its source.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def table(name: str) -> dict:
     """A data table shipped with elastiq (``act_logic``, ``act_memory``, ``grid_intensity``, ``devices``,
     ``llmcarbon_hardware``, ``llmcarbon_validation``)."""
     try:
-        text = resources.files("elastiq.planning").joinpath("data", f"{name}.json").read_text()
+        text = resources.files("elastiq.labs.planning").joinpath("data", f"{name}.json").read_text()
     except FileNotFoundError:
         raise ValueError(f"no carbon data table {name!r}") from None
     return json.loads(text)

@@ -33,6 +33,7 @@ from torch import nn
 
 from elastiq import formats as F
 from elastiq.quant import QuantLinear
+from elastiq.quant.model import replace_module
 
 from .bitflip import flip_all, flip_float, flip_packed, float_bits, site_sizes
 from .precision import precision
@@ -141,7 +142,7 @@ class Injector:
                         if m.bias is not None:
                             lin.bias.copy_(m.bias)
                     lin.requires_grad_(False)
-                    _replace(model, name, lin)
+                    replace_module(model, name, lin)
                     self.targets[name] = _Target(name, lin, packed=m.packed())
                 else:
                     self.targets[name] = _Target(name, m, packed=m.packed())
@@ -306,9 +307,3 @@ def _dtype(spec) -> torch.dtype:
         raise ValueError(f"a float weight is stored in a torch dtype (fp32, fp16, bf16), not the format {p.name}; "
                          f"quantize the model to store it in a format")
     return p.dtype
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)

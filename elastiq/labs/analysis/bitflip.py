@@ -74,9 +74,7 @@ def site_sizes(p: F.Packed) -> dict[str, tuple[int, int]]:
 
 
 def _blocks(p: F.Packed) -> int:
-    from elastiq.formats.cast import _Geometry  # the format engine's own block arithmetic
-
-    return _Geometry(p.shape, p.fmt).blocks
+    return F.Geometry(p.shape, p.fmt).blocks
 
 
 def _stream_layout(bits: int) -> bool:

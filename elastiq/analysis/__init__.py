@@ -1,1 +1,0 @@
-"""elastiq.analysis: where a workload's time goes (profiling), numeric deviation of attention, fault injection and resilience."""

@@ -1,0 +1,75 @@
+"""What every command shares: the console, the one-line error exit, loading a model or a
+text, parsing sizes, writing JSON. Imports typer and rich only; the rest loads on use."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(width=None if Console().is_terminal else 150)
+
+MODEL_HELP = "a built-in name (smollm2-135m), a Hugging Face directory, a .gguf file, or a saved packed model"
+TEXT_HELP = "a built-in text (wiki-eval) or a UTF-8 text file"
+EMBEDDING_HELP = "also pack the token embedding (and an output head tied to it) in this format; 'same': the --format"
+
+
+def fail(e: Exception) -> NoReturn:
+    """Print one line naming the problem and exit with status 2."""
+    console.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(2)
+
+
+def load_model(model: str):
+    """(model, tokenizer) of a built-in name, a Hugging Face directory, a .gguf file or a saved packed model."""
+    import elastiq
+
+    try:
+        with console.status(f"loading {model} ..."):
+            return elastiq.load(model)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        fail(e)
+
+
+def load_text(text: str) -> str:
+    """A built-in text by name, or a UTF-8 file."""
+    from elastiq.data import load_text as load
+
+    try:
+        return load(text)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        fail(e)
+
+
+def check_format(*names: Optional[str]) -> None:
+    """Refuse an unknown format before anything heavy loads (None is skipped)."""
+    from elastiq import formats as F
+
+    try:
+        for n in names:
+            if n is not None:
+                F.get(n)
+    except ValueError as e:
+        fail(e)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '300MiB', '1.5 GB', '123456' (elastiq.elastic.budget.parse_bytes)."""
+    from elastiq.elastic.budget import parse_bytes
+
+    return parse_bytes(text)
+
+
+def mib(x) -> str:
+    return f"{x / 2**20:.2f}"
+
+
+def write_json(path: Optional[Path], data) -> None:
+    """Write ``data`` as JSON to ``path`` (atomically) and say so; nothing when ``path`` is None."""
+    if path:
+        from elastiq.cache import atomic_write_text
+
+        atomic_write_text(path, json.dumps(data, indent=2, default=str))
+        console.print(f"wrote {path}")
