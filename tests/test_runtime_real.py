@@ -10,11 +10,6 @@ import elastiq
 from elastiq.runtime import NativeLM
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    return elastiq.load("smollm2-135m")
-
-
 def torch_greedy(model, ids, n):
     out = []
     with torch.no_grad():
@@ -26,9 +21,10 @@ def torch_greedy(model, ids, n):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["int8", "nxfp4"])
 def test_64_greedy_tokens_equal_the_torch_path(smollm2, tmp_path, fmt):
-    model, tok = smollm2
+    model, tok, _ = smollm2  # the real model, loaded once per test run (conftest)
     packed = elastiq.quantize(copy.deepcopy(model), fmt, embedding="same", progress=False)
     elastiq.save(packed, tmp_path / fmt, tokenizer=tok)
     lm = NativeLM(tmp_path / fmt)

@@ -27,10 +27,10 @@ import torch
 
 from elastiq import formats as F
 from elastiq.cache import cache_dir
+from elastiq.runtime.build import PORTABLE_FLAGS  # one definition of the build without AVX2
 
 SOURCE = Path(__file__).with_name("lut_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
-PORTABLE_FLAGS = ("-mno-avx2", "-mno-fma")
 MODES = ("0", "1", "portable")  # the values of ELASTIQ_KERNELS: off, native build, build without AVX2
 
 

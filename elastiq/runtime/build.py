@@ -3,8 +3,8 @@ kernels of elastiq/quant/lut_kernel.c), without torch.
 
 Compiled once per machine and source with the system C compiler into the elastiq cache
 (``cc -O3 -march=native -fopenmp``, about two seconds), written under a temporary name
-and renamed into place. ``ELASTIQ_NATIVE_FLAGS`` adds flags (the tests build a variant
-with ``-mno-avx2``).
+and renamed into place. ``ELASTIQ_KERNELS=portable`` builds it without AVX2 and FMA, as
+it does the packed-weight kernels (the scalar paths a machine without AVX2 runs).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from elastiq.cache import cache_dir
 HERE = Path(__file__).parent
 SOURCES = (HERE / "engine.c", HERE.parent / "quant" / "lut_kernel.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+PORTABLE_FLAGS = ("-mno-avx2", "-mno-fma")
 
 
 class NativeUnavailable(RuntimeError):
@@ -39,7 +40,8 @@ def library(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found: install gcc, or use --engine torch")
-    flags = [*FLAGS, *os.environ.get("ELASTIQ_NATIVE_FLAGS", "").split(), *extra_flags]
+    portable = os.environ.get("ELASTIQ_KERNELS", "1").strip().lower() == "portable"
+    flags = [*FLAGS, *(PORTABLE_FLAGS if portable else ()), *extra_flags]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)
                          + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"runtime-{key}.so"
