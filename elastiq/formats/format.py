@@ -77,7 +77,7 @@ def bits_per_element(fmt: Format, row_length: int | None = None) -> float:
     spread over elements here; :func:`storage_bytes` counts it exactly. For per-channel
     formats pass ``row_length`` to include the per-row scale.
     """
-    block = fmt.block or row_length
+    block = min(fmt.block, row_length) if fmt.block and row_length else (fmt.block or row_length)  # a block holds a row at most
     if block is None:
         raise ValueError(f"format {fmt.name!r} scales per channel: pass row_length to count its scale bits")
     return fmt.element_bits + fmt.block_overhead_bits / block
