@@ -246,7 +246,7 @@ def _lr_shape(step: int, steps: int) -> float:
 def _save_checkpoint(directory, loras, opt, sched, step: int, steps: int) -> None:
     state = {"step": step, "steps": steps, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "adapters": {n: {"A": lo.lora_A.detach().clone(), "B": lo.lora_B.detach().clone()} for n, lo in loras.items()}}
-    with atomic_dir(Path(directory), overwrite=True) as tmp:
+    with atomic_dir(Path(directory), overwrite=True, owner=CHECKPOINT_STATE) as tmp:  # never a folder we did not write
         torch.save(state, tmp / CHECKPOINT_STATE)
 
 
