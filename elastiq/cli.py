@@ -48,6 +48,10 @@ def formats(
         fmts = [F.get(n) for n in (only or F.names())]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if rows < 1 or cols < 1:
+        _fail(ValueError(f"--rows and --cols must be at least 1, got {rows} x {cols}"))
+    if json_out and json_out.is_dir():
+        _fail(ValueError(f"--json {json_out} is a directory: give a file name, e.g. {json_out / 'formats.json'}"))
     x = _sample(rows, cols, seed)
     table = Table(title=f"elastiq formats: cast of a {rows}x{cols} Student-t(4) sample (seed {seed})")
     for col, just in [("format", "left"), ("element grid(s)", "left"), ("block", "right"), ("scale", "left"),
@@ -90,7 +94,9 @@ def _grids_label(grids) -> str:
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)  # one line; file names are not markup
     raise typer.Exit(2)
 
 
@@ -152,8 +158,17 @@ def eval_(
     import elastiq
     from elastiq.evaluate import evaluate
 
+    from elastiq.evaluate import check_window_args
+
+    try:
+        check_window_args(context, max_tokens)  # before the model loads
+    except ValueError as e:
+        _fail(e)
     m, tok = _load(model)
-    ev = evaluate(m, tok, _text(text), max_tokens=max_tokens, context=context)
+    try:
+        ev = evaluate(m, tok, _text(text), max_tokens=max_tokens, context=context)
+    except ValueError as e:
+        _fail(e)
     console.print(f"perplexity {ev.perplexity:.4f} over {ev.tokens} tokens (context {context}), "
                   f"weights {elastiq.weight_bytes(m) / 2**20:.1f} MiB, {ev.seconds:.1f} s")
 
@@ -174,9 +189,11 @@ def compare(
     from elastiq.compare import compare as run_compare
     from elastiq.compare import plot_quality
 
-    names = [f.strip() for f in fmts.split(",") if f.strip()]
+    from elastiq.compare import format_names
+
     try:
-        for n in names + ([embedding] if embedding not in (None, "same") else []):
+        names = format_names(fmts)
+        for n in [embedding] if embedding not in (None, "same") else []:
             F.get(n)
     except ValueError as e:
         _fail(e)
@@ -280,11 +297,11 @@ def _correction_setup(model: str, fmt: str, text: str, rank: int, init: str, ada
     float model in memory."""
     from elastiq.lrec.stream import StreamUnsupported, in_memory_setup, stream_setup
     from elastiq.models import float_checkpoint_dir
-    from transformers import AutoTokenizer
+    from elastiq.models.hf import auto_tokenizer
 
     with console.status(f"finding the float weights of {model} ..."):
         source = float_checkpoint_dir(model)
-    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    tok = auto_tokenizer(source)
     options = dict(init=init, dtype=adapter_dtype, embedding=embedding, context=context, max_tokens=calib_tokens)
     try:
         q, targets = stream_setup(source, fmt, tok, text, rank, **options)

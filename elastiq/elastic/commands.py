@@ -136,17 +136,24 @@ def host(
                                     ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
     if len(chosen) > 1:
         cli._fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
-    if speed <= 0:
-        cli._fail(ValueError(f"--speed must be positive, got {speed}"))
+    if not 0 < speed < float("inf"):
+        cli._fail(ValueError(f"--speed must be a positive number, got {speed}"))
+    try:
+        from elastiq.elastic.host import check_max_new_tokens
+
+        check_max_new_tokens(max_new_tokens)  # before the artifact is opened
+        keep_free = parse_bytes(reserve)
+        limit = parse_bytes(budget) if budget is not None else None
+        events = read_trace(trace) if trace else None
+    except (ValueError, FileNotFoundError) as e:
+        cli._fail(e)
     try:
         with cli.console.status(f"opening {artifact} ..."):
             hosted = ElasticModel(artifact)
         if options:
             show_family(hosted.artifact, title=f"options of {artifact}", rows=10**9)
             return
-        keep_free = parse_bytes(reserve)
-        events = read_trace(trace) if trace else None
-        source = (Fixed(parse_bytes(budget)) if budget is not None else AvailableMemory(keep_free) if available
+        source = (Fixed(limit) if budget is not None else AvailableMemory(keep_free) if available
                   else CgroupLimit(keep_free) if cgroup else None)
     except (ArtifactError, ValueError, FileNotFoundError) as e:
         cli._fail(e)
@@ -177,6 +184,8 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
         hosted.apply_budget(events[0][1])
     except BudgetError:
         hosted.swap(hosted.options[-1])
+    except ArtifactError as e:  # nothing is hosted yet: nothing to keep serving
+        cli._fail(e)
     pieces: list[tuple[int, str]] = []  # (option, text) as generated
     state = {"text": "", "error": None}
 
@@ -200,16 +209,20 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     for t, b in events:
         time.sleep(max(0.0, t / speed - (time.perf_counter() - t0)))
         try:
-            tr = hosted.apply_budget(b)
-            row = ([str(tr.option), _mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
-                   else [str(hosted.option), _mib(hosted.held_bytes), "0", "-"])
-        except BudgetError as e:
-            cli.console.print(f"[yellow]t={t:g}s: {e}; holding the smallest option[/yellow]")
-            tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
-            row = [f"{hosted.option} (refused)", _mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
-                   f"{tr.seconds * 1e3:.1f}" if tr else "-"]
-        except ArtifactError as e:
-            cli._fail(e)
+            try:
+                tr = hosted.apply_budget(b)
+                row = ([str(tr.option), _mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
+                       else [str(hosted.option), _mib(hosted.held_bytes), "0", "-"])
+            except BudgetError as e:
+                cli.console.print(f"[yellow]t={t:g}s: {escape(str(e))}; holding the smallest option[/yellow]")
+                row = [f"{hosted.option} (refused)", _mib(hosted.held_bytes), "0", "-"]
+                tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
+                row = [f"{hosted.option} (refused)", _mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
+                       f"{tr.seconds * 1e3:.1f}" if tr else "-"]
+        except ArtifactError as e:  # a swap that fails changes nothing: keep serving the option held
+            cli.console.print(f"[yellow]t={t:g}s: swap failed, holding option {hosted.option}:[/yellow] {escape(str(e))}",
+                              soft_wrap=True)
+            row = [f"{hosted.option} (swap failed)", _mib(hosted.held_bytes), "0", "-"]
         table.add_row(f"{time.perf_counter() - t0:.2f}", _mib(b), *row, _mib(proc.memory_info().rss))
     if worker:
         worker.join()
