@@ -5,9 +5,9 @@
     rest.safetensors      float tensors outside the units (norms, an untied float head, ...)
     base<i>.safetensors   the packed tensors of every stored copy in base format i
 
-Each stored tensor has its sha256 in the manifest and is checked every time it is read,
-so a host loads copies lazily (only what an option needs is read) and still refuses a
-byte corrupted on disk at any time, also after an earlier read of the same copy. Small files are checked whole when the
+Each stored tensor has its sha256 in the manifest and is checked when it is first read,
+and again whenever its file changed on disk since, so a host loads copies lazily (only
+what an option needs is read) and still refuses a byte corrupted after a first read. Small files are checked whole when the
 artifact is opened. An artifact is written in a temporary directory and renamed into
 place: a failed build or prune leaves nothing behind.
 """
@@ -138,6 +138,11 @@ class TensorFile:
             os.close(self.fd)
             raise ArtifactError(f"{path} is not a readable safetensors file ({e}): the file is corrupted") from None
 
+    def stamp(self) -> tuple:
+        """What changes whenever the open file's bytes do: size, mtime, ctime, inode."""
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
     def get(self, key: str) -> torch.Tensor:
         dtype, shape, start, nbytes = self.entries[key]
         out = torch.empty(nbytes, dtype=torch.uint8)
@@ -187,6 +192,7 @@ class Artifact:
             self.formats = [F.get(s) for s in self.chain.formats]
             self.extras: list[dict] = list(m.get("extras", []))  # low-rank options (add_low_rank_option)
             self._files = {name: TensorFile(member(self.path, name)) for name in m["tensors"]}
+            self._verified: dict[tuple[str, str], tuple] = {}  # (file, key) -> the file's stamp when last checked
         except ArtifactError:
             raise
         except (KeyError, TypeError, AttributeError, IndexError) as e:
@@ -203,20 +209,26 @@ class Artifact:
         return [m for u in self.units for m in u.modules if self.manifest["modules"][m]["kind"] == "linear"]
 
     def read(self, file: str, key: str) -> torch.Tensor:
-        """One stored tensor, checked against its checksum on every read: a byte changed on
-        disk since an earlier read is refused too."""
+        """One stored tensor, checked against its checksum the first time it is read and
+        again whenever its file changed on disk since (size, mtime, ctime or inode: ctime
+        moves on every write and cannot be set back), so a byte corrupted after a first
+        read is refused too (hashing every read would add ~114 ms to a ~200 ms extreme swap: bench/verify_cost.py)."""
         want = self.manifest["tensors"].get(file, {}).get(key)
         if want is None:
             raise ArtifactError(f"{self.path} does not store {key} (pruned away, or not an option of this artifact)")
+        stamp = self._files[file].stamp()  # before the read: a write during it shows at the next read
         try:
             t = self._files[file].get(key)
         except ArtifactError:
             raise
         except Exception as e:
             raise ArtifactError(f"{self.path / file}: cannot read {key} ({e}): the file is corrupted") from None
+        if self._verified.get((file, key)) == stamp:
+            return t
         if tensor_sha256(t) != want:
             raise ArtifactError(f"{self.path / file}: {key} does not match its checksum: the file is corrupted; "
                                 "rebuild the artifact")
+        self._verified[(file, key)] = stamp
         return t
 
     def load_copy(self, u: int, i: int) -> dict[str, nn.Module]:
@@ -246,6 +258,7 @@ class Artifact:
 
     def verify(self) -> None:
         """Read and check every stored tensor (opening checks only sizes of the large files)."""
+        self._verified.clear()
         for file, keys in self.manifest["tensors"].items():
             for key in keys:
                 self.read(file, key)
