@@ -30,9 +30,10 @@ def load(name_or_path, **kw):
     if is_saved_model(name_or_path):
         model, tok = load_packed(name_or_path)
         if (Path(name_or_path) / "adapters").is_dir():  # written by `elastiq correct`
+            from .cache import member
             from .lrec import load_adapters
 
-            load_adapters(model, Path(name_or_path) / "adapters")
+            load_adapters(model, member(Path(name_or_path), "adapters"))  # a folder inside, not a link out
         return model, tok
     from .models import load as load_float
 

@@ -127,6 +127,25 @@ def check_replaceable(path: Path, owner: str | None) -> None:
                          "--overwrite would delete what it holds; remove it yourself or choose another output")
 
 
+def check_output(path: Path, overwrite: bool, owner: str | None) -> None:
+    """Refuse an output path before any slow work: it exists and ``overwrite`` is off, or
+    it is not a directory elastiq wrote (see check_replaceable)."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+        check_replaceable(path, owner)
+
+
+def refuse_links_out(directory: Path) -> None:
+    """Refuse a folder of ours holding a symbolic link that leads outside it: whatever reads
+    the folder's files (transformers reads tokenizer files by name) stays inside."""
+    directory = Path(directory)
+    for p in directory.iterdir():
+        if p.is_symlink():
+            member(directory, p.name)
+
+
 @contextmanager
 def atomic_dir(path: Path, overwrite: bool = False, owner: str | None = None):
     """Yield a temporary directory that becomes ``path`` when the block succeeds.
@@ -136,10 +155,7 @@ def atomic_dir(path: Path, overwrite: bool = False, owner: str | None = None):
     always holds a whole directory, old or new. On any error the temporary directory is
     removed and ``path`` is left as it was. Temporaries of interrupted earlier writes go."""
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-        check_replaceable(path, owner)
+    check_output(path, overwrite, owner)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp"))

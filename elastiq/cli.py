@@ -135,7 +135,12 @@ def quantize(
 ) -> None:
     """Pack MODEL's linear layers (and optionally its embedding) in a format and save it."""
     import elastiq
+    from elastiq.cache import check_output
 
+    try:
+        check_output(out, overwrite, owner="elastiq.json")  # before the model loads
+    except (ValueError, FileExistsError) as e:
+        _fail(e)
     m, tok = _load(model)
     try:
         elastiq.quantize(m, fmt, act_format=act_format, embedding=embedding)
@@ -244,6 +249,7 @@ def correct(
 
     import elastiq
     from elastiq import formats as F
+    from elastiq.cache import check_output
     from elastiq.evaluate import evaluate
     from elastiq.lrec import correct as run_correct, effective_bits, save_adapters
     from elastiq.lrec.io import unwrapped
@@ -251,8 +257,10 @@ def correct(
 
     if init not in ("svd", "zero"):
         _fail(ValueError(f"--init must be svd or zero, got {init!r}"))
-    if out.exists() and not overwrite:
-        _fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+    try:
+        check_output(out, overwrite, owner="elastiq.json")
+    except (ValueError, FileExistsError) as e:
+        _fail(e)
     if calib == "wiki-eval":
         _fail(ValueError("calibrating on the evaluation text would score the model on what it was trained on: "
                          "use wiki-calib or your own file"))

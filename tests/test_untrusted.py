@@ -194,6 +194,26 @@ def test_adapter_file_name_stays_inside(saved, secret):
         load_adapters(model, adapters)
 
 
+def test_links_out_of_our_folders_are_refused(saved, artifact, secret, tmp_path):
+    from elastiq.elastic import Artifact
+
+    (saved / "tokenizer.json").unlink()
+    (saved / "tokenizer.json").symlink_to(secret)  # unlisted, read by transformers by name
+    with pytest.raises(InputError, match="outside the folder"):
+        elastiq.load(saved)
+    (artifact / "special_tokens_map.json").symlink_to(secret)
+    with pytest.raises(InputError, match="outside the folder"):
+        Artifact(artifact)
+
+
+def test_an_adapters_link_out_of_a_saved_model_is_refused(saved, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (saved / "adapters").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(InputError, match="outside the folder"):
+        elastiq.load(saved)
+
+
 # ---- 4. --overwrite replaces only what elastiq wrote -------------------------------------
 
 def test_overwrite_refuses_a_folder_elastiq_did_not_write(hf_dir, tmp_path):
@@ -208,6 +228,16 @@ def test_overwrite_refuses_a_folder_elastiq_did_not_write(hf_dir, tmp_path):
     r = runner.invoke(app, ["quantize", str(hf_dir), "-f", "int8", "-o", str(a_file), "--overwrite"])
     one_line_error(r, "refusing to replace")
     assert a_file.read_text() == "keep"
+
+
+@pytest.mark.parametrize("command", [["quantize", "-f", "int8"], ["correct", "-f", "int4"], ["build"]])
+def test_overwrite_is_refused_before_the_model_loads(tmp_path, command):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("mine")
+    r = runner.invoke(app, [command[0], "no-such-model", *command[1:], "-o", str(notes), "--overwrite"])
+    one_line_error(r, "refusing to replace")
+    assert (notes / "a.txt").read_text() == "mine"
 
 
 def test_overwrite_replaces_what_elastiq_wrote(saved, byte_tokenizer):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, sha256_file
+from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, refuse_links_out, sha256_file
 from elastiq.errors import InputError
 from elastiq.quant import QuantEmbedding, QuantLinear
 from elastiq.quant.io import WEIGHT_DTYPES, has_tokenizer, weight_dtype
@@ -174,6 +174,7 @@ class Artifact:
             raise ArtifactError(f"{self.path} is elastic artifact version {m.get('elastiq_elastic')}; this elastiq "
                                 f"reads version {VERSION}: rebuild it with `elastiq build`")
         try:
+            refuse_links_out(self.path)
             _check_manifest(self.path, m)
             for name, meta in m["files"].items():
                 path = member(self.path, name)

@@ -45,15 +45,16 @@ def build(
     if calib == "wiki-eval":
         cli._fail(ValueError("calibrating on the evaluation text would tune the chain on what it is scored on: "
                              "use wiki-calib or your own file"))
-    if out.exists() and not overwrite:
-        cli._fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
     try:
+        from elastiq.cache import check_output
+
+        check_output(out, overwrite, owner="elastic.json")
         limit = parse_bytes(storage_limit) if storage_limit else None
         fmts = [f.strip() for f in formats.split(",") if f.strip()]
         from elastiq.elastic.builder import check_formats
 
         check_formats(fmts)
-    except ValueError as e:
+    except (ValueError, FileExistsError) as e:
         cli._fail(e)
     fp, tok = cli._load(model)
     text = cli._text(calib)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, sha256_file
+from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, refuse_links_out, sha256_file
 from elastiq.errors import InputError
 
 from .embedding import QuantEmbedding
@@ -64,6 +64,7 @@ def read_manifest(directory) -> dict:
     """The manifest of a saved model, its shape checked and every file it lists verified."""
     directory = Path(directory)
     manifest = read_manifest_json(directory / MANIFEST, "a model saved by elastiq")
+    refuse_links_out(directory)
     if manifest.get("elastiq") not in READABLE:
         raise InputError(f"{directory} was saved by elastiq format version {manifest.get('elastiq')!r}; this elastiq "
                          f"reads versions {', '.join(map(str, READABLE))}: upgrade elastiq, or save the model again")
