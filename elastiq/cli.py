@@ -161,9 +161,7 @@ def eval_(
 ) -> None:
     """Perplexity of MODEL on a text."""
     import elastiq
-    from elastiq.evaluate import evaluate
-
-    from elastiq.evaluate import check_window_args
+    from elastiq.evaluate import check_window_args, evaluate
 
     try:
         check_window_args(context, max_tokens)  # before the model loads
@@ -192,9 +190,7 @@ def compare(
     """Quality and size of MODEL in each format: bits per weight, bytes, perplexity, KL."""
     from elastiq import formats as F
     from elastiq.compare import compare as run_compare
-    from elastiq.compare import plot_quality
-
-    from elastiq.compare import format_names
+    from elastiq.compare import format_names, plot_quality
 
     try:
         names = format_names(fmts)

@@ -214,6 +214,26 @@ def test_an_adapters_link_out_of_a_saved_model_is_refused(saved, tmp_path):
         elastiq.load(saved)
 
 
+def test_swapped_files_are_refused(saved, artifact, tmp_path, byte_tokenizer):
+    """A file replaced by another of the same kind and size (another model's weights, the
+    other base's copies) is refused by its checksum or size, never loaded."""
+    from elastiq.elastic import Artifact, ArtifactError
+    from elastiq.elastic.artifact import base_file
+
+    other = elastiq.save(elastiq.quantize(make_tiny_llama(seed=3), "int8", progress=False), tmp_path / "other",
+                         tokenizer=byte_tokenizer)
+    assert (other / "model.safetensors").stat().st_size == (saved / "model.safetensors").stat().st_size
+    os.replace(other / "model.safetensors", saved / "model.safetensors")
+    with pytest.raises(InputError, match="does not match its checksum"):
+        elastiq.load(saved)
+    a, b = artifact / base_file(0), artifact / base_file(1)
+    os.replace(a, tmp_path / "x")
+    os.replace(b, a)
+    os.replace(tmp_path / "x", b)
+    with pytest.raises(ArtifactError, match="bytes but the manifest says"):
+        Artifact(artifact)
+
+
 # ---- 4. --overwrite replaces only what elastiq wrote -------------------------------------
 
 def test_overwrite_refuses_a_folder_elastiq_did_not_write(hf_dir, tmp_path):
