@@ -260,6 +260,19 @@ def test_overwrite_is_refused_before_the_model_loads(tmp_path, command):
     assert (notes / "a.txt").read_text() == "mine"
 
 
+def test_correct_never_resumes_or_removes_a_checkpoint_folder_it_did_not_write(hf_dir, tmp_path):
+    mine = tmp_path / "out.checkpoint"  # the name `correct -o out` resumes from, and removes when done
+    mine.mkdir()
+    (mine / "a.txt").write_text("mine")
+    text = tmp_path / "calib.txt"
+    text.write_text(TEXT)
+    r = runner.invoke(app, ["correct", str(hf_dir), "-f", "int4", "-o", str(tmp_path / "out"), "--steps", "1",
+                            "--rank", "2", "--calib", str(text), "--calib-tokens", "64", "--context", "32",
+                            "--eval-tokens", "0"])
+    one_line_error(r, "refusing to replace")
+    assert (mine / "a.txt").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
 def test_overwrite_replaces_what_elastiq_wrote(saved, byte_tokenizer):
     m = elastiq.quantize(make_tiny_llama(seed=1), "int4", progress=False)
     elastiq.save(m, saved, tokenizer=byte_tokenizer, overwrite=True)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-from elastiq.cache import atomic_dir
+from elastiq.cache import atomic_dir, check_replaceable
 from elastiq.data import tokenize, windows
 from elastiq.memory import pin_mmap_threshold
 from elastiq.progress import progress_bar
@@ -251,6 +251,8 @@ def _save_checkpoint(directory, loras, opt, sched, step: int, steps: int) -> Non
 
 
 def _resume(directory, loras, opt, sched, steps: int) -> int:
+    if Path(directory).exists() or Path(directory).is_symlink():
+        check_replaceable(directory, CHECKPOINT_STATE)  # a folder of the user's is neither resumed nor replaced
     path = Path(directory) / CHECKPOINT_STATE
     if not path.is_file():
         return 0
