@@ -621,11 +621,11 @@ def test_fp16_scaled_formats_flush_blocks_below_half_the_smallest_normal():
     assert (F.fake_quantize(torch.full((1, 64), 3.0e-6), "nf4") != 0).all()
 
 
-def test_commands_print_no_library_warnings(hf_dir, tmp_path):
-    """torchao's CUDA-library and torch's pytree warnings, and transformers' load bar, stay off stderr."""
-    text = tmp_path / "t.txt"
-    text.write_text(TEXT)
-    r = subprocess.run([sys.executable, "-m", "elastiq", "eval", str(hf_dir), "--text", str(text), "--context", "32"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_importing_elastiq_keeps_library_warnings_off_stderr():
+    """transformers imports torchao when it is installed: its CUDA-library warnings and
+    torch's pytree deprecations (about torchao's enums) used to open every command."""
+    pytest.importorskip("torchao")
+    r = subprocess.run([sys.executable, "-c", "import elastiq, torchao, transformers"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "perplexity" in r.stdout and r.stderr.strip() == "", r.stderr
+    assert r.stderr.strip() == "", r.stderr
