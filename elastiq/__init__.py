@@ -8,7 +8,15 @@
 
 Heavy libraries (transformers) load on first use, so ``import elastiq`` stays quick.
 """
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# transformers imports torchao when it is installed, and torchao then logs a warning for each
+# CUDA library a CPU machine cannot load, and torch one for each of torchao's enum types
+# (a deprecation inside torchao). Nothing a user can act on: keep them off stderr.
+for _name in ("torchao", "torch.utils._pytree"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 
 def load(name_or_path, **kw):
@@ -22,9 +30,10 @@ def load(name_or_path, **kw):
     if is_saved_model(name_or_path):
         model, tok = load_packed(name_or_path)
         if (Path(name_or_path) / "adapters").is_dir():  # written by `elastiq correct`
+            from .cache import member
             from .lrec import load_adapters
 
-            load_adapters(model, Path(name_or_path) / "adapters")
+            load_adapters(model, member(Path(name_or_path), "adapters"))  # a folder inside, not a link out
         return model, tok
     from .models import load as load_float
 

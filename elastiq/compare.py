@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from elastiq import formats as F
+from elastiq.errors import InputError
 from elastiq.evaluate import evaluate
 from elastiq.quant import QuantEmbedding, QuantLinear, quantize_model, tied_heads, weight_bytes, with_embedding
 
@@ -38,10 +39,22 @@ def packed_bits_per_weight(model) -> float:
     return bits / n if n else 32.0
 
 
+def format_names(text: str) -> list[str]:
+    """The formats of a comma-separated list, each checked; refuses an empty list."""
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    if not names:
+        raise InputError(f"no formats to compare in {text!r}: give e.g. int8,int4,nxfp4")
+    for n in names:
+        F.get(n)
+    return names
+
+
 def compare(model, tokenizer, text: str, formats: list[str], max_tokens: int | None = None, context: int = 1024,
             progress: bool = True, on_result=None, embedding: str | None = None) -> list[FormatResult]:
     """The float model first (format "float"), then one packed copy per format. With
     ``embedding`` (a format, or "same") the token embedding is packed too."""
+    if not formats:
+        raise InputError("no formats to compare: give at least one")
     for name in formats:
         F.get(name)  # refuse a bad name before any slow work
         with_embedding(model, name, embedding)

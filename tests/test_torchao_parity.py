@@ -50,6 +50,10 @@ def _torchao_mx(x, name, mode):
     e = ELEM[name]
     scale, data = mx_tensor.to_mx(x, e, 32, ScaleCalculationMode(mode))
     ref = mx_tensor.to_dtype(data, scale, e, 32, torch.float32)
+    # torchao lets an element times its scale overflow to Inf (3e38 under rceil, and Inf
+    # input); elastiq saturates at float32's largest finite value: the same codes and
+    # scales, the overflow clamped (issue 16, docs/formats.md)
+    ref = ref.clamp(-torch.finfo(torch.float32).max, torch.finfo(torch.float32).max)
     if name.startswith("mxfp6"):
         codes = F.pack_bits(data.reshape(-1), 6)
     else:

@@ -18,7 +18,9 @@ EMBEDDING_HELP = "also pack the token embedding (and an output head tied to it) 
 
 def fail(e: Exception) -> NoReturn:
     """Print one line naming the problem and exit with status 2."""
-    console.print(f"[red]error:[/red] {e}")
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)  # one line; file names are not markup
     raise typer.Exit(2)
 
 

@@ -38,10 +38,13 @@ def build(
     if calib == "wiki-eval":
         fail(ValueError("calibrating on the evaluation text would tune the chain on what it is scored on: "
                              "use wiki-calib or your own file"))
-    if out.exists() and not overwrite:
-        fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+    from elastiq.cache import check_output
     from elastiq.elastic.builder import check_formats
 
+    try:
+        check_output(out, overwrite, owner="elastic.json")
+    except (ValueError, FileExistsError) as e:
+        fail(e)
     try:
         options = BuildOptions(formats=[f.strip() for f in formats.split(",") if f.strip()], unit=unit,
                                embedding=embedding, calib_tokens=calib_tokens, context=context, measure=measure,
@@ -121,28 +124,33 @@ def host(
     threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
 ) -> None:
     """Host ARTIFACT under a memory budget: run the best option that fits, swap as it moves."""
-    from elastiq.elastic import AvailableMemory, BudgetError, CgroupLimit, Fixed, open_host, read_trace
+    from elastiq.elastic import AvailableMemory, CgroupLimit, Fixed, check_max_new_tokens, open_host, read_trace
     # both hosts refuse a bad artifact with a ValueError (ArtifactError, NativeError): torch stays unimported
 
     chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
                                     ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
     if len(chosen) > 1:
         fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
-    if speed <= 0:
-        fail(ValueError(f"--speed must be positive, got {speed}"))
+    if not 0 < speed < float("inf"):
+        fail(ValueError(f"--speed must be a positive number, got {speed}"))
+    try:
+        check_max_new_tokens(max_new_tokens)  # before the artifact is opened
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        keep_free = parse_size(reserve)
+        limit = parse_size(budget) if budget is not None else None
+        events = read_trace(trace) if trace else None
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
     try:
         if options:
             from elastiq.elastic import Artifact
 
             show_family(Artifact(artifact), title=f"options of {artifact}", rows=10**9)
             return
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
         with console.status(f"opening {artifact} ..."):
             hosted = open_host(artifact, engine, threads, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-        keep_free = parse_size(reserve)
-        events = read_trace(trace) if trace else None
-        source = (Fixed(parse_size(budget)) if budget is not None else AvailableMemory(keep_free) if available
+        source = (Fixed(limit) if budget is not None else AvailableMemory(keep_free) if available
                   else CgroupLimit(keep_free) if cgroup else None)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
@@ -182,6 +190,8 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
         hosted.apply_budget(events[0][1])
     except BudgetError:
         hosted.swap(hosted.options[-1])
+
+
     pieces: list[tuple[int, str]] = []  # (option, text) as generated
     state = {"text": "", "error": None}
 
@@ -205,16 +215,19 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     for t, b in events:
         time.sleep(max(0.0, t / speed - (time.perf_counter() - t0)))
         try:
-            tr = hosted.apply_budget(b)
-            row = ([str(tr.option), mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
-                   else [str(hosted.option), mib(hosted.held_bytes), "0", "-"])
-        except BudgetError as e:
-            console.print(f"[yellow]t={t:g}s: {e}; holding the smallest option[/yellow]")
-            tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
-            row = [f"{hosted.option} (refused)", mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
-                   f"{tr.seconds * 1e3:.1f}" if tr else "-"]
-        except ValueError as e:  # a corrupted copy (ArtifactError, NativeError)
-            fail(e)
+            try:
+                tr = hosted.apply_budget(b)
+                row = ([str(tr.option), mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
+                       else [str(hosted.option), mib(hosted.held_bytes), "0", "-"])
+            except BudgetError as e:
+                console.print(f"[yellow]t={t:g}s: {escape(str(e))}; holding the smallest option[/yellow]")
+                tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
+                row = [f"{hosted.option} (refused)", mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
+                       f"{tr.seconds * 1e3:.1f}" if tr else "-"]
+        except ValueError as e:  # a swap that fails (ArtifactError, NativeError) changes nothing: keep serving
+            console.print(f"[yellow]t={t:g}s: swap failed, holding option {hosted.option}:[/yellow] {escape(str(e))}",
+                          soft_wrap=True)
+            row = [f"{hosted.option} (swap failed)", mib(hosted.held_bytes), "0", "-"]
         table.add_row(f"{time.perf_counter() - t0:.2f}", mib(b), *row, mib(proc.memory_info().rss))
     if worker:
         worker.join()

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .common import console, write_json
+from .common import console, fail, write_json
 
 
 def _sample(rows: int, cols: int, seed: int):
@@ -40,6 +40,10 @@ def formats(
         fmts = [F.get(n) for n in (only or F.names())]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if rows < 1 or cols < 1:
+        fail(ValueError(f"--rows and --cols must be at least 1, got {rows} x {cols}"))
+    if json_out and json_out.is_dir():
+        fail(ValueError(f"--json {json_out} is a directory: give a file name, e.g. {json_out / 'formats.json'}"))
     x = _sample(rows, cols, seed)
     table = Table(title=f"elastiq formats: cast of a {rows}x{cols} Student-t(4) sample (seed {seed})")
     for col, just in [("format", "left"), ("element grid(s)", "left"), ("block", "right"), ("scale", "left"),

@@ -65,8 +65,12 @@ def correct(
 
 def _check_request(fmt: str, out: Path, calib: str, overwrite: bool) -> None:
     """Refuse what would fail late, before anything loads."""
-    if out.exists() and not overwrite:
-        fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+    from elastiq.cache import check_output
+
+    try:
+        check_output(out, overwrite, owner="elastiq.json")
+    except (ValueError, FileExistsError) as e:
+        fail(e)
     if calib == "wiki-eval":
         fail(ValueError("calibrating on the evaluation text would score the model on what it was trained on: "
                         "use wiki-calib or your own file"))

@@ -21,7 +21,12 @@ def quantize(
 ) -> None:
     """Pack MODEL's linear layers (and optionally its embedding) in a format and save it."""
     import elastiq
+    from elastiq.cache import check_output
 
+    try:
+        check_output(out, overwrite, owner="elastiq.json")  # before the model loads
+    except (ValueError, FileExistsError) as e:
+        fail(e)
     m, tok = load_model(model)
     try:
         elastiq.quantize(m, fmt, act_format=act_format, embedding=embedding)
@@ -41,10 +46,17 @@ def eval_(
 ) -> None:
     """Perplexity of MODEL on a text."""
     import elastiq
-    from elastiq.evaluate import evaluate
+    from elastiq.evaluate import check_window_args, evaluate
 
+    try:
+        check_window_args(context, max_tokens)  # before the model loads
+    except ValueError as e:
+        fail(e)
     m, tok = load_model(model)
-    ev = evaluate(m, tok, load_text(text), max_tokens=max_tokens, context=context)
+    try:
+        ev = evaluate(m, tok, load_text(text), max_tokens=max_tokens, context=context)
+    except ValueError as e:
+        fail(e)
     console.print(f"perplexity {ev.perplexity:.4f} over {ev.tokens} tokens (context {context}), "
                   f"weights {elastiq.weight_bytes(m) / 2**20:.1f} MiB, {ev.seconds:.1f} s")
 
@@ -61,9 +73,12 @@ def compare(
 ) -> None:
     """Quality and size of MODEL in each format: bits per weight, bytes, perplexity, KL."""
     from elastiq.compare import compare as run_compare
-    from elastiq.compare import plot_quality
+    from elastiq.compare import format_names, plot_quality
 
-    names = [f.strip() for f in fmts.split(",") if f.strip()]
+    try:
+        names = format_names(fmts)
+    except ValueError as e:
+        fail(e)
     check_format(*names, embedding if embedding != "same" else None)
     m, tok = load_model(model)
     emb = f", embedding {embedding}" if embedding else ", embedding kept float"

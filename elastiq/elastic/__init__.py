@@ -18,7 +18,7 @@ from elastiq.options import BuildOptions
 
 from .budget import AvailableMemory, CgroupLimit, Fixed, parse_bytes, read_trace
 from .chain import Chain, Family, build_chain, family_of, prune
-from .hosting import ENGINES, BudgetError, OptionChooser, RWLock, Transition, open_host
+from .hosting import ENGINES, BudgetError, OptionChooser, RWLock, Transition, check_max_new_tokens, open_host
 from .native_host import NativeElasticModel
 
 # The torch half loads when first named, so that a process hosting on the native runtime
@@ -38,5 +38,5 @@ def __getattr__(name: str):
 
 
 __all__ = sorted(["AvailableMemory", "BudgetError", "BuildOptions", "CgroupLimit", "Chain", "ENGINES", "Family", "Fixed",
-                  "NativeElasticModel", "OptionChooser", "RWLock", "Transition", "build_chain", "family_of", "open_host",
+                  "NativeElasticModel", "OptionChooser", "check_max_new_tokens", "RWLock", "Transition", "build_chain", "family_of", "open_host",
                   "parse_bytes", "prune", "read_trace", *_TORCH_SIDE])

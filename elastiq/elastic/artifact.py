@@ -5,9 +5,9 @@
     rest.safetensors      float tensors outside the units (norms, an untied float head, ...)
     base<i>.safetensors   the packed tensors of every stored copy in base format i
 
-Each stored tensor has its sha256 in the manifest and is checked when it is read, so a
-host loads copies lazily (safetensors maps the file; only what an option needs is
-read) and still refuses a corrupted byte. Small files are checked whole when the
+Each stored tensor has its sha256 in the manifest and is checked when it is first read,
+and again whenever its file changed on disk since, so a host loads copies lazily (only
+what an option needs is read) and still refuses a byte corrupted after a first read. Small files are checked whole when the
 artifact is opened. An artifact is written in a temporary directory and renamed into
 place: a failed build or prune leaves nothing behind.
 """
@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
+from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, refuse_links_out, sha256_file
+from elastiq.errors import InputError
 from elastiq.quant import QuantEmbedding, QuantLinear
-from elastiq.quant.io import has_tokenizer
+from elastiq.quant.io import WEIGHT_DTYPES, has_tokenizer, weight_dtype
 from elastiq.runtime.describe import write as write_native
 
 from .chain import Chain, Family
@@ -38,7 +39,7 @@ VERSION = 1
 PACKED_PARTS = ("codes", "scales", "selectors", "tensor_scale")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(InputError):
     """The directory is not a usable elastic artifact (missing, corrupted, foreign)."""
 
 
@@ -74,7 +75,7 @@ def write(directory, *, config, tokenizer, units: list[Unit], chain: Chain, fami
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    with atomic_dir(directory, overwrite=overwrite) as tmp:
+    with atomic_dir(directory, overwrite=overwrite, owner=MANIFEST) as tmp:
         config.to_json_file(str(tmp / "config.json"))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
@@ -139,6 +140,11 @@ class TensorFile:
             os.close(self.fd)
             raise ArtifactError(f"{path} is not a readable safetensors file ({e}): the file is corrupted") from None
 
+    def stamp(self) -> tuple:
+        """What changes whenever the open file's bytes do: size, mtime, ctime, inode."""
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
     def get(self, key: str) -> torch.Tensor:
         dtype, shape, start, nbytes = self.entries[key]
         out = torch.empty(nbytes, dtype=torch.uint8)
@@ -170,26 +176,30 @@ class Artifact:
             raise ArtifactError(f"{self.path} is elastic artifact version {m.get('elastiq_elastic')}; this elastiq "
                                 f"reads version {VERSION}: rebuild it with `elastiq build`")
         try:
+            refuse_links_out(self.path)
+            _check_manifest(self.path, m)
             for name, meta in m["files"].items():
+                path = member(self.path, name)
                 if "sha256" in meta:
-                    check_file(self.path / name, meta["bytes"], meta["sha256"])
-                elif not (self.path / name).is_file():
-                    raise ValueError(f"{self.path} is incomplete: {name} is missing")
-                elif (self.path / name).stat().st_size != meta["bytes"]:
-                    raise ValueError(f"{self.path / name} has {(self.path / name).stat().st_size} bytes but the "
-                                     f"manifest says {meta['bytes']}: truncated or replaced")
+                    check_file(path, meta["bytes"], meta["sha256"])
+                elif not path.is_file():
+                    raise ArtifactError(f"{self.path} is incomplete: {name} is missing")
+                elif path.stat().st_size != meta["bytes"]:
+                    raise ArtifactError(f"{path} has {path.stat().st_size} bytes but the manifest says {meta['bytes']}: "
+                                        "truncated or replaced")
             self.manifest = m
             self.chain = Chain.from_dict(m["chain"])
-            self.family = Family.from_dict(m["family"])
+            self.family = Family.from_dict(m["family"], self.chain)
             self.units = [Unit(u["name"], tuple(u["modules"]), u["kind"], tuple(u["tied"])) for u in m["units"]]
+            _check_layout(self.path, m, self.chain, self.units)
             self.formats = [F.get(s) for s in self.chain.formats]
             self.extras: list[dict] = list(m.get("extras", []))  # low-rank options (add_low_rank_option)
-            self._files = {name: TensorFile(self.path / name) for name in m["tensors"]}
-            self._verified: set[tuple[str, str]] = set()  # checked once per session, at first read
+            self._files = {name: TensorFile(member(self.path, name)) for name in m["tensors"]}
+            self._verified: dict[tuple[str, str], tuple] = {}  # (file, key) -> the file's stamp when last checked
         except ArtifactError:
             raise
-        except (KeyError, TypeError) as e:
-            raise ArtifactError(f"{self.path / MANIFEST} is malformed (missing {e}): rebuild the artifact") from None
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise ArtifactError(f"{self.path / MANIFEST} is malformed ({type(e).__name__} {e}): rebuild the artifact") from None
         except Exception as e:  # a corrupted safetensors header, a bad checksum, a bad format name
             raise ArtifactError(f"{self.path}: {e}") from None
 
@@ -202,22 +212,26 @@ class Artifact:
         return [m for u in self.units for m in u.modules if self.manifest["modules"][m]["kind"] == "linear"]
 
     def read(self, file: str, key: str) -> torch.Tensor:
-        """One stored tensor, checked against its checksum the first time it is read."""
+        """One stored tensor, checked against its checksum the first time it is read and
+        again whenever its file changed on disk since (size, mtime, ctime or inode: ctime
+        moves on every write and cannot be set back), so a byte corrupted after a first
+        read is refused too (hashing every read would add ~114 ms to a ~200 ms extreme swap: bench/verify_cost.py)."""
         want = self.manifest["tensors"].get(file, {}).get(key)
         if want is None:
             raise ArtifactError(f"{self.path} does not store {key} (pruned away, or not an option of this artifact)")
+        stamp = self._files[file].stamp()  # before the read: a write during it shows at the next read
         try:
             t = self._files[file].get(key)
         except ArtifactError:
             raise
         except Exception as e:
             raise ArtifactError(f"{self.path / file}: cannot read {key} ({e}): the file is corrupted") from None
-        if (file, key) in self._verified:
+        if self._verified.get((file, key)) == stamp:
             return t
         if tensor_sha256(t) != want:
             raise ArtifactError(f"{self.path / file}: {key} does not match its checksum: the file is corrupted; "
                                 "rebuild the artifact")
-        self._verified.add((file, key))
+        self._verified[(file, key)] = stamp
         return t
 
     def load_copy(self, u: int, i: int) -> dict[str, nn.Module]:
@@ -231,7 +245,11 @@ class Artifact:
         parts = {k: self.read(file, f"{name}.{k}") for k in PACKED_PARTS if k != "tensor_scale"}
         fmt = self.formats[i]
         ts = self.read(file, f"{name}.tensor_scale") if fmt.tensor_scale else None
-        packed = F.Packed(fmt, tuple(meta["shape"]), getattr(torch, meta["dtype"]), tensor_scale=ts, **parts)
+        packed = F.Packed(fmt, tuple(meta["shape"]), WEIGHT_DTYPES[meta["dtype"]], tensor_scale=ts, **parts)
+        try:
+            packed.validate()
+        except ValueError as e:
+            raise ArtifactError(f"{self.path / file}: {name} does not fit its manifest entry ({e})") from None
         if meta["kind"] == "embedding":
             return QuantEmbedding(packed, meta["padding_idx"], meta.get("scale", 1.0))
         return QuantLinear(packed, self.read(file, f"{name}.bias") if meta["bias"] else None)
@@ -250,6 +268,60 @@ class Artifact:
 
     def storage_bytes(self) -> int:
         return sum(meta["bytes"] for meta in self.manifest["files"].values()) + (self.path / MANIFEST).stat().st_size
+
+
+def _check_manifest(path: Path, m: dict) -> None:
+    """The manifest's top-level shape and file names, before anything is read by them."""
+    where = path / MANIFEST
+    for key, kind in (("files", dict), ("tensors", dict), ("modules", dict), ("units", list), ("chain", dict),
+                      ("family", dict), ("quality", dict), ("rest_aliases", dict), ("info", dict)):
+        if not isinstance(m.get(key), kind):
+            raise ArtifactError(f"{where} is malformed: {key!r} is missing or not a JSON {kind.__name__}; rebuild the artifact")
+    for name, meta in m["files"].items():
+        member(path, name)
+        if not isinstance(meta, dict) or type(meta.get("bytes")) is not int:
+            raise ArtifactError(f"{where} is malformed: the entry of {name!r} has no byte count")
+    for name, keys in m["tensors"].items():
+        member(path, name)
+        if name not in m["files"]:  # its size must be vouched for too
+            raise ArtifactError(f"{where} lists tensors in {name!r}, a file it does not list")
+        if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+            raise ArtifactError(f"{where} is malformed: the checksums of {name!r} are not an object of strings")
+    if REST not in m["files"] or "config.json" not in m["files"]:
+        raise ArtifactError(f"{where} does not list {REST} and config.json: rebuild the artifact")
+    extras = m.get("extras", [])
+    if not isinstance(extras, list) or not all(isinstance(e, dict) and e.get("file") in m["tensors"] for e in extras):
+        raise ArtifactError(f"{where} is malformed: an extra option names a file it does not list")
+
+
+def _check_layout(path: Path, m: dict, chain: Chain, units: list[Unit]) -> None:
+    """Units, modules and quality agree with the chain; every module entry is well formed."""
+    where = path / MANIFEST
+    if [u.name for u in units] != list(chain.units):
+        raise ArtifactError(f"{where}: the units and the chain's units differ; rebuild the artifact")
+    for f in chain.formats:
+        try:
+            F.get(f)
+        except (ValueError, TypeError) as e:
+            raise ArtifactError(f"{where}: base format {f!r}: {e}") from None
+    for u in units:
+        for name in u.modules:
+            meta = m["modules"].get(name)
+            if not isinstance(meta, dict):
+                raise ArtifactError(f"{where}: unit {u.name} names module {name!r}, which has no entry")
+            shape = meta.get("shape")
+            if meta.get("kind") not in ("linear", "embedding") or not (
+                    isinstance(shape, list) and len(shape) == 2 and all(type(d) is int and d > 0 for d in shape)):
+                raise ArtifactError(f"{where}: module {name!r} has kind {meta.get('kind')!r} and shape {shape!r}; "
+                                    "expected linear or embedding of two positive integers")
+            weight_dtype(meta.get("dtype"), f"{where}, module {name!r}")
+    estimated = m["quality"].get("estimated")
+    if not isinstance(estimated, list) or len(estimated) != chain.n_options:
+        raise ArtifactError(f"{where}: quality.estimated does not give one value per option ({chain.n_options})")
+    for e in m.get("extras", []):
+        if e.get("option") not in range(chain.n_options):
+            raise ArtifactError(f"{where}: extra option {e.get('name')!r} refers to option {e.get('option')!r}, "
+                                f"outside the chain (0..{chain.n_options - 1})")
 
 
 def add_low_rank_option(directory, option: int, deltas: dict, name: str, kl: float) -> dict:
@@ -308,7 +380,8 @@ def prune_artifact(src, out, limit_bytes: int, overwrite: bool = False) -> tuple
     """Write the largest family of ``src`` that fits ``limit_bytes`` of storage to ``out``;
     returns the path and a report of what the family lost."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoTokenizer
+
+    from elastiq.models.hf import auto_config, auto_tokenizer
 
     from .chain import prune
 
@@ -331,11 +404,11 @@ def prune_artifact(src, out, limit_bytes: int, overwrite: bool = False) -> tuple
                     and k.removeprefix(m + ".") in PACKED_PARTS + ("bias",)}
                 for m in a.units[u].modules}
 
-    tok = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) if has_tokenizer(a.path) else None
+    tok = auto_tokenizer(a.path) if has_tokenizer(a.path) else None
     kept = [e for e in a.extras if e["option"] in family.options]
     report["extras_removed"] = [e["name"] for e in a.extras if e not in kept]
     info = dict(a.manifest["info"], pruning=report)
-    path = write(out, config=AutoConfig.from_pretrained(str(a.path), local_files_only=True), tokenizer=tok,
+    path = write(out, config=auto_config(a.path), tokenizer=tok,
                  units=a.units, chain=a.chain, family=family, copy_tensors=copy_tensors, modules=a.manifest["modules"],
                  rest=load_file(str(a.path / REST)), rest_aliases=a.manifest["rest_aliases"],
                  quality=a.manifest["quality"], info=info, overwrite=overwrite)

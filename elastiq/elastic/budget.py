@@ -7,24 +7,33 @@ to replay.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from elastiq.errors import InputError
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
+MAX_BYTES = 2**60  # one exbibyte: no machine's memory comes near; larger sizes are typos
 
 
 def parse_bytes(text) -> int:
-    """``"80MiB"``, ``"1.5GB"``, ``"123456"`` -> bytes."""
+    """``"80MiB"``, ``"1.5GB"``, ``"123456"`` -> bytes; refuses what is not a size up to 1 EiB."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"a memory size cannot be negative, got {text}")
-        return int(text)
-    m = _SIZE.match(str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read {text!r} as a memory size: write e.g. 80MiB, 1.5GB or 123456 (bytes)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        value = float(text)
+    else:
+        m = _SIZE.match(str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise InputError(f"cannot read {text!r} as a memory size: write e.g. 80MiB, 1.5GB or 123456 (bytes)")
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(value) or value > MAX_BYTES:
+        raise InputError(f"a memory size of {str(text)[:40]}{'...' if len(str(text)) > 40 else ''} is beyond "
+                         f"{MAX_BYTES} bytes (1 EiB): write e.g. 80MiB or 1.5GB")
+    if value < 0:
+        raise InputError(f"a memory size cannot be negative, got {text}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,11 @@ def read_trace(path) -> list[tuple[float, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"trace file not found: {path}")
     events: list[tuple[float, int]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a text file of 'seconds,bytes' lines") from None
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line or (not events and line.replace(" ", "").lower() in ("seconds,bytes", "time,bytes")):
             continue
@@ -92,11 +105,13 @@ def read_trace(path) -> list[tuple[float, int]]:
                 raise ValueError("expected two fields")
             t, b = float(parts[0]), parse_bytes(parts[1])
         except ValueError as e:
-            raise ValueError(f"{path}:{n}: cannot read {line!r} as 'seconds,bytes' ({e})") from None
+            raise InputError(f"{path}:{n}: cannot read {line!r} as 'seconds,bytes' ({e})") from None
+        if not math.isfinite(t):
+            raise InputError(f"{path}:{n}: time {parts[0]!r} is not a finite number of seconds")
         if t < 0 or (events and t <= events[-1][0]):
-            raise ValueError(f"{path}:{n}: times must start at 0 or later and increase; got {t} after "
+            raise InputError(f"{path}:{n}: times must start at 0 or later and increase; got {t} after "
                              f"{events[-1][0] if events else 'the start'}")
         events.append((t, b))
     if not events:
-        raise ValueError(f"{path} holds no (seconds, bytes) events")
+        raise InputError(f"{path} holds no (seconds, bytes) events")
     return events

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from elastiq.errors import InputError
+
 
 @dataclass
 class Chain:
@@ -81,8 +83,25 @@ class Chain:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Chain":
-        return cls(list(d["formats"]), list(d["units"]), np.asarray(d["unit_bytes"], dtype=np.int64),
-                   np.asarray(d["unit_cost"], dtype=np.float64), int(d["rest_bytes"]), np.asarray(d["moves"], dtype=np.int64))
+        """A chain read from a manifest; refuses one whose tables and moves do not agree."""
+        try:
+            c = cls(list(d["formats"]), list(d["units"]), np.asarray(d["unit_bytes"], dtype=np.int64),
+                    np.asarray(d["unit_cost"], dtype=np.float64), int(d["rest_bytes"]),
+                    np.asarray(d["moves"], dtype=np.int64).reshape(-1))
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise InputError(f"the chain is malformed ({type(e).__name__}: {e})") from None
+        n_units, n_bases = len(c.units), len(c.formats)
+        if c.unit_bytes.shape != (n_units, n_bases) or c.unit_cost.shape != (n_units, n_bases) or n_bases < 1:
+            raise InputError(f"the chain's tables are {c.unit_bytes.shape} and {c.unit_cost.shape}, not (units={n_units}, "
+                             f"bases={n_bases})")
+        if c.moves.size and (c.moves.min() < 0 or c.moves.max() >= n_units):
+            raise InputError(f"the chain moves unit {int(c.moves.max() if c.moves.max() >= n_units else c.moves.min())}, "
+                             f"but it has units 0..{n_units - 1}")
+        if (np.bincount(c.moves, minlength=n_units) > n_bases - 1).any():
+            raise InputError(f"the chain moves a unit past its last base format ({n_bases} bases)")
+        if c.rest_bytes < 0 or (c.unit_bytes < 0).any():
+            raise InputError("the chain has negative sizes")
+        return c
 
 
 def build_chain(formats: list[str], units: list[str], unit_bytes, unit_cost, rest_bytes: int) -> Chain:
@@ -130,8 +149,21 @@ class Family:
         return {"options": self.options, "copies": sorted(map(list, self.copies)), "storage_bytes": self.storage_bytes}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Family":
-        return cls(list(d["options"]), {tuple(c) for c in d["copies"]}, int(d["storage_bytes"]))
+    def from_dict(cls, d: dict, chain: Chain | None = None) -> "Family":
+        """A family read from a manifest; with ``chain``, refuses options or copies outside it."""
+        try:
+            f = cls([int(k) for k in d["options"]], {(int(c[0]), int(c[1])) for c in d["copies"]}, int(d["storage_bytes"]))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise InputError(f"the family is malformed ({type(e).__name__}: {e})") from None
+        if chain is not None:
+            if not f.options or any(not 0 <= k < chain.n_options for k in f.options):
+                raise InputError(f"the family's options {f.options[:5]} are not options of the chain (0..{chain.n_options - 1})")
+            if any(not (0 <= u < len(chain.units) and 0 <= i < len(chain.formats)) for u, i in f.copies):
+                raise InputError("the family stores copies of units or base formats the chain does not have")
+            a = chain.assignments()[f.options]
+            if any((u, int(a[j, u])) not in f.copies for j in range(len(f.options)) for u in range(len(chain.units))):
+                raise InputError("the family has options that need copies it does not store")
+        return f
 
 
 def family_of(chain: Chain, options) -> Family:

@@ -23,7 +23,7 @@ from elastiq.quant.io import has_tokenizer, materialize
 from elastiq.quant.model import replace_module
 
 from .artifact import REST, Artifact, ArtifactError
-from .hosting import BudgetError, OptionChooser, RWLock, Transition  # noqa: F401 (BudgetError, Transition: exported here too)
+from .hosting import BudgetError, OptionChooser, RWLock, Transition, check_max_new_tokens  # noqa: F401 (re-exported)
 
 
 class Vacant(nn.Module):
@@ -41,23 +41,28 @@ class ElasticModel(OptionChooser):
     engine = "torch"
 
     def __init__(self, path, with_tokenizer: bool = True):
-        from accelerate import init_empty_weights
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from elastiq.models.hf import auto_tokenizer
+        from elastiq.quant.io import empty_model
 
         pin_mmap_threshold(1 << 20)  # freed weights go back to the system (elastiq.memory)
         self.artifact = a = Artifact(path)
-        config = AutoConfig.from_pretrained(str(a.path), local_files_only=True)
-        with init_empty_weights(include_buffers=False):
-            model = AutoModelForCausalLM.from_config(config)
-        for unit in a.units:
-            for name in unit.modules + unit.tied:
-                replace_module(model, name, Vacant(name))
-        materialize(model)
-        missing, unexpected = model.load_state_dict(load_file(str(a.path / REST)), strict=False)
-        for alias, target in a.manifest["rest_aliases"].items():
-            module, _, pname = alias.rpartition(".")
-            setattr(model.get_submodule(module), pname, model.get_parameter(target))
+        model = empty_model(a.path)
+        config = model.config
+        try:
+            for unit in a.units:
+                for name in unit.modules + unit.tied:
+                    replace_module(model, name, Vacant(name))
+            materialize(model)
+            missing, unexpected = model.load_state_dict(load_file(str(a.path / REST)), strict=False)
+            for alias, target in a.manifest["rest_aliases"].items():
+                module, _, pname = alias.rpartition(".")
+                setattr(model.get_submodule(module), pname, model.get_parameter(target))
+        except (AttributeError, RuntimeError, ValueError, TypeError) as e:  # names or shapes of another model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ArtifactError(f"{a.path}: the artifact does not fit a {config.model_type} model ({first}); "
+                                "rebuild it") from None
         missing = set(missing) - set(a.manifest["rest_aliases"])
         if missing or unexpected:
             raise ArtifactError(f"{a.path / REST} does not fit a {config.model_type} model: missing "
@@ -71,8 +76,7 @@ class ElasticModel(OptionChooser):
             return self._locked_forward(*args, **kwargs)
 
         model.forward = locked_forward  # every forward pass holds the read lock
-        self.tokenizer = AutoTokenizer.from_pretrained(str(a.path), local_files_only=True) \
-            if with_tokenizer and has_tokenizer(a.path) else None
+        self.tokenizer = auto_tokenizer(a.path) if with_tokenizer and has_tokenizer(a.path) else None
         # option ids: the chain's options 0..n-1, then one id per extra (low-rank) option
         n = a.chain.n_options
         self.extra_ids = {n + j: e for j, e in enumerate(a.extras)}
@@ -131,6 +135,7 @@ class ElasticModel(OptionChooser):
     def generate(self, prompt: str, max_new_tokens: int = 32, chat: bool = True, on_token=None) -> str:
         """Greedy continuation of ``prompt`` (through the chat template when the tokenizer
         has one and ``chat``); ``on_token(text_so_far)`` is called after each token."""
+        check_max_new_tokens(max_new_tokens)
         tok = self.tokenizer
         if tok is None:
             raise ValueError("this ElasticModel was opened without its tokenizer")

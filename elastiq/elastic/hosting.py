@@ -9,6 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from elastiq.errors import InputError
+
+
+def check_max_new_tokens(n) -> int:
+    """How many tokens to generate: a whole number, at least 1."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"max_new_tokens must be a whole number of at least 1, got {n!r}")
+    return n
+
 
 class BudgetError(ValueError):
     """The budget is below the smallest option: nothing can be hosted in it."""

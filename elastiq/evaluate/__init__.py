@@ -18,6 +18,7 @@ import torch.nn.functional as Fn
 from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
 from elastiq.data import tokenize, windows
+from elastiq.errors import InputError
 from elastiq.progress import progress_bar
 
 
@@ -37,17 +38,24 @@ def _needs_bos(model) -> bool:
     return str(getattr(getattr(model, "config", None), "model_type", "")).startswith("gemma")
 
 
+def check_window_args(context: int, max_tokens: int | None = None) -> None:
+    """Refuse window settings that cannot score a token, before any model is loaded."""
+    if isinstance(context, bool) or not isinstance(context, int) or context < 2:
+        raise InputError(f"context must be a whole number of at least 2 tokens (one to read, one to score), got {context!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2):
+        raise InputError(f"max_tokens must be a whole number of at least 2 (one token to read, one to score), got {max_tokens!r}")
+
+
 @torch.no_grad()
 def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None = None, context: int = 1024,
              stride: int | None = None, progress: bool = True) -> Evaluation:
     """Perplexity of ``model`` on ``text`` (and KL from ``reference`` on the same tokens)."""
-    if context < 2:
-        raise ValueError(f"context must be at least 2 tokens, got {context}")
+    check_window_args(context, max_tokens)
     ids = tokenize(tokenizer, text, max_tokens)
     bos = tokenizer.bos_token_id if _needs_bos(model) else None
     wins = windows(ids, context=context, stride=stride, max_tokens=max_tokens, bos_id=bos)
     if not wins:
-        raise ValueError("the text is too short to score a single token")
+        raise InputError(f"the text is too short to score a single token ({len(ids)} token(s)): give a longer text")
     model.eval()
     nll = kl = 0.0
     count = 0

@@ -88,7 +88,9 @@ class Geometry:
         self.numel = math.prod(self.shape)
         self.row = self.shape[self.axis] if self.shape else 1
         self.rows = self.numel // self.row if self.row else 0
-        self.block = fmt.block or max(self.row, 1)
+        # a block longer than the row holds one row: cap it (one scale per row either way), so an
+        # absurd block never allocates its padding
+        self.block = min(fmt.block, max(self.row, 1)) if fmt.block else max(self.row, 1)
         self.per_row = math.ceil(self.row / self.block) if self.row else 0
         self.blocks = self.rows * self.per_row
         self.padded = self.per_row * self.block != self.row
@@ -187,6 +189,7 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: tor
 
 def _prepare(x, fmt):
     _check_input(x)
+    x = x.detach()  # a cast is not differentiable: a Parameter is read as its values
     fmt = resolve(fmt)
     geo = Geometry(x.shape, fmt, x.device)
     rows = _as_rows(x, geo)
@@ -273,6 +276,12 @@ def fake_quantize(x: torch.Tensor, fmt) -> torch.Tensor:
 
 
 def _restore(out: torch.Tensor, geo: Geometry, dtype) -> torch.Tensor:
+    # Saturate: a value times its scale may pass the largest finite number of float32 or of
+    # the output dtype (mxfp4 with rceil at 3e38, int8 of a float16 65504); clamp, as the
+    # OCP spec's saturating conversion does, instead of returning Inf. NaN stays NaN.
+    big = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max) if dtype.is_floating_point else None
+    if big is not None:
+        out.clamp_(-big, big)
     if not geo.shape:
         return out.reshape(()).to(dtype)
     moved = list(geo.shape)

@@ -73,7 +73,7 @@ class Format:
         The per-tensor float32 scale of NVFP4-like formats (32 bits per tensor) is not
         spread over elements here; :meth:`storage_bytes` counts it exactly. For per-channel
         formats pass ``row_length`` to include the per-row scale."""
-        block = self.block or row_length
+        block = min(self.block, row_length) if self.block and row_length else (self.block or row_length)  # a block holds a row at most
         if block is None:
             raise ValueError(f"format {self.name!r} scales per channel: pass row_length to count its scale bits")
         return self.element_bits + self.block_overhead_bits / block

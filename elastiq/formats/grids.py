@@ -226,6 +226,8 @@ def _encode_float(y, g, overwrite=False):
         return y.to(native).view(torch.uint8)
     a = y.abs().clamp_(max=g.max_value)  # saturate (NaN stays NaN)
     code = magnitude_code(a, g, "even")
+    if g.special == "none":  # NaN's bit pattern names no code of this grid: clamp it onto one (its block's scale is NaN)
+        code = code.clamp_(0, (1 << (g.ebits + g.mbits)) - 1)
     if g.signed:  # the sign bit stays on values that round to zero (-0), as hardware and torchao do
         code |= (y.view(torch.int32) >> 31) & (1 << (g.bits - 1))
     if g.special != "none":

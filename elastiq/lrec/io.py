@@ -8,7 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.cache import atomic_dir, check_file, read_manifest_json, sha256_file
+from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, sha256_file
+from elastiq.errors import InputError
 from elastiq.quant import QuantLinear
 from elastiq.quant.model import replace_module
 
@@ -32,7 +33,7 @@ def save_adapters(model: nn.Module, directory, overwrite: bool = False) -> Path:
         tensors[f"{name}.lora_B"] = lo.lora_B.detach().contiguous()
     modules = {n: {"rank": lo.rank, "alpha": lo.alpha, "dtype": dtype_name(lo.lora_A.dtype), "base_format": F.spec(lo.base.fmt),
                    "shape": [lo.base.out_features, lo.base.in_features]} for n, lo in loras.items()}
-    with atomic_dir(directory, overwrite=overwrite) as tmp:
+    with atomic_dir(directory, overwrite=overwrite, owner=MANIFEST) as tmp:
         save_file(tensors, str(tmp / TENSORS))
         manifest = {"elastiq_adapters": VERSION, "modules": modules,
                     "file": {"name": TENSORS, "bytes": (tmp / TENSORS).stat().st_size, "sha256": sha256_file(tmp / TENSORS)}}
@@ -67,12 +68,18 @@ def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
     directory = Path(directory)
     manifest = read_manifest_json(directory / MANIFEST, "a directory of adapters saved by elastiq")
     if manifest.get("elastiq_adapters") != VERSION:
-        raise ValueError(f"{directory} holds adapters of format version {manifest.get('elastiq_adapters')}, this elastiq reads {VERSION}")
-    f = directory / manifest["file"]["name"]
-    check_file(f, manifest["file"]["bytes"], manifest["file"]["sha256"])
+        raise InputError(f"{directory} holds adapters of format version {manifest.get('elastiq_adapters')!r}, this elastiq reads {VERSION}")
+    entry, modules = manifest.get("file"), manifest.get("modules")
+    if not isinstance(entry, dict) or not isinstance(modules, dict):
+        raise InputError(f"{directory / MANIFEST} is malformed (no 'file' or 'modules' object): save the adapters again")
+    f = member(directory, entry.get("name"))
+    check_file(f, entry.get("bytes"), entry.get("sha256"))
     tensors = load_file(str(f))
     out = {}
-    for name, meta in manifest["modules"].items():
+    for name, meta in modules.items():
+        if not (isinstance(meta, dict) and type(meta.get("rank")) is int and meta["rank"] > 0
+                and isinstance(meta.get("alpha"), (int, float)) and f"{name}.lora_A" in tensors and f"{name}.lora_B" in tensors):
+            raise InputError(f"{directory / MANIFEST}: the entry of {name!r} is malformed or its tensors are missing")
         try:
             base = model.get_submodule(name)
         except AttributeError:
@@ -88,6 +95,9 @@ def load_adapters(model: nn.Module, directory) -> dict[str, LoRALinear]:
         if a.dtype != dtype or b.dtype != dtype:
             raise ValueError(f"the adapter for {name} is stored as {a.dtype}, its manifest says {meta.get('dtype')}")
         lo = LoRALinear(base, meta["rank"], meta["alpha"], dtype)
+        if a.shape != lo.lora_A.shape or b.shape != lo.lora_B.shape:
+            raise InputError(f"the adapter for {name} has shapes {tuple(a.shape)} and {tuple(b.shape)}, its manifest says "
+                             f"rank {meta['rank']} on {meta['shape']}")
         lo.lora_A.data.copy_(a)
         lo.lora_B.data.copy_(b)
         lo.requires_grad_(False)

@@ -16,7 +16,6 @@ size, float32).
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from elastiq import formats as F
 from elastiq.data import tokenize, windows
+from elastiq.errors import InputError
 from elastiq.options import LrecOptions
 from elastiq.progress import progress_bar
 from elastiq.quant import QuantLinear
@@ -56,7 +56,12 @@ class _Weights:
         index = directory / "model.safetensors.index.json"
         single = directory / "model.safetensors"
         if index.is_file():
-            self.where = {k: directory / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+            from elastiq.cache import member, read_manifest_json
+
+            weight_map = read_manifest_json(index, "a sharded checkpoint").get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise InputError(f"{index} has no weight_map object: the checkpoint is damaged")
+            self.where = {k: member(directory, f) for k, f in weight_map.items()}  # shards inside the folder only
         elif single.is_file():
             with safe_open(str(single), "pt") as f:
                 self.where = dict.fromkeys(f.keys(), single)

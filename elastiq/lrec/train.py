@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-from elastiq.cache import atomic_dir
+from elastiq.cache import atomic_dir, check_replaceable
 from elastiq.data import tokenize, windows
 from elastiq.memory import pin_mmap_threshold
 from elastiq.options import HEAD_MODES, LrecOptions
@@ -245,11 +245,13 @@ def _lr_shape(step: int, steps: int) -> float:
 def _save_checkpoint(directory, loras, opt, sched, step: int, steps: int) -> None:
     state = {"step": step, "steps": steps, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "adapters": {n: {"A": lo.lora_A.detach().clone(), "B": lo.lora_B.detach().clone()} for n, lo in loras.items()}}
-    with atomic_dir(Path(directory), overwrite=True) as tmp:
+    with atomic_dir(Path(directory), overwrite=True, owner=CHECKPOINT_STATE) as tmp:  # never a folder we did not write
         torch.save(state, tmp / CHECKPOINT_STATE)
 
 
 def _resume(directory, loras, opt, sched, steps: int) -> int:
+    if Path(directory).exists() or Path(directory).is_symlink():
+        check_replaceable(directory, CHECKPOINT_STATE)  # a folder of the user's is neither resumed nor replaced
     path = Path(directory) / CHECKPOINT_STATE
     if not path.is_file():
         return 0

@@ -7,7 +7,6 @@ under a second once transformers is imported.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from elastiq.cache import atomic_dir, atomic_write_text, cache_dir
+from elastiq.cache import atomic_dir, atomic_write_text, cache_dir, sha256_file
+from elastiq.errors import InputError
 
-from .hf import load_hf_dir, require
+from .hf import check_loading_info, load_hf_dir, quiet_loading, require
 
 GGUF_MAGIC = b"GGUF"
-MIB = 1 << 20
 CACHE_VERSION = 1
+HASHES = "hashes.json"  # (path, size, mtime, ctime, inode) -> content hash of GGUF files seen
 MARKER = "elastiq-model.json"  # written last: its presence means the directory is complete
 
 
@@ -31,18 +31,28 @@ def is_gguf(path: Path) -> bool:
 
 
 def fingerprint(path: Path) -> str:
-    """sha256 of the size, first MiB and last MiB: constant time for any file size.
-
-    The first MiB holds the GGUF header (metadata and tensor table); the last holds
-    weights. A full sha256 costs ~0.8 s per GB even from the page cache: too slow for big files."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(MIB))
-        if size > MIB:
-            f.seek(max(size - MIB, MIB))
-            digest.update(f.read())
-    return digest.hexdigest()[:16]
+    """The first 16 hex digits of the file's full sha256: any changed byte gives a new
+    cache entry. Hashing costs about 1 s per GB, so each file is hashed once and its hash
+    remembered by (path, size, mtime, ctime, inode) in <cache>/hashes.json (ctime changes on
+    every write and cannot be set back, unlike mtime)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    index_file = cache_dir() / HASHES
+    try:
+        index = json.loads(index_file.read_text())
+        if not isinstance(index, dict):
+            index = {}
+    except (OSError, ValueError):
+        index = {}
+    if isinstance(index.get(key), str):
+        return index[key]
+    digest = sha256_file(path)[:16]
+    # forget this file's old versions, and files that are gone
+    index = {k: v for k, v in index.items() if not k.startswith(f"{path}|") and Path(k.rsplit("|", 4)[0]).exists()}
+    index[key] = digest
+    atomic_write_text(index_file, json.dumps(index, indent=0))
+    return digest
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -71,15 +81,23 @@ def convert(gguf_path: Path, dtype: torch.dtype, out_dir: Path):
     """Dequantize a GGUF file with transformers, save model and tokenizer to ``out_dir``, return them."""
     purpose = "loading a GGUF file"
     transformers = require("transformers", purpose)
-    require("gguf", purpose)
     require("accelerate", purpose)
+    gguf = require("gguf", purpose)
     where, name = gguf_path.parent, gguf_path.name
-    tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        where, gguf_file=name, dtype=dtype,
-        # float weights even where the `kernels` package could keep them packed
-        quantization_config=transformers.GgufConfig(dequantize=True),
-    )
+    try:
+        gguf.GGUFReader(gguf_path)  # header and tensor table, before transformers spends half a minute
+        with quiet_loading(transformers):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name, trust_remote_code=False)
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                where, gguf_file=name, dtype=dtype, trust_remote_code=False, output_loading_info=True,
+                # float weights even where the `kernels` package could keep them packed
+                quantization_config=transformers.GgufConfig(dequantize=True),
+            )
+    except Exception as e:  # noqa: BLE001  a damaged file fails the parsers in many ways (struct, numpy, KeyError, ...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise InputError(f"{gguf_path} is not a readable GGUF model ({first}): the file is damaged or not a "
+                         "model transformers can load") from None
+    check_loading_info(gguf_path, info)
     # save_pretrained refuses a model that still looks GGUF-quantized
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -97,7 +115,7 @@ def load_gguf(path: Path, dtype: torch.dtype):
             return load_hf_dir(directory, dtype)
         except Exception as error:  # a damaged cache is rebuilt, never fatal
             warnings.warn(f"rebuilding the model cache {directory}: {error}")
-    with atomic_dir(directory, overwrite=True) as tmp:
+    with atomic_dir(directory, overwrite=True) as tmp:  # our own cache entry: any old one may go
         model, tokenizer = convert(path, dtype, tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         atomic_write_text(tmp / MARKER, json.dumps({

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from elastiq.errors import InputError
+
 from .build import library
 
 SPEC_VERSION = 1
@@ -28,7 +30,7 @@ LAYER_NORMS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "post
 P = ctypes.c_void_p
 
 
-class NativeError(ValueError):
+class NativeError(InputError):
     """Input the native runtime refuses: an unsupported model or format, a bad token, a full context."""
 
 

@@ -48,8 +48,9 @@ def embed_texts(texts: list[str]) -> torch.Tensor:
     from transformers import AutoModel, AutoTokenizer
 
     path = str(minilm_dir())
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    safe = dict(local_files_only=True, trust_remote_code=False)  # never code from a model folder (docs/security.md)
+    tok = AutoTokenizer.from_pretrained(path, **safe)
+    model = AutoModel.from_pretrained(path, **safe).eval()
     batch = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
     hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"][..., None].to(hidden.dtype)
