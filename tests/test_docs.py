@@ -53,6 +53,16 @@ os.makedirs("path/to", exist_ok=True)
 os.rename("tiny", "path/to/hf-model-dir")
 os.symlink(BUILTIN["smollm2-135m"].gguf_path(), "path/to/model.Q4_K_M.gguf")  # the built-in model's own GGUF
 """,
+    "docs/runtime.md": """
+from conftest import make_byte_tokenizer, make_tiny_llama
+import elastiq
+from elastiq.elastic import build
+tok = make_byte_tokenizer()
+elastiq.save(elastiq.quantize(make_tiny_llama(4), "nxfp4", embedding="same", progress=False), "smollm2-nxfp4",
+             tokenizer=tok)
+build(make_tiny_llama(4), tok, "smollm2.elastic", calib_text="A small real sentence. " * 40, calib_tokens=64,
+      context=32, measure=2, progress=False)
+""",
     "docs/profile.md": """
 import torch
 from diffusers import UNet2DConditionModel

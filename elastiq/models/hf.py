@@ -14,15 +14,13 @@ from pathlib import Path
 
 import torch
 
-from elastiq.errors import InputError
+from elastiq.errors import InputError, check_folder  # noqa: F401 (check_folder: used here and re-exported)
 
 INSTALL_HINT = {
     "transformers": "pip install transformers==5.24.0",
     "gguf": "pip install gguf==0.19.0",
     "accelerate": "pip install accelerate",  # transformers refuses GGUF files without it
 }
-CODE_KEYS = ("auto_map",)  # how a folder asks transformers to import its own Python
-JSON_FILES = ("config.json", "tokenizer_config.json", "generation_config.json")
 SAFE = dict(local_files_only=True, trust_remote_code=False)  # for every from_pretrained on a folder
 
 
@@ -35,26 +33,6 @@ def require(module: str, purpose: str):
         raise ImportError(
             f"{purpose} needs the {module} package: run `{hint}` (or `bash scripts/setup.sh`)"
         ) from error
-
-
-def check_folder(path) -> None:
-    """Refuse a model folder whose JSON files are not JSON objects, or that asks to run its
-    own code: elastiq never runs Python from a model folder."""
-    path = Path(path)
-    for name in JSON_FILES:
-        f = path / name
-        if not f.is_file():
-            continue
-        try:
-            data = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{f} is not valid JSON ({e}): the model folder is damaged") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{f} holds a JSON {type(data).__name__}, not an object: the model folder is damaged")
-        for key in CODE_KEYS:
-            if key in data:
-                raise InputError(f"{f} asks to run Python code shipped in the folder ({key}); elastiq never runs "
-                                 "code from a model folder. Use a model whose architecture transformers ships")
 
 
 def _refused(path: Path, what: str, error: Exception) -> InputError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from elastiq.cache import check_file, read_manifest_json
+from elastiq.errors import InputError, check_folder
 
 from .describe import SPEC, TABLES
 from .generate import GREEDY, Generation, Sampling, generate
@@ -32,7 +33,12 @@ def plain_name(directory: Path, name, subdir: str | None = None) -> Path:
 
 
 def read_spec(directory: Path, files: dict) -> tuple[dict, dict[str, np.ndarray]]:
-    """The native spec and tables of a checked folder."""
+    """The native spec and tables of a checked folder. A folder that asks to run its own code
+    is refused here too, though the runtime would not run it: one rule for every engine."""
+    try:
+        check_folder(directory)
+    except InputError as e:
+        raise NativeError(str(e)) from None
     if SPEC not in files or TABLES not in files:
         raise NativeError(f"{directory} was written before the native runtime (it has no {SPEC}): save or build it "
                           "again with this elastiq, or use --engine torch")
