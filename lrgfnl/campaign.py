@@ -80,11 +80,20 @@ class Setup:
 
 
 def prepare(settings: CampaignSettings, cosmo: Cosmology | None = None, cache_dir=None) -> Setup:
+    """Everything a campaign computes once, on the DESI-like footprint."""
+    return prepare_for_mask(settings, desi_like_mask(settings.nside), cosmo, cache_dir)
+
+
+def prepare_for_mask(settings: CampaignSettings, mask, cosmo: Cosmology | None = None, cache_dir=None,
+                     pixel_window: bool = False, nbar_pix: float | None = None) -> Setup:
+    """As `prepare` on a given mask; pixel_window multiplies the theory by the HEALPix pixel window
+    (for real galaxies counted in pixels; mocks sample the field at pixel centres and need none)."""
+    import healpy as hp
+
     s = settings
     cosmo = cosmo or load_cosmology(cache_dir=cache_dir)
     lmax = 3 * s.nside - 1
     ell_max = s.ell_max or 2 * s.nside
-    mask = desi_like_mask(s.nside)
     templates = imaging_templates(s.nside, seed=s.template_seed)
     features = {n: standardize(np.stack([templates[m] for m in names], axis=1), mask)
                 for n, names in ((3, NAMES3), (9, NAMES9))}
@@ -92,10 +101,11 @@ def prepare(settings: CampaignSettings, cosmo: Cosmology | None = None, cache_di
                   for name, fn in SELECTIONS.items()}
     parts = compute_parts(cosmo, lmax, ell_exact=s.ell_exact)
     window = MaskWindow(mask, lmax)
-    binning = Binning.paper(ell_max, ell_min=s.ell_min, lmax=lmax)
-    theory = BinnedTheory.build(parts, window, binning)
+    binning = Binning.paper(min(ell_max, lmax), ell_min=s.ell_min)
+    pw = hp.pixwin(s.nside, lmax=lmax) if pixel_window else None
+    theory = BinnedTheory.build(parts, window, binning, pixel_window=pw)
     return Setup(s, cosmo, mask, templates, features, selections, parts, window, binning, theory,
-                 nbar_per_pixel(s.nside), lmax)
+                 nbar_pix if nbar_pix is not None else nbar_per_pixel(s.nside), lmax)
 
 
 def mock_density(setup: Setup, fnl: float, index: int, cl_gauss=None):
@@ -119,12 +129,13 @@ def weights_for(setup: Setup, counts, case: Case):
     raise ValueError(f"unknown mitigation {case.mitigation!r}")
 
 
-def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, cross_templates=False):
-    """Binned C_ell, shot noise (and template cross-spectra) per case and mock."""
+def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, n_cross: int = 0,
+                  first_index: int = 0):
+    """Binned C_ell, shot noise (and, for the first n_cross mocks, template cross-spectra) per case."""
     s = setup.settings
     cg = gaussian_cl_for_lognormal(setup.cl_full(fnl)) if s.kind == "lognormal" else None
     out = {c.name: {"cl": [], "noise": [], "full": [], "cross": [], "selection_rms": []} for c in cases}
-    for i in range(n_mocks):
+    for i in range(first_index, first_index + n_mocks):
         delta = mock_density(setup, fnl, i, cg)
         counts = {}
         for c in cases:
@@ -132,7 +143,7 @@ def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, 
                 counts[c.contamination] = mock_counts(setup, delta, i, c.contamination)
             n = counts[c.contamination]
             f = weights_for(setup, n, c)
-            m = measure(n, setup.mask, setup.lmax, s.nside, selection=f)
+            m = measure(n, setup.mask, setup.binning.lmax, s.nside, selection=f)
             rec = out[c.name]
             rec["cl"].append(setup.binning(m.cl))
             rec["full"].append(m.cl)
@@ -141,9 +152,9 @@ def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, 
             truth = setup.selections[c.contamination]
             est = np.ones_like(truth) if f is None else f
             rec["selection_rms"].append(float(np.sqrt(np.mean((est[on] - truth[on]) ** 2))))
-            if cross_templates:
+            if i - first_index < n_cross:
                 d, _ = density_contrast(n, setup.mask, f)
-                cross = template_cross_spectra(d, setup.templates, setup.mask, setup.lmax)
+                cross = template_cross_spectra(d, setup.templates, setup.mask, setup.binning.lmax)
                 rec["cross"].append({k: setup.binning(v) for k, v in cross.items()})
         if progress is not None:
             progress(1)
@@ -164,9 +175,8 @@ def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcm
         best.append(theta)
         if i < n_mcmc:
             post = run_emcee(like, theta, n_steps=setup.settings.mcmc_steps, seed=i)
-            summ = post.summary()
-            sigmas.append(summ["fnl"]["sigma68"])
-            posteriors.append(summ)
+            sigmas.append(post.summary()["fnl"]["sigma68"])
+            posteriors.append(post)
         if progress is not None:
             progress(1)
     return np.asarray(best), np.asarray(sigmas), posteriors
@@ -186,3 +196,72 @@ def settings_dict(settings: CampaignSettings) -> dict:
     d = asdict(settings)
     d["fnl_values"] = list(settings.fnl_values)
     return d
+
+
+def null_test_chi2(cross_case: list, cross_clean: list) -> float:
+    """Reduced chi^2 of the mean template cross-spectra of a case against zero, with the scatter of
+    the clean mocks' cross-spectra: about 1 when no systematic is left, far above when one is."""
+    names = list(cross_clean[0])
+    case = np.array([[c[n] for n in names] for c in cross_case])     # (mocks, templates, bins)
+    clean = np.array([[c[n] for n in names] for c in cross_clean])
+    var = clean.var(axis=0, ddof=1) / len(case)
+    return float(np.mean(case.mean(axis=0) ** 2 / var))
+
+
+def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 200, n_cross: int = 10,
+                 cache_dir=None, progress: bool = True, keep=False) -> dict:
+    """The whole campaign; returns a JSON-ready dict (and, with keep=True, arrays for plots under
+    the key "_arrays")."""
+    from tqdm import tqdm
+
+    s = settings
+    setup = prepare(s, cache_dir=cache_dir)
+    bar = tqdm(total=n_cov + len(s.fnl_values) * s.n_mocks * (1 + len(cases)), disable=not progress,
+               desc="mocks and fits", unit="step")
+    cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update,
+                             first_index=100_000)["clean"]
+    cov_log, log_bias = log_statistics(cov_meas["cl"])
+    result = {"settings": settings_dict(s), "n_cov_mocks": n_cov, "n_bins": int(len(setup.binning.edges) - 1),
+              "ell_edges": setup.binning.edges.tolist(), "cases": [], "theory": {}}
+    arrays = {"ell": setup.binning.centres, "theory": {}, "mean_cl": {}, "err_cl": {}, "cross": {},
+              "posterior": {}}
+    devs = {}
+    for fnl in s.fnl_values:
+        meas = measure_cases(setup, fnl, cases, s.n_mocks, progress=bar.update, n_cross=n_cross)
+        theory = setup.theory.cl(fnl, s.bias)[0]
+        clean = cov_meas if fnl == 0.0 else meas["clean"]
+        signal = clean["cl"] - clean["noise"][:, None]
+        dev = signal.mean(axis=0) / theory - 1.0
+        devs[fnl] = dev
+        result["theory"][f"fnl={fnl:g}"] = {"windowed_binned": theory.tolist(), "mock_mean_rel_dev": dev.tolist(),
+                                            "mock_mean_rel_se": (signal.std(axis=0, ddof=1) / np.sqrt(len(signal))
+                                                                 / theory).tolist(),
+                                            "n_mocks": int(len(signal))}
+        arrays["theory"][fnl] = theory
+        clean_scatter = None
+        for c in cases:
+            m = meas[c.name]
+            best, sigmas, posts = fit_mocks(setup, m, cov_log, log_bias, n_cov, s.n_mcmc,
+                                            progress=bar.update)
+            row = summarise(fnl, best, sigmas, clean_scatter)
+            if c.name == "clean":
+                clean_scatter = row["scatter"]
+                row["bias_over_clean_scatter"] = float((row["mean_fnl"] - fnl) / clean_scatter)
+            row.update(label=f"{c.name} fnl={fnl:g}", case=c.name, contamination=c.contamination,
+                       mitigation=c.mitigation, maps=c.maps,
+                       selection_rms=float(np.mean(m["selection_rms"])),
+                       converged_fraction=float(np.mean([p.converged for p in posts])) if posts else None)
+            if n_cross and m["cross"]:
+                row["null_test_chi2"] = null_test_chi2(m["cross"], meas["clean"]["cross"])
+                arrays["cross"][(fnl, c.name)] = {k: np.mean([x[k] for x in m["cross"]], axis=0)
+                                                   for k in m["cross"][0]}
+            result["cases"].append(row)
+            arrays["mean_cl"][(fnl, c.name)] = (m["cl"] - m["noise"][:, None]).mean(axis=0)
+            arrays["err_cl"][(fnl, c.name)] = (m["cl"] - m["noise"][:, None]).std(axis=0) / np.sqrt(len(m["cl"]))
+            if posts:
+                arrays["posterior"][(fnl, c.name)] = posts[0].samples
+    bar.close()
+    result["theory_max_rel_dev"] = float(max(np.max(np.abs(d)) for d in devs.values()))
+    if keep:
+        result["_arrays"] = arrays
+    return result

@@ -22,11 +22,12 @@ class Binning:
     lmax: int
 
     @classmethod
-    def paper(cls, ell_max: int, ell_min: int = 2, lmax: int | None = None):
+    def paper(cls, ell_max: int, ell_min: int = 2):
+        """The paper's bins that lie whole in ell_min..ell_max."""
         e = PAPER_EDGES[(PAPER_EDGES >= ell_min) & (PAPER_EDGES <= ell_max + 1)]
         if len(e) < 2:
             raise ValueError(f"no whole bin of the paper's binning lies in ell {ell_min}..{ell_max}")
-        return cls(edges=e, lmax=lmax if lmax is not None else ell_max)
+        return cls(edges=e, lmax=int(e[-1]) - 1)
 
     @functools.cached_property
     def matrix(self) -> np.ndarray:

@@ -51,7 +51,7 @@ class MaskWindow:
         mask = np.asarray(mask, float)
         self.lmax = lmax
         self.mean = float(mask.mean())
-        self.cl_mask = hp.anafast(mask, lmax=lmax, use_pixel_weights=False, iter=0)
+        self.cl_mask = hp.anafast(mask, lmax=lmax, iter=0)
         self.legendre = Legendre(lmax, n_nodes=2 * lmax + 2)
         self.xi_mask = self.legendre.cl_to_xi(self.cl_mask)
 
