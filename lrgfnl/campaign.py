@@ -20,6 +20,7 @@ from .network import NetworkSettings, nn_selection_fit
 from .sphere import MaskWindow
 from .templates import NAMES3, NAMES9, imaging_templates, standardize
 from .theory import compute_parts
+from .threads import one_thread
 
 
 @dataclass(frozen=True)
@@ -135,51 +136,63 @@ def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, 
     s = setup.settings
     cg = gaussian_cl_for_lognormal(setup.cl_full(fnl)) if s.kind == "lognormal" else None
     out = {c.name: {"cl": [], "noise": [], "full": [], "cross": [], "selection_rms": []} for c in cases}
-    for i in range(first_index, first_index + n_mocks):
-        delta = mock_density(setup, fnl, i, cg)
-        counts = {}
-        for c in cases:
-            if c.contamination not in counts:
-                counts[c.contamination] = mock_counts(setup, delta, i, c.contamination)
-            n = counts[c.contamination]
-            f = weights_for(setup, n, c)
-            m = measure(n, setup.mask, setup.binning.lmax, s.nside, selection=f)
-            rec = out[c.name]
-            rec["cl"].append(setup.binning(m.cl))
-            rec["full"].append(m.cl)
-            rec["noise"].append(m.shot_noise)
-            on = setup.mask > 0
-            truth = setup.selections[c.contamination]
-            est = np.ones_like(truth) if f is None else f
-            rec["selection_rms"].append(float(np.sqrt(np.mean((est[on] - truth[on]) ** 2))))
-            if i - first_index < n_cross:
-                d, _ = density_contrast(n, setup.mask, f)
-                cross = template_cross_spectra(d, setup.templates, setup.mask, setup.binning.lmax)
-                rec["cross"].append({k: setup.binning(v) for k, v in cross.items()})
-        if progress is not None:
-            progress(1)
+    with one_thread():
+        for i in range(first_index, first_index + n_mocks):
+            _measure_one(setup, fnl, cases, i, cg, out, i - first_index < n_cross)
+            if progress is not None:
+                progress(1)
     for rec in out.values():
         for k in ("cl", "noise", "full"):
             rec[k] = np.asarray(rec[k])
     return out
 
 
+def _measure_one(setup: Setup, fnl, cases, i, cg, out, cross_templates):
+    """Mock i: one density field, counts per contamination, weights and pseudo-C_ell per case."""
+    s = setup.settings
+    delta = mock_density(setup, fnl, i, cg)
+    counts = {}
+    for c in cases:
+        if c.contamination not in counts:
+            counts[c.contamination] = mock_counts(setup, delta, i, c.contamination)
+        n = counts[c.contamination]
+        f = weights_for(setup, n, c)
+        m = measure(n, setup.mask, setup.binning.lmax, s.nside, selection=f)
+        rec = out[c.name]
+        rec["cl"].append(setup.binning(m.cl))
+        rec["full"].append(m.cl)
+        rec["noise"].append(m.shot_noise)
+        on = setup.mask > 0
+        truth = setup.selections[c.contamination]
+        est = np.ones_like(truth) if f is None else f
+        rec["selection_rms"].append(float(np.sqrt(np.mean((est[on] - truth[on]) ** 2))))
+        if cross_templates:
+            d, _ = density_contrast(n, setup.mask, f)
+            cross = template_cross_spectra(d, setup.templates, setup.mask, setup.binning.lmax)
+            rec["cross"].append({k: setup.binning(v) for k, v in cross.items()})
+
+
 def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcmc: int, progress=None):
     """Maximum-likelihood f_NL of every mock, and emcee posteriors of the first n_mcmc."""
+    best, sigmas, posteriors = [], [], []
+    with one_thread():
+        for i, (cl, noise) in enumerate(zip(measured["cl"], measured["noise"])):
+            _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, i < n_mcmc, i, best, sigmas, posteriors)
+            if progress is not None:
+                progress(1)
+    return np.asarray(best), np.asarray(sigmas), posteriors
+
+
+def _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, with_mcmc, i, best, sigmas, posteriors):
     from .sampling import run_emcee
 
-    best, sigmas, posteriors = [], [], []
-    for i, (cl, noise) in enumerate(zip(measured["cl"], measured["noise"])):
-        like = LogClLikelihood(setup.theory, cl, noise, cov_log, n_cov, log_bias)
-        theta, _ = like.max_likelihood()
-        best.append(theta)
-        if i < n_mcmc:
-            post = run_emcee(like, theta, n_steps=setup.settings.mcmc_steps, seed=i)
-            sigmas.append(post.summary()["fnl"]["sigma68"])
-            posteriors.append(post)
-        if progress is not None:
-            progress(1)
-    return np.asarray(best), np.asarray(sigmas), posteriors
+    like = LogClLikelihood(setup.theory, cl, noise, cov_log, n_cov, log_bias)
+    theta, _ = like.max_likelihood()
+    best.append(theta)
+    if with_mcmc:
+        post = run_emcee(like, theta, n_steps=setup.settings.mcmc_steps, seed=i)
+        sigmas.append(post.summary()["fnl"]["sigma68"])
+        posteriors.append(post)
 
 
 def summarise(true_fnl, best, sigmas, clean_scatter=None):

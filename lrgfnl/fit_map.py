@@ -42,7 +42,7 @@ def fit_user_maps(maps: UserMaps, mitigation: str = "linear", n_cov: int = 100, 
     bar.close()
     cov_log, log_bias = log_statistics(cov_meas["cl"])
     like = LogClLikelihood(setup.theory, setup.binning(data.cl), data.shot_noise, cov_log, n_cov, log_bias)
-    theta, best_lp = like.max_likelihood(b_start=bias_guess)
+    theta, best_lp = like.max_likelihood()
     post = run_emcee(like, theta, n_steps=mcmc_steps, progress=progress)
     out = {"nside": maps.nside, "mitigation": mitigation, "templates": names, "n_cov_mocks": n_cov,
            "ell_edges": setup.binning.edges.tolist(), "pixel_window": pixel_window,

@@ -96,20 +96,18 @@ class LogClLikelihood:
         lp = -0.5 * np.sum((r @ self.icov) * r, axis=1)
         return np.where(ok, lp, -np.inf)
 
-    def max_likelihood(self, fnl_starts=(-150.0, 0.0, 150.0), b_start=1.5):
-        """Best (f_NL, b, noise offset) by Nelder-Mead from several f_NL starts (the likelihood can
-        have a second, negative-f_NL branch)."""
-        ns = max(self.shot_noise, 1e-12)
-        scale = np.array([100.0, 1.0, ns])
-        best = None
+    def max_likelihood(self, fnl_range=(-400.0, 600.0), b_range=(0.3, 4.0)):
+        """Best (f_NL, b, noise offset): the best point of a coarse (f_NL, b) grid (the likelihood can
+        have a second, negative-f_NL branch), refined by Nelder-Mead."""
+        fg, bg = np.meshgrid(np.linspace(*fnl_range, 201), np.linspace(*b_range, 75))
+        grid = np.column_stack([fg.ravel(), bg.ravel(), np.zeros(fg.size)])
+        start = grid[np.argmax(self.log_prob(grid))]
+        scale = np.array([100.0, 1.0, max(self.shot_noise, 1e-12)])
 
         def cost(u):
             lp = self.log_prob(u * scale)[0]
             return -lp if np.isfinite(lp) else 1e30
 
-        for f0 in fnl_starts:
-            res = optimize.minimize(cost, np.array([f0, b_start, 0.0]) / scale, method="Nelder-Mead",
-                                    options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 4000})
-            if best is None or res.fun < best.fun:
-                best = res
-        return best.x * scale, -best.fun
+        res = optimize.minimize(cost, start / scale, method="Nelder-Mead",
+                                options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 4000})
+        return res.x * scale, -res.fun

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .threads import torch_one_thread
+
 
 @dataclass(frozen=True)
 class NetworkSettings:
@@ -81,15 +83,26 @@ def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = Net
     n_all = torch.as_tensor(counts[sel], dtype=torch.float32)
     fg_all = torch.as_tensor(fracgood[sel], dtype=torch.float32)
     scale = float(counts[sel].sum() / fracgood[sel].sum())
+    with torch_one_thread():
+        pred = _kfold_predict(x_all, n_all, fg_all, scale, settings)
+    f = np.ones_like(fracgood, dtype=float)
+    f[sel] = pred / pred.mean()
+    return f
+
+
+def _kfold_predict(x_all, n_all, fg_all, scale, settings: NetworkSettings) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
     k = settings.n_folds
-    folds = np.random.default_rng(settings.seed).permutation(len(sel)) % k
-    pred = np.zeros(len(sel))
+    folds = np.random.default_rng(settings.seed).permutation(len(n_all)) % k
+    pred = np.zeros(len(n_all))
     for fold in range(k):
         test = folds == fold
         valid = folds == (fold + 1) % k
         train = ~(test | valid)
         tr, va = torch.as_tensor(train), torch.as_tensor(valid)
-        fold_pred = np.zeros(len(sel))
+        fold_pred = np.zeros(len(n_all))
         for chain in range(settings.n_chains):
             net = _train_one(x_all[tr], n_all[tr], fg_all[tr], x_all[va], n_all[va], fg_all[va], scale,
                              settings, seed=settings.seed * 1000 + fold * 100 + chain)
@@ -97,6 +110,4 @@ def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = Net
                 out = F.softplus(net(x_all)[:, 0]).numpy().astype(float)
             fold_pred += out / out.mean() / settings.n_chains
         pred[test] = fold_pred[test]
-    f = np.ones_like(fracgood, dtype=float)
-    f[sel] = pred / pred.mean()
-    return f
+    return pred

@@ -25,7 +25,7 @@ def cosmology():
 
 @functools.cache
 def setup64():
-    s = CampaignSettings(nside=NSIDE, ell_max=60, n_mcmc=0, mcmc_steps=2000)
+    s = CampaignSettings(nside=NSIDE, n_mcmc=0, mcmc_steps=2000)  # ell 2..129, 19 bins
     return prepare(s, cosmo=cosmology())
 
 
