@@ -109,5 +109,5 @@ class LogClLikelihood:
             return -lp if np.isfinite(lp) else 1e30
 
         res = optimize.minimize(cost, start / scale, method="Nelder-Mead",
-                                options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 4000})
+                                options={"xatol": 1e-4, "fatol": 1e-4, "maxiter": 2000})
         return res.x * scale, -res.fun

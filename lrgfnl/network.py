@@ -19,9 +19,9 @@ class NetworkSettings:
     hidden: tuple = (20, 20)
     n_folds: int = 5
     n_chains: int = 3
-    epochs: int = 60
-    lr: float = 0.01
-    batch_size: int = 4096
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 1024
     seed: int = 0
 
 
