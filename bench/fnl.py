@@ -96,7 +96,7 @@ def main(argv=None):
     ap.add_argument("--mcmc", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS / "fnl.json"))
     a = ap.parse_args(argv)
-    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=8, lr=0.05, batch_size=2048)
+    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=6, lr=0.05, batch_size=4096)
     s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn)
     n_cov = a.cov_mocks
     if a.quick:
@@ -106,7 +106,7 @@ def main(argv=None):
     # the network on the non-linear contamination, where it matters (lin-contaminated+nn3 is left out
     # to keep the run near half an hour on two busy cores)
     cases = tuple(c for c in DEFAULT_CASES if c.name != "lin-contaminated+nn3")
-    res = run_campaign(s, cases, n_cov=n_cov, n_cross=10, keep=True)
+    res = run_campaign(s, cases, n_cov=n_cov, n_cross=5, keep=True)
     arrays = res.pop("_arrays")
     res["wall_s"] = time.time() - t0
     res["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
