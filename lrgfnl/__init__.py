@@ -10,7 +10,10 @@ Layers, lowest first (each imports only those above it in this list):
   estimator             pseudo-C_ell, binning, template cross-spectra
   mitigation, network   linear Poisson regression and a SYSNet-like MLP
   likelihood, sampling  Gaussian likelihood in log C_ell, maximum likelihood and emcee
-  campaign, inputs      mock campaigns and user maps; cli, plots on top
+  campaign              mock campaigns (the table of cases)
+  inputs, fit_map       a user's FITS maps, checked, and their fit
+  cli, plots            the lrgfnl command and the PNG plots
+  errors, threads       the one input-error type; one-thread transforms
 Nothing here imports elastiq.
 """
 __version__ = "0.1.0"

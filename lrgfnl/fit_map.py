@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .campaign import CampaignSettings, Case, measure_cases, prepare_for_mask
-from .estimator import Binning, measure
+from .estimator import measure
 from .inputs import UserMaps
 from .likelihood import LogClLikelihood, log_statistics
 from .mitigation import linear_selection_fit

@@ -32,7 +32,9 @@ def read_healpix(path) -> np.ndarray:
         raise FnlInputError(f"{p}: not a readable HEALPix FITS map ({type(exc).__name__}: {exc})") from None
     if m.ndim != 1 or not hp.isnpixok(len(m)):
         raise FnlInputError(f"{p}: {m.shape} is not one HEALPix map: write one map per file")
-    return np.asarray(m, float)
+    m = np.asarray(m, float)
+    m[m == hp.UNSEEN] = np.nan  # unobserved pixels of partial maps: refused where the mask needs them
+    return m
 
 
 def check_maps(counts, mask, templates: dict, names: dict | None = None) -> UserMaps:

@@ -76,7 +76,6 @@ def _train_one(x_tr, n_tr, fg_tr, x_va, n_va, fg_va, scale, s: NetworkSettings, 
 def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = NetworkSettings()) -> np.ndarray:
     """Selection function F (mean 1 on the footprint, 1 elsewhere) from the k-fold MLP ensemble."""
     import torch
-    import torch.nn.functional as F
 
     sel = np.flatnonzero(fracgood > 0)
     x_all = torch.as_tensor(features[sel], dtype=torch.float32)

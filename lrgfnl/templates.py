@@ -18,8 +18,6 @@ NAMES3 = ("EBV", "GALDEPTH_Z", "PSFSIZE_R")  # the paper's three primary maps
 
 def random_field(nside: int, slope: float, rng: np.random.Generator, lmin: int = 1) -> np.ndarray:
     """A unit-variance Gaussian field with C_ell proportional to (ell + 1)^-slope."""
-    import healpy as hp
-
     lmax = 3 * nside - 1
     ell = np.arange(lmax + 1)
     cl = (ell + 1.0) ** -slope

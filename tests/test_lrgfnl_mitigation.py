@@ -2,7 +2,7 @@
 network beats it on a non-linear one and brings f_NL back to the truth."""
 import numpy as np
 import pytest
-from lrgfnl_shared import covariance, mocks, ml_fnl, setup64
+from lrgfnl_shared import mocks, ml_fnl, setup64
 
 from lrgfnl.campaign import Case, measure_cases, mock_counts, mock_density
 from lrgfnl.mitigation import linear_selection_fit

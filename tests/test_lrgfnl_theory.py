@@ -1,7 +1,6 @@
 """lrgfnl theory: growth, C_ell against CAMB's own number-count C_ell, exact against Limber, the
 quadratic split, the window and the log-normal transform."""
 import numpy as np
-import pytest
 from lrgfnl_shared import cosmology, setup64
 
 from lrgfnl.cosmology import lcdm_growth
