@@ -1,0 +1,80 @@
+"""lrgfnl likelihood and sampling on nside-64 log-normal mocks: recovery of f_NL = 0 and 100, the
+posterior width against the mocks' scatter, the bias of contaminated mocks and its removal."""
+import warnings
+
+import numpy as np
+import pytest
+from lrgfnl_shared import covariance, ml_fnl, mocks, setup64
+
+from lrgfnl.errors import FnlInputError
+from lrgfnl.likelihood import LogClLikelihood, hartlap_factor
+from lrgfnl.sampling import ChainNotConvergedWarning, run_emcee
+
+
+@pytest.fixture(scope="module")
+def clean_fits():
+    return {f: ml_fnl(mocks(f)["clean"]) for f in (0.0, 100.0)}
+
+
+@pytest.mark.parametrize("truth", [0.0, 100.0])
+def test_clean_mocks_recover_the_injected_fnl(clean_fits, truth):
+    est = clean_fits[truth][:, 0]
+    sigma = est.std(ddof=1)
+    assert abs(est.mean() - truth) <= 0.5 * sigma, (est.mean(), sigma)
+    assert abs(clean_fits[truth][:, 1].mean() - setup64().settings.bias) < 0.05
+
+
+def test_posterior_width_matches_the_mock_scatter(clean_fits):
+    cov, bias, n = covariance()
+    m = mocks(0.0)["clean"]
+    sigmas = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChainNotConvergedWarning)
+        for i in range(6):
+            like = LogClLikelihood(setup64().theory, m["cl"][i], m["noise"][i], cov, n, bias)
+            post = run_emcee(like, clean_fits[0.0][i], n_steps=1500, seed=i)
+            sigmas.append(post.summary()["fnl"]["sigma68"])
+    scatter = clean_fits[0.0][:, 0].std(ddof=1)
+    assert abs(np.mean(sigmas) / scatter - 1) < 0.3, (np.mean(sigmas), scatter)
+
+
+def test_contamination_biases_fnl_and_linear_weights_remove_it(clean_fits):
+    clean = clean_fits[0.0][:, 0]
+    sigma = clean.std(ddof=1)
+    n = 50  # paired with the clean fits of the same density fields
+    take = lambda m: {k: m[k][:n] for k in ("cl", "noise")}
+    dirty = ml_fnl(take(mocks(0.0)["lin-contaminated"]))[:, 0]
+    assert dirty.mean() > 5 * sigma                    # spurious large-scale power looks like f_NL > 0
+    cleaned = ml_fnl(take(mocks(0.0)["lin-contaminated+linear3"]))[:, 0]
+    assert abs(cleaned.mean()) <= 0.5 * sigma, (cleaned.mean(), sigma)
+    assert abs((cleaned - clean[:n]).mean()) <= 0.5 * sigma
+
+
+def test_a_short_chain_warns_that_it_has_not_converged():
+    cov, bias, n = covariance()
+    m = mocks(0.0)["clean"]
+    like = LogClLikelihood(setup64().theory, m["cl"][0], m["noise"][0], cov, n, bias)
+    with pytest.warns(ChainNotConvergedWarning, match="not converged"):
+        run_emcee(like, np.array([0.0, 1.43, 0.0]), n_steps=60)
+
+
+def test_likelihood_refuses_bad_data_and_too_few_mocks():
+    cov, bias, n = covariance()
+    m = mocks(0.0)["clean"]
+    bad = m["cl"][0].copy()
+    bad[3] = np.nan
+    with pytest.raises(FnlInputError, match="non-finite"):
+        LogClLikelihood(setup64().theory, bad, m["noise"][0], cov, n, bias)
+    with pytest.raises(FnlInputError, match="mocks"):
+        hartlap_factor(10, 13)
+    assert hartlap_factor(100, 13) == pytest.approx(85 / 99)
+
+
+def test_likelihood_peaks_at_the_truth_on_noiseless_theory():
+    """Data equal to the model (log bias 0): the maximum-likelihood point is the input."""
+    s = setup64()
+    cov, _, n = covariance()
+    data = s.theory.cl(60.0, 1.5)[0] + 3e-7
+    like = LogClLikelihood(s.theory, data, 3e-7, cov, n, np.zeros(len(data)))
+    theta, _ = like.max_likelihood()
+    np.testing.assert_allclose(theta[:2], [60.0, 1.5], rtol=1e-3)
