@@ -28,6 +28,7 @@ from .chain import Chain, Family
 from .hosting import OptionChooser, RWLock, Transition
 
 MANIFEST, REST, VERSION = "elastic.json", "rest.safetensors", 1
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # as elastiq.quant.io reads them
 
 
 class NativeArtifactError(NativeError):
@@ -61,10 +62,18 @@ class NativeElasticModel(OptionChooser):
                     raise NativeArtifactError(f"{target} is missing or has the wrong size: the artifact is incomplete")
             self.manifest = m
             self.chain = Chain.from_dict(m["chain"])
-            self.family = Family.from_dict(m["family"])
+            self.family = Family.from_dict(m["family"], self.chain)
             self.units = m["units"]
             spec, tables = read_spec(path, m["files"])
             self.model = NativeModel(spec, tables, nthreads)
+            unknown = [f for f in self.chain.formats if f not in self.model.formats]
+            if unknown:
+                raise NativeArtifactError(f"{path}: the chain's base formats {unknown} are an unknown format to its "
+                                          f"native.json: rebuild the artifact")
+            for name, meta in m["modules"].items():
+                if meta.get("dtype") not in WEIGHT_DTYPES:
+                    raise NativeArtifactError(f"{path / MANIFEST}: module {name} has dtype {meta.get('dtype')!r}, not one "
+                                              f"of {', '.join(WEIGHT_DTYPES)}: rebuild the artifact")
             self._files = {name: TensorFile(plain_name(path, name, subdir="extras")) for name in m["tensors"]}
             self._load_rest(TensorFile(path / REST), m["rest_aliases"])
         except NativeError:
