@@ -13,6 +13,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from .asm import normalize_labels, parse_functions
+from .errors import AsmSketchError
 from .emulate import Machine, run_function
 from .isa import ARM, ISAS, RISCV
 from .toolchain import assemble, compile_ir
@@ -129,6 +130,23 @@ def _body_text(func) -> str:
     return func.text(with_header=False)
 
 
+def _compile_all(irs: dict, isa: str, opt: int) -> dict:
+    """name -> normalised Function; a module that fails is retried function by function and the
+    functions our parser does not take (e.g. RISC-V constant-pool loads) are left out."""
+    try:
+        funcs = parse_functions(isa, compile_ir("".join(irs.values()), isa, opt), f"llc-{isa}-O{opt}")
+        return {f.name: normalize_labels(f) for f in funcs}
+    except AsmSketchError:
+        out = {}
+        for s, ir in irs.items():
+            try:
+                f = parse_functions(isa, compile_ir(ir, isa, opt), f"llc-{isa}-O{opt}")[0]
+                out[f.name] = normalize_labels(f)
+            except AsmSketchError:
+                pass
+        return out
+
+
 def build_pairs(seeds, progress=None, chunk: int = 50) -> list[Pair]:
     """Compile the functions of the given seeds at every level for both ISAs."""
     seeds = list(seeds)
@@ -136,14 +154,12 @@ def build_pairs(seeds, progress=None, chunk: int = 50) -> list[Pair]:
     for start in range(0, len(seeds), chunk):
         part = seeds[start:start + chunk]
         irs = {s: generate_function(s, f"fn{s}") for s in part}
-        module = "".join(irs.values())
         for opt in OPT_LEVELS:
-            texts = {}
-            for isa in ISAS:
-                funcs = parse_functions(isa, compile_ir(module, isa, opt), f"llc-{isa}-O{opt}")
-                texts[isa] = {f.name: normalize_labels(f) for f in funcs}
+            texts = {isa: _compile_all(irs, isa, opt) for isa in ISAS}
             for s in part:
                 name = f"fn{s}"
+                if name not in texts[ARM] or name not in texts[RISCV]:
+                    continue
                 nargs = irs[s].split("(", 1)[1].split(")")[0].count("i64")
                 pairs.append(Pair(f"{name}-O{opt}", s, opt, nargs, irs[s],
                                   _body_text(texts[ARM][name]), _body_text(texts[RISCV][name])))
@@ -164,9 +180,14 @@ def random_inputs(rng: random.Random, nargs: int, n: int) -> list[tuple[int, ...
     return [tuple(one() for _ in range(nargs)) for _ in range(n)]
 
 
-def wrap_function(name: str, body: str) -> str:
-    """A function body (one instruction or label a line) as an assemblable file."""
-    return f"\t.text\n\t.globl\t{name}\n\t.p2align\t2\n{name}:\n{body}"
+TRAP = {ARM: "udf #0", RISCV: "unimp"}
+
+
+def wrap_function(name: str, body: str, trap: str | None = None) -> str:
+    """A function body (one instruction or label a line) as an assemblable file; with `trap`, a
+    trapping instruction after it so a body without a return cannot run into the next one."""
+    end = f"\t{trap}\n" if trap else ""
+    return f"\t.text\n\t.globl\t{name}\n\t.p2align\t2\n{name}:\n{body}{end}"
 
 
 def run_text(isa: str, body: str, inputs, name: str = "fn") -> list[int | None]:
@@ -178,7 +199,7 @@ def run_many(isa: str, bodies: list[str], inputs: list) -> list[list[int | None]
     """Results of many function bodies (one assembler call); inputs[i] are the argument tuples of body i."""
     names = [f"fn_{i}" for i in range(len(bodies))]
     # local labels are per function: give each body its own
-    text = "".join(wrap_function(n, re.sub(r"(\.L\w+)", rf"\1_{n}", b)) for n, b in zip(names, bodies))
+    text = "".join(wrap_function(n, re.sub(r"(\.L\w+)", rf"\1_{n}", b), TRAP[isa]) for n, b in zip(names, bodies))
     code = assemble(text, isa)
     machine = Machine(isa, code.data)
     return [[machine.call(code.symbols[n], args) for args in ins] for n, ins in zip(names, inputs)]
