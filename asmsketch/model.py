@@ -199,6 +199,9 @@ class Guesser:
                 c["k"], c["v"] = c["k"][idx], c["v"][idx]
             beams = new
             last = torch.tensor([[b[0][-1]] for b in beams])
+        if len(done) < (n_best or beam):  # out of room: unfinished beams still count as (likely wrong) guesses
+            for ids, lp, probs, atts in beams[: (n_best or beam) - len(done)]:
+                done.append(Hypothesis(v.decode(ids), lp / max(1, len(ids)), probs, atts))
         done.sort(key=lambda h: -h.score)
         return src_toks, done[: (n_best or beam)]
 

@@ -168,7 +168,7 @@ def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str
         cand.sketches.append(rep)
         t_in = block_inputs(tgt_isa, tgt_func.body[span[0]:span[1]])
         t_out = block_outputs(tgt_func, *span)
-        for sblock in sspans:
+        for n_try, sblock in enumerate(sspans):
             rep.source_lines = sblock
             s_in = block_inputs(src_isa, src_func.body[sblock[0]:sblock[1]])
             try:
@@ -183,7 +183,9 @@ def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str
             if len(out_map) < len(t_out) or not out_map:
                 rep.status = "skipped: outputs not matched"
                 continue
-            res = solve_block(src_func, sblock, tgt_func, span, bh, in_map, list(out_map.items()))
+            # the tight span is a guess that is often wrong: give it a short budget before the whole block
+            res = solve_block(src_func, sblock, tgt_func, span, bh, in_map, list(out_map.items()),
+                              timeout_ms=300 if n_try < len(sspans) - 1 else 3000)
             rep.seconds += res.seconds
             if res.values is None:
                 rep.status = f"no fix ({res.reason})"

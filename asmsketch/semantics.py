@@ -172,19 +172,17 @@ def _arm_step(ins: Instr, st: dict):
                          else z3.BitVecVal(0, 64))
         r = (z3.SignExt if op[0] == "s" else z3.ZeroExt)(w - bits, src)
     elif op in ("ubfx", "sbfx", "ubfiz", "sbfiz"):
-        lsb, width = a[2].value, a[3].value
-        if z3.is_expr(lsb) or z3.is_expr(width):
-            raise Unsupported(f"{op}: holes in bit-field positions")
-        if not (0 <= lsb < w and 1 <= width <= w - (lsb if op.endswith("x") else 0)):
-            raise Unsupported(f"{op}: bad field {lsb},{width}")
-        x = rd(a[1])
+        # shift formulas: the same terms whether the field positions are numbers or holes
+        lsb, width = _ext(_bv(a[2].value), w), _ext(_bv(a[3].value), w)
+        if not (z3.is_expr(a[2].value) or z3.is_expr(a[3].value)):
+            if not (0 <= a[2].value < w and 1 <= a[3].value <= w - (a[2].value if op.endswith("x") else 0)):
+                raise Unsupported(f"{op}: bad field {a[2].value},{a[3].value}")
+        x, wv = rd(a[1]), z3.BitVecVal(w, w)
+        right = (lambda v, n: v >> n) if op[0] == "s" else z3.LShR
         if op.endswith("x"):
-            f = z3.Extract(lsb + width - 1, lsb, x)
-            r = (z3.SignExt if op[0] == "s" else z3.ZeroExt)(w - width, f)
+            r = right(x << (wv - lsb - width), wv - width)
         else:
-            width = min(width, w - lsb)
-            f = z3.Extract(width - 1, 0, x)
-            r = (z3.SignExt if op[0] == "s" else z3.ZeroExt)(w - width, f) << lsb
+            r = right(x << (wv - width), wv - width - lsb)
     else:
         raise Unsupported(op)
     del m
@@ -346,6 +344,12 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
             return rng(0, 63 if wide else 31)
         if op in ("and", "ands", "orr", "eor"):
             return z3.BoolVal(True) if wide else rng(0, (1 << 32) - 1)  # encodability checked after solving
+        if op in ("ubfx", "sbfx", "ubfiz", "sbfiz"):
+            w = 64 if wide else 32
+            if index == 2:
+                return rng(0, w - 1)
+            lsb = a[2].value if isinstance(a[2], Imm) and not z3.is_expr(a[2].value) else 0
+            return rng(1, w - lsb)
         return None
     if op in ("addi", "andi", "ori", "xori", "slti", "sltiu", "addiw"):
         return rng(-2048, 2047)
@@ -361,7 +365,9 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
 
 
 def value_ok(isa: str, ins: Instr, index: int, value: int) -> bool:
-    """Encodability checks z3 does not express (AArch64 bitmask immediates)."""
+    """Encodability checks z3 does not express (AArch64 bitmask immediates, bit-field bounds)."""
+    if isa == ARM and ins.op in ("ubfx", "sbfx") and index == 2 and isinstance(ins.args[3].value, int):
+        return value + ins.args[3].value <= (32 if ins.args[0].name.startswith("w") else 64)
     if isa == ARM and ins.op in ("and", "ands", "orr", "eor") and isinstance(ins.args[index], Imm):
         wide = not ins.args[0].name.startswith("w")
         return arm_logical_ok(value, 64 if wide else 32)

@@ -18,6 +18,7 @@ from .isa import canonical_reg
 from .semantics import Unsupported, hole_domain, run_block, value_ok
 
 MASK = (1 << 64) - 1
+RLIMIT_PER_MS = 500  # z3 resource units per "millisecond" of budget (roughly, on this project's CPUs)
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,21 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
             return SolveResult(None, time.perf_counter() - t0, 0, f"no hole domain for '{tgt.body[h.line].op}'")
         domain.append(d)
     rng = random.Random(seed)
-    examples = [[rng.choice((rng.getrandbits(64), rng.randrange(-50, 50) & MASK)) for _ in inputs]
-                for _ in range(n_examples)]
+    # 1 and 2 first: products with a hole stay linear there, which keeps z3's bit-blasting small
+    examples = [[1] * len(inputs), [2] * len(inputs)] + [
+        [rng.choice((rng.getrandbits(64), rng.randrange(-50, 50) & MASK)) for _ in inputs]
+        for _ in range(max(0, n_examples - 2))]
     synth = z3.Solver()
-    synth.set("timeout", timeout_ms)
+    # z3's resource limit, not wall time: the same answer on a busy or an idle machine
+    synth.set("rlimit", timeout_ms * RLIMIT_PER_MS)
     synth.add(*domain)
     for ex in examples:
-        synth.add(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)]))
+        synth.add(z3.simplify(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)])))
     for it in range(1, max_iters + 1):
-        if synth.check() != z3.sat:
-            return SolveResult(None, time.perf_counter() - t0, it, "no fill satisfies the examples", examples)
+        res = synth.check()
+        if res != z3.sat:
+            why = "no fill satisfies the examples" if res == z3.unsat else "synthesis timed out"
+            return SolveResult(None, time.perf_counter() - t0, it, why, examples)
         m = synth.model()
         vals = {h: _signed(m.eval(v, model_completion=True).as_long()) for h, v in hv.items()}
         bad = [h for h in holes if not value_ok(tgt.isa, tgt.body[h.line], h.operand, vals[h])]
@@ -143,7 +149,7 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
             synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in bad]))
             continue
         verify = z3.Solver()
-        verify.set("timeout", timeout_ms)
+        verify.set("rlimit", timeout_ms * RLIMIT_PER_MS)
         verify.add(z3.Not(z3.substitute(spec, *[(hv[h], z3.BitVecVal(vals[h] & MASK, 64)) for h in holes])))
         res = verify.check()
         if res == z3.unsat:
@@ -153,7 +159,7 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
         cm = verify.model()
         ex = [cm.eval(x, model_completion=True).as_long() for x in inputs]
         examples.append(ex)
-        synth.add(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)]))
+        synth.add(z3.simplify(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)])))
     return SolveResult(None, time.perf_counter() - t0, max_iters, "iteration budget spent", examples)
 
 

@@ -60,7 +60,7 @@ def train(pairs, config: dict | None = None, seconds: float = 60.0, max_tokens: 
     pad = vocab.stoi[PAD]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0, step, epoch, losses = time.time(), 0, 0, []
-    warm = 100
+    warm = 100 if not max_steps else max(1, max_steps // 10)
     est_total = max_steps or 10 ** 9
     model.train()
     while True:
