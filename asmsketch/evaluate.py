@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 
 from .corpus import random_inputs, run_many
 from .errors import AsmSketchError
@@ -49,24 +48,28 @@ class Runner:
 
 def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int = 20, audit_inputs: int = 300,
              extra_methods: dict | None = None, progress=None, directions=DIRECTIONS, seed: int = 0) -> dict:
-    """extra_methods: name -> f(src_body, src_isa, tgt_isa) -> list of candidate bodies (best first)."""
+    """extra_methods: name -> f(src_body, src_isa, tgt_isa) -> list of candidate bodies (best first).
+    With guesser None only the extra methods run."""
     runner = Runner(n_inputs, audit_inputs, seed)
     out = {}
     for src_isa, tgt_isa in directions:
         name = f"{src_isa}_to_{tgt_isa}"
-        methods = ["greedy", "beam", "guess_sketch", "gs_random_holes", "gs_no_alignment"] + list(extra_methods or {})
+        model_methods = ["greedy", "beam", "guess_sketch", "gs_random_holes", "gs_no_alignment"] if guesser else []
+        methods = model_methods + list(extra_methods or {})
         rows = {m: {"p1": 0, "pk": 0, "false": 0, "n": 0} for m in methods}
         solver_times, sketched, solved = [], 0, 0
         for p in pairs:
             src_body = p.text(src_isa)
             src_func = parse_body(src_isa, src_body)
-            src_toks, beam = guesser.translate(src_body, tgt_isa, beam=k)
-            _, greedy = guesser.translate(src_body, tgt_isa, beam=1)
+            cands = {}
+            if guesser:
+                src_toks, beam = guesser.translate(src_body, tgt_isa, beam=k)
+                _, greedy = guesser.translate(src_body, tgt_isa, beam=1)
+                cands = {"greedy": [detokenize(h.tokens) for h in greedy[:1]],
+                         "beam": [detokenize(h.tokens) for h in beam]}
             rng = random.Random(f"{seed}-{p.id}")
-            cands = {"greedy": [detokenize(h.tokens) for h in greedy[:1]],
-                     "beam": [detokenize(h.tokens) for h in beam]}
             for method, mode in (("guess_sketch", ALIGN), ("gs_random_holes", RANDOM_HOLES),
-                                 ("gs_no_alignment", NO_ALIGN)):
+                                 ("gs_no_alignment", NO_ALIGN)) if guesser else ():
                 cs = [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng) for h in beam]
                 cands[method] = [c.body for c in cs]
                 if method == "guess_sketch":
@@ -77,12 +80,10 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
                             if s.seconds:
                                 solver_times.append(s.seconds)
             for m, f in (extra_methods or {}).items():
-                t0 = time.perf_counter()
                 try:
                     cands[m] = f(src_body, src_isa, tgt_isa)[:k]
                 except AsmSketchError:
-                    cands[m] = []
-                del t0
+                    cands[m] = []  # no translation (a rule-based system outside its rules)
             for m in methods:
                 verdicts = [runner.passes(src_isa, src_body, tgt_isa, b, p.nargs, p.id) for b in cands[m][:k]]
                 r = rows[m]

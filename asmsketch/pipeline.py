@@ -124,7 +124,15 @@ def _map_regs(targets, sources, src_isa, tgt_isa, votes, positional: bool):
 
 def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str, threshold: float,
                      mode: str = ALIGN, rng: random.Random | None = None, n_random: int | None = None) -> Candidate:
-    """Punch holes where the model is unsure and solve each sketched pure block."""
+    """Punch holes where the model is unsure and solve each sketched pure block. A guess too broken to
+    analyse (unknown labels, unreadable lines) comes back unchanged: execution will judge it."""
+    try:
+        return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random)
+    except AsmSketchError:
+        return Candidate(detokenize(hyp.tokens), hyp.score)
+
+
+def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random) -> Candidate:
     body = detokenize(hyp.tokens)
     cand = Candidate(body, hyp.score)
     try:

@@ -49,14 +49,16 @@ def _pad(seqs, pad):
 
 
 def train(pairs, config: dict | None = None, seconds: float = 60.0, max_tokens: int = 6000, lr: float = 1e-3,
-          seed: int = 0, progress=None, max_steps: int | None = None) -> tuple[Guesser, dict]:
-    """Train for a wall-clock budget (or max_steps); returns the model and a log of losses."""
+          seed: int = 0, progress=None, max_steps: int | None = None,
+          max_example_tokens: int | None = None) -> tuple[Guesser, dict]:
+    """Train for a wall-clock budget (or max_steps); returns the model and a log of losses.
+    max_example_tokens: leave out longer examples (short ones teach the alignment fastest)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     vocab = Vocab.build([p.arm for p in pairs] + [p.riscv for p in pairs])
     cfg = Config(vocab=len(vocab), **(config or {}))
     model = Seq2Seq(cfg)
-    data = examples(pairs, vocab, cfg.max_len)
+    data = examples(pairs, vocab, min(cfg.max_len, max_example_tokens or cfg.max_len))
     pad = vocab.stoi[PAD]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0, step, epoch, losses = time.time(), 0, 0, []
