@@ -13,10 +13,12 @@ from .errors import AsmSketchError
 from .isa import REGS, abi_map, canonical_reg
 from .model import Guesser, Hypothesis
 from .semantics import pure_blocks
-from .sketch import Hole, block_inputs, block_outputs, fill, immediate_operands, solve_block
+from .sketch import (Hole, block_inputs, block_outputs, fill, immediate_operands, register_operands,
+                     solve_block)
 from .tokens import detokenize, roles
 
 ALIGN, NO_ALIGN, RANDOM_HOLES = "align", "no_align", "random_holes"
+MAX_REG_HOLES = 3
 
 
 @dataclass
@@ -146,62 +148,71 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
     n_lines = sum(1 for r in tgt_roles if r.kind == "op")
     if n_lines != len(tgt_func.body):
         return cand
-    try:
-        tgt_blocks = pure_blocks(tgt_func)
-        src_blocks = pure_blocks(src_func)
-    except AsmSketchError:
-        return cand
+    tgt_blocks = pure_blocks(tgt_func)
+    src_blocks = pure_blocks(src_func)
+    readable = {h for b in tgt_blocks for h in register_operands(tgt_func, *b)}
     # holes: immediates with a token below the threshold (or random immediates for the ablation)
-    holes = set()
+    holes, reg_holes = set(), set()
     for i, r in enumerate(tgt_roles):
-        if r.kind == "imm" and hyp.probs[i] < threshold and r.line >= 0 and r.operand >= 0:
-            arg = tgt_func.body[r.line].args[r.operand] if r.operand < len(tgt_func.body[r.line].args) else None
-            if isinstance(arg, (Imm, Shift)):
-                holes.add(Hole(r.line, r.operand))
-    if mode == RANDOM_HOLES:
+        if hyp.probs[i] >= threshold or r.line < 0 or r.operand < 0:
+            continue
+        args = tgt_func.body[r.line].args
+        arg = args[r.operand] if r.operand < len(args) else None
+        if r.kind == "imm" and isinstance(arg, (Imm, Shift)):
+            holes.add(Hole(r.line, r.operand))
+        elif r.kind == "reg" and isinstance(arg, Reg) and Hole(r.line, r.operand) in readable:
+            reg_holes.add(Hole(r.line, r.operand))
+    if mode == RANDOM_HOLES:  # as many holes of each kind, at random places of the pure blocks
+        r_ = rng or random.Random(0)
         pool = [h for b in tgt_blocks for h in immediate_operands(tgt_func, *b)]
-        k = min(len(pool), len(holes) if n_random is None else n_random)
-        holes = set((rng or random.Random(0)).sample(pool, k)) if k else set()
+        holes = set(r_.sample(pool, min(len(pool), len(holes) if n_random is None else n_random)))
+        rpool = [h for b in tgt_blocks for h in register_operands(tgt_func, *b)]
+        reg_holes = set(r_.sample(rpool, min(len(rpool), len(reg_holes))))
     new_func, solved = tgt_func, {}
     for span in tgt_blocks:
-        bh = sorted((h for h in holes if span[0] <= h.line < span[1]), key=lambda h: (h.line, h.operand))
-        if not bh:
+        def inside(hs):
+            return sorted((h for h in hs if span[0] <= h.line < span[1]), key=lambda h: (h.line, h.operand))
+        bh, br = inside(holes), inside(reg_holes)[:MAX_REG_HOLES]
+        stages = ([bh] if bh else []) + ([bh + br] if br else [])  # immediates first, then operands
+        if not stages:
             continue
         tok_idx = _line_span_of_tokens(tgt_roles, *span)
         if mode == NO_ALIGN:
             sspans = _positional_source_spans(tgt_func, span, src_func, src_blocks)
         else:
             sspans = _aligned_source_spans(hyp, tok_idx, src_roles, src_blocks)
-        rep = SketchReport(span, None, [(h.line, h.operand) for h in bh], "skipped: no aligned source block")
+        rep = SketchReport(span, None, [(h.line, h.operand) for h in stages[0]], "skipped: no aligned source block")
         cand.sketches.append(rep)
         t_in = block_inputs(tgt_isa, tgt_func.body[span[0]:span[1]])
         t_out = block_outputs(tgt_func, *span)
-        for n_try, sblock in enumerate(sspans):
-            rep.source_lines = sblock
-            s_in = block_inputs(src_isa, src_func.body[sblock[0]:sblock[1]])
-            try:
+        done = False
+        for stage in stages:
+            rep.holes = [(h.line, h.operand) for h in stage]
+            for n_try, sblock in enumerate(sspans):
+                rep.source_lines = sblock
+                s_in = block_inputs(src_isa, src_func.body[sblock[0]:sblock[1]])
                 s_out = block_outputs(src_func, *sblock)
-            except AsmSketchError:
-                rep.status = "skipped: source liveness"
-                continue
-            votes = {} if mode == NO_ALIGN else _reg_votes(
-                hyp, tgt_roles, hyp.tokens, src_roles, src_toks, src_isa, tgt_isa, span, set(s_in) | set(s_out))
-            in_map = _map_regs(t_in, s_in, src_isa, tgt_isa, votes, mode == NO_ALIGN)
-            out_map = _map_regs(t_out, s_out, src_isa, tgt_isa, votes, mode == NO_ALIGN)
-            if len(out_map) < len(t_out) or not out_map:
-                rep.status = "skipped: outputs not matched"
-                continue
-            # the tight span is a guess that is often wrong: give it a short budget before the whole block
-            res = solve_block(src_func, sblock, tgt_func, span, bh, in_map, list(out_map.items()),
-                              timeout_ms=300 if n_try < len(sspans) - 1 else 3000)
-            rep.seconds += res.seconds
-            if res.values is None:
-                rep.status = f"no fix ({res.reason})"
-                continue
-            rep.status = "solved"
-            rep.values = {(h.line, h.operand): v for h, v in res.values.items()}
-            solved.update(res.values)
-            break
+                votes = {} if mode == NO_ALIGN else _reg_votes(
+                    hyp, tgt_roles, hyp.tokens, src_roles, src_toks, src_isa, tgt_isa, span, set(s_in) | set(s_out))
+                in_map = _map_regs(t_in, s_in, src_isa, tgt_isa, votes, mode == NO_ALIGN)
+                out_map = _map_regs(t_out, s_out, src_isa, tgt_isa, votes, mode == NO_ALIGN)
+                if len(out_map) < len(t_out) or not out_map:
+                    rep.status = "skipped: outputs not matched"
+                    continue
+                # the tight span is a guess that is often wrong: a short budget before the whole block
+                res = solve_block(src_func, sblock, tgt_func, span, stage, in_map, list(out_map.items()),
+                                  timeout_ms=300 if n_try < len(sspans) - 1 else 3000)
+                rep.seconds += res.seconds
+                if res.values is None:
+                    rep.status = f"no fix ({res.reason})"
+                    continue
+                rep.status = "solved"
+                rep.values = {(h.line, h.operand): v for h, v in res.values.items()}
+                solved.update(res.values)
+                done = True
+                break
+            if done:
+                break
     if solved:
         new_func = fill(tgt_func, solved)
         cand.body = new_func.text(with_header=False)

@@ -8,6 +8,8 @@ modelled, so flag readers are never pure (see `is_pure`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import z3
 
 from .asm import Function, Imm, Instr, Mem, Reg, Shift, is_branch
@@ -25,6 +27,20 @@ SUPPORTED = {ARM: ARM_PURE, "riscv": RV_PURE}
 FLAG_SETTERS = {"adds", "subs", "ands", "negs"}
 FLAG_READERS = {"csel", "csinc", "csinv", "csneg", "cset", "csetm", "cinc", "cinv", "cneg", "adc", "sbc",
                 "ccmp", "ccmn"}
+
+
+@dataclass(frozen=True)
+class RegChoice:
+    """A register-operand hole: reads options[sel] (64-bit names)."""
+    options: tuple
+    sel: object
+
+
+def _read_choice(st: dict, x: RegChoice):
+    v = st[x.options[-1]]
+    for i in range(len(x.options) - 2, -1, -1):
+        v = z3.If(x.sel == i, st[x.options[i]], v)
+    return v
 
 
 def _bv(v, width=64):
@@ -104,6 +120,8 @@ def _arm_step(ins: Instr, st: dict):
             name = canonical_reg(ARM, x.name)
             v = z3.BitVecVal(0, 64) if name == "xzr" else st[name]
             return _ext(v, w)
+        if isinstance(x, RegChoice):
+            return _ext(_read_choice(st, x), w)
         if isinstance(x, Imm):
             return _ext(_bv(x.value), w)
         raise Unsupported(f"{op}: operand {x}")
@@ -201,6 +219,8 @@ def _rv_step(ins: Instr, st: dict):
         if isinstance(x, Reg):
             name = canonical_reg("riscv", x.name)
             return z3.BitVecVal(0, 64) if name == "zero" else st[name]
+        if isinstance(x, RegChoice):
+            return _read_choice(st, x)
         if isinstance(x, Imm):
             return _bv(x.value)
         raise Unsupported(f"{op}: operand {x}")

@@ -15,7 +15,7 @@ import z3
 
 from .asm import Function, Imm, Instr, Reg, Shift, live_after, reads_writes
 from .isa import canonical_reg
-from .semantics import Unsupported, hole_domain, run_block, value_ok
+from .semantics import RegChoice, Unsupported, hole_domain, run_block, value_ok
 
 MASK = (1 << 64) - 1
 RLIMIT_PER_MS = 500  # z3 resource units per "millisecond" of budget (roughly, on this project's CPUs)
@@ -61,8 +61,9 @@ def block_outputs(func: Function, start: int, end: int) -> list[str]:
     return [r for r in written if r in live]
 
 
-def _holed(isa: str, instrs: list[Instr], holes: dict) -> list[Instr]:
-    """Instructions with hole operands replaced by z3 terms. holes: (local line, operand) -> term."""
+def _holed(isa: str, instrs: list[Instr], holes: dict, reg_options: tuple = ()) -> list[Instr]:
+    """Instructions with hole operands replaced by z3 terms. holes: (local line, operand) -> term;
+    a register operand becomes a choice among reg_options."""
     out = []
     for li, ins in enumerate(instrs):
         args = list(ins.args)
@@ -74,6 +75,8 @@ def _holed(isa: str, instrs: list[Instr], holes: dict) -> list[Instr]:
                 args[ho] = Imm(term)
             elif isinstance(a, Shift):
                 args[ho] = Shift(a.kind, term)
+            elif isinstance(a, Reg) and ho > 0:
+                args[ho] = RegChoice(reg_options, term)
             else:
                 raise Unsupported(f"operand {ho} of '{ins.op}' is not an immediate")
         out.append(ins.with_args(args))
@@ -112,8 +115,12 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
         src_state.setdefault(s, xs.setdefault(s, z3.BitVec(f"in_{s}", 64)))
     hv = {h: z3.BitVec(f"hole_{h.line}_{h.operand}", 64) for h in holes}
     local = {(h.line - tgt_span[0], h.operand): v for h, v in hv.items()}
+    reg_holes = [h for h in holes if isinstance(tgt.body[h.line].args[h.operand], Reg)]
+    options = tuple(register_options(tgt, tgt_span)) if reg_holes else ()
+    for r in options:  # a register chosen for a hole that nothing else reads is a free input
+        tgt_state.setdefault(r, z3.BitVec(f"free_{r}", 64))
     try:
-        tgt_out = run_block(tgt.isa, _holed(tgt.isa, tgt_ins, local), tgt_state)
+        tgt_out = run_block(tgt.isa, _holed(tgt.isa, tgt_ins, local, options), tgt_state)
         src_out = run_block(src.isa, src_ins, src_state)
     except (Unsupported, KeyError) as e:
         return SolveResult(None, time.perf_counter() - t0, 0, f"unsupported: {e}")
@@ -122,6 +129,9 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
     inputs = [v for _, v in inputs]
     domain = []
     for h, v in hv.items():
+        if h in reg_holes:
+            domain.append(z3.ULT(v, len(options)))
+            continue
         d = hole_domain(tgt.isa, tgt.body[h.line], h.operand, v)
         if d is None:
             return SolveResult(None, time.perf_counter() - t0, 0, f"no hole domain for '{tgt.body[h.line].op}'")
@@ -144,7 +154,7 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
             return SolveResult(None, time.perf_counter() - t0, it, why, examples)
         m = synth.model()
         vals = {h: _signed(m.eval(v, model_completion=True).as_long()) for h, v in hv.items()}
-        bad = [h for h in holes if not value_ok(tgt.isa, tgt.body[h.line], h.operand, vals[h])]
+        bad = [h for h in holes if h not in reg_holes and not value_ok(tgt.isa, tgt.body[h.line], h.operand, vals[h])]
         if bad:
             synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in bad]))
             continue
@@ -153,6 +163,8 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
         verify.add(z3.Not(z3.substitute(spec, *[(hv[h], z3.BitVecVal(vals[h] & MASK, 64)) for h in holes])))
         res = verify.check()
         if res == z3.unsat:
+            for h in reg_holes:  # an index into the options -> the register's name
+                vals[h] = options[vals[h]]
             return SolveResult(vals, time.perf_counter() - t0, it, "equivalent", examples)
         if res != z3.sat:
             return SolveResult(None, time.perf_counter() - t0, it, "verification timed out", examples)
@@ -171,6 +183,9 @@ def fill(func: Function, values: dict) -> Function:
         a = ins.args[h.operand]
         if isinstance(a, Shift):
             ins.args[h.operand] = Shift(a.kind, v)
+        elif isinstance(a, Reg):
+            narrow = func.isa == "arm" and a.name.startswith("w")
+            ins.args[h.operand] = Reg(("w" + v[1:]) if narrow and v.startswith("x") else v)
         else:
             if func.isa == "arm" and ins.op in ("and", "ands", "orr", "eor"):
                 wide = not ins.args[0].name.startswith("w")
@@ -189,8 +204,22 @@ def immediate_operands(func: Function, start: int, end: int) -> list[Hole]:
     return out
 
 
-def register_operands(func: Function, start: int, end: int) -> list[tuple[int, int]]:
-    return [(i, k) for i in range(start, end) for k, a in enumerate(func.body[i].args) if isinstance(a, Reg)]
+def register_operands(func: Function, start: int, end: int) -> list[Hole]:
+    """Register operands read (not the destination) in [start, end): the places an operand hole may go."""
+    return [Hole(i, k) for i in range(start, end) for k, a in enumerate(func.body[i].args)
+            if isinstance(a, Reg) and k > 0 and func.body[i].op != "movk"]
+
+
+def register_options(func: Function, span: tuple[int, int]) -> list[str]:
+    """The registers a register hole may read: those the block mentions (64-bit names, no zero/sp)."""
+    names = []
+    for ins in func.body[span[0]:span[1]]:
+        for a in ins.args:
+            if isinstance(a, Reg):
+                r = canonical_reg(func.isa, a.name)
+                if r not in ("xzr", "zero", "sp") and r not in names:
+                    names.append(r)
+    return names
 
 
 __all__ = ["Hole", "SolveResult", "block_inputs", "block_outputs", "fill", "immediate_operands",

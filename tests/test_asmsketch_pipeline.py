@@ -107,3 +107,35 @@ def test_confident_hypothesis_is_left_alone():
     src_toks, hyp, src_func, _ = _corrupted_hypothesis(p, "riscv", "arm")
     cand = pipeline.sketch_candidate(hyp, src_toks, src_func, "arm", 0.1, pipeline.ALIGN)
     assert cand.sketches == [] and cand.body == tokens.detokenize(hyp.tokens)
+
+
+def test_uncertain_register_operand_is_repaired():
+    """A read operand replaced by another register of the block, marked unsure: the second stage
+    (operand holes) picks the right register."""
+    fixed = tried = 0
+    for p in pairs():
+        if p.opt != 2:
+            continue
+        s_func = pipeline.parse_body("arm", p.arm)
+        t_func = pipeline.parse_body("riscv", p.riscv)
+        if len(pure_blocks(s_func)) != 1 or len(pure_blocks(t_func)) != 1:
+            continue
+        src_toks = [tokens.TO["riscv"]] + tokens.tokenize_text(p.arm) + [tokens.EOS]
+        tt = tokens.tokenize_text(p.riscv)
+        rl = tokens.roles(tt, {"a0", "a1", "a2", "a3", "a4", "a5"})
+        spots = [i for i, r in enumerate(rl) if r.kind == "reg" and r.operand == 2]
+        if not spots:
+            continue
+        i = spots[0]
+        wrong = "a1" if tt[i] != "a1" else "a0"
+        bad, probs = list(tt), [0.99] * len(tt)
+        bad[i], probs[i] = wrong, 0.3
+        hyp = model.Hypothesis(bad, -1.0, probs, [[1.0 / len(src_toks)] * len(src_toks) for _ in tt])
+        before, = pipeline.verify("arm", p.arm, "riscv", [tokens.detokenize(bad)], p.nargs)
+        if before:
+            continue
+        tried += 1
+        cand = pipeline.sketch_candidate(hyp, src_toks, s_func, "riscv", 0.5, pipeline.NO_ALIGN)
+        fixed += pipeline.verify("arm", p.arm, "riscv", [cand.body], p.nargs)[0]
+    assert tried >= 2
+    assert fixed >= tried - 1
