@@ -19,6 +19,7 @@ from .tokens import detokenize, roles
 
 ALIGN, NO_ALIGN, RANDOM_HOLES = "align", "no_align", "random_holes"
 MAX_REG_HOLES = 3
+MAX_SOLVES = 8  # solver calls per candidate: bounds the time a badly wrong guess can take
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
         holes = set(r_.sample(pool, min(len(pool), len(holes) if n_random is None else n_random)))
         rpool = [h for b in tgt_blocks for h in register_operands(tgt_func, *b)]
         reg_holes = set(r_.sample(rpool, min(len(rpool), len(reg_holes))))
-    new_func, solved = tgt_func, {}
+    new_func, solved, solves = tgt_func, {}, 0
     for span in tgt_blocks:
         def inside(hs):
             return sorted((h for h in hs if span[0] <= h.line < span[1]), key=lambda h: (h.line, h.operand))
@@ -199,6 +200,10 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
                 if len(out_map) < len(t_out) or not out_map:
                     rep.status = "skipped: outputs not matched"
                     continue
+                if solves >= MAX_SOLVES:
+                    rep.status = "skipped: solver budget of this candidate spent"
+                    continue
+                solves += 1
                 # the tight span is a guess that is often wrong: a short budget before the whole block
                 res = solve_block(src_func, sblock, tgt_func, span, stage, in_map, list(out_map.items()),
                                   timeout_ms=300 if n_try < len(sspans) - 1 else 3000)
