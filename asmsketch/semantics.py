@@ -358,8 +358,8 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
             return rng(0, 4095)
         if op in ("movz", "movk", "movn"):
             return rng(0, 65535)
-        if op == "mov":
-            return rng(-65536, 65535) if wide else rng(-65536, (1 << 32) - 1)
+        if op == "mov":  # one movz/movn: a 16-bit value or its complement
+            return rng(-65536, 65535)
         if op in ("lsl", "lsr", "asr", "ror"):
             return rng(0, 63 if wide else 31)
         if op in ("and", "ands", "orr", "eor"):

@@ -93,6 +93,6 @@ def summarize(trials, progress=None) -> dict:
             progress(1)
     n = max(1, len(trials))
     return {"n": len(trials), "fill_found": found, "fill_passes_execution": passed,
-            "false_passes": found - passed, "fixed_share": passed / n, "no_fix_share": (len(trials) - found) / n,
+            "fill_fails_execution": found - passed, "fixed_share": passed / n, "no_fix_share": (len(trials) - found) / n,
             "median_s": statistics.median(times) if times else None,
             "p90_s": sorted(times)[int(0.9 * (len(times) - 1))] if times else None}

@@ -95,10 +95,10 @@ def phase_solver(res, args):
     o = trials.summarize(to, progress=bar.update)
     bar.close()
     res["solver"] = {"fixed_share": s["fixed_share"], "median_s": s["median_s"], "p90_s": s["p90_s"],
-                     "blocks": s["n"], "fill_found": s["fill_found"], "false_passes": s["false_passes"],
+                     "blocks": s["n"], "fill_found": s["fill_found"], "fill_fails_execution": s["fill_fails_execution"],
                      "opcode": {"blocks": o["n"], "no_fix": o["n"] - o["fill_found"],
                                 "fill_found_and_passes": o["fill_passes_execution"],
-                                "false_passes": o["false_passes"]}}
+                                "fill_fails_execution": o["fill_fails_execution"]}}
 
 
 def _test_pairs(n):
@@ -188,12 +188,12 @@ def write_doc(res):
                   f"**{c['disagreements']} disagreements**.", ""]
     if "solver" in res:
         s = res["solver"]
-        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s | p90 s | false passes |",
+        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s | p90 s | fill found but fails execution |",
                   "|---|---:|---:|---:|---:|---:|",
                   f"| 1–3 corrupted immediates | {s['blocks']} | {pct(s['fixed_share'])} % | {s['median_s']:.3f} | "
-                  f"{s['p90_s']:.3f} | {s['false_passes']} |",
+                  f"{s['p90_s']:.3f} | {s['fill_fails_execution']} |",
                   f"| corrupted opcode (+ immediate holes) | {s['opcode']['blocks']} | no fix: {s['opcode']['no_fix']}, "
-                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | {s['opcode']['false_passes']} |", ""]
+                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | {s['opcode']['fill_fails_execution']} |", ""]
     block = "\n".join(lines)
     with open(DOC) as fh:
         doc = fh.read()
