@@ -7,7 +7,7 @@ AsmSketchError ("no translation"), as a rule-based system does outside its rules
 
 from __future__ import annotations
 
-from .asm import Cond, Function, Imm, Label, Mem, Reg, Shift, format_instr, Instr
+from .asm import Function, Imm, Instr, Reg, format_instr
 from .errors import AsmSketchError
 from .isa import ARM, RISCV, canonical_reg
 
@@ -301,4 +301,4 @@ def transpile(func: Function) -> str:
         raise AsmSketchError(f"no rule for an operand form ({type(e).__name__})") from None
 
 
-__all__ = ["transpile", "Cond", "Label", "Mem", "Shift"]
+__all__ = ["transpile"]

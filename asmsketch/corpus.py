@@ -234,4 +234,4 @@ def load_pairs(path: str) -> list[Pair]:
 
 
 __all__ = ["Pair", "build_pairs", "check_pairs", "generate_function", "random_inputs", "run_text",
-           "load_pairs", "save_pairs", "OPT_LEVELS", "RISCV"]
+           "load_pairs", "save_pairs", "OPT_LEVELS"]

@@ -11,7 +11,7 @@ from .asm import Function, Imm, Reg, Shift, parse_functions
 from .corpus import random_inputs, run_many, wrap_function
 from .errors import AsmSketchError
 from .isa import REGS, abi_map, canonical_reg
-from .model import Guesser, Hypothesis
+from .model import Hypothesis
 from .semantics import pure_blocks
 from .sketch import (Hole, block_inputs, block_outputs, fill, immediate_operands, register_operands,
                      solve_block)
@@ -224,24 +224,6 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
     return cand
 
 
-@dataclass
-class Translation:
-    candidates: list[Candidate]
-    hypotheses: list[Hypothesis]
-    source_tokens: list[str]
-
-
-def guess(guesser: Guesser, src_body: str, tgt_isa: str, beam: int) -> tuple[list[str], list[Hypothesis]]:
-    return guesser.translate(src_body, tgt_isa, beam=beam)
-
-
-def guess_and_sketch(src_body: str, src_isa: str, tgt_isa: str, src_toks, hyps, threshold: float = 0.9,
-                     mode: str = ALIGN, seed: int = 0) -> list[Candidate]:
-    src_func = parse_body(src_isa, src_body)
-    rng = random.Random(seed)
-    return [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng) for h in hyps]
-
-
 def verify(src_isa: str, src_body: str, tgt_isa: str, bodies: list[str], nargs: int, n_inputs: int = 20,
            seed: int = 0) -> list[bool]:
     """Execution check: each candidate body against the source on the same random inputs."""
@@ -286,5 +268,5 @@ def verify_many(src_isa, src_bodies, tgt_isa, cand_lists, nargs_list, n_inputs=2
     return out
 
 
-__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "guess_and_sketch",
-           "sketch_candidate", "verify", "verify_many", "parse_body", "Reg"]
+__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport",
+           "sketch_candidate", "verify", "verify_many", "parse_body"]

@@ -136,7 +136,6 @@ def _arm_step(ins: Instr, st: dict):
             v = _shift(s.kind, v, s.amount, w)
         return v
 
-    m = (1 << w) - 1
     if op in ("add", "adds"):
         r = rd(a[1]) + op2(a[2:])
     elif op in ("sub", "subs"):
@@ -203,7 +202,6 @@ def _arm_step(ins: Instr, st: dict):
             r = right(x << (wv - width), wv - width - lsb)
     else:
         raise Unsupported(op)
-    del m
     name = canonical_reg(ARM, dest)
     if name != "xzr":
         st[name] = z3.ZeroExt(64 - w, r) if w < 64 else r

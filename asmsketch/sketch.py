@@ -223,4 +223,4 @@ def register_options(func: Function, span: tuple[int, int]) -> list[str]:
 
 
 __all__ = ["Hole", "SolveResult", "block_inputs", "block_outputs", "fill", "immediate_operands",
-           "register_operands", "solve_block", "canonical_reg"]
+           "register_operands", "register_options", "solve_block"]

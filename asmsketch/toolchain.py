@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .errors import AsmSketchError
-from .isa import ARM, MATTR, TRIPLE
+from .isa import MATTR, TRIPLE
 
 INSTALL_HINT = "install LLVM 14 (Debian: apt-get install llvm-14) or run scripts/setup_asmsketch.sh"
 
@@ -83,4 +83,4 @@ def have_llvm() -> bool:
     return find_tool("llc") is not None and find_tool("llvm-mc") is not None
 
 
-__all__ = ["ARM", "Code", "assemble", "compile_ir", "find_tool", "have_llvm", "require_tool"]
+__all__ = ["Code", "assemble", "compile_ir", "find_tool", "have_llvm", "require_tool"]

@@ -1,6 +1,5 @@
 """asmsketch: tier A corpus agreement under unicorn, the CEGIS solver, and the rule-based peer."""
 
-import random
 
 from asmsketch_support import needs_llvm, pairs
 from asmsketch import baseline, corpus, trials
