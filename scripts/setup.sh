@@ -25,3 +25,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+# asmsketch's system tools (LLVM 14; cross GCCs and qemu-user for tier B): installed where possible
+bash scripts/setup_asmsketch.sh

@@ -1,0 +1,2 @@
+#include <stdio.h>
+int main(void) { long a[8][8], b[8][8], c[8][8]; for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) { a[i][j] = i * 3 - j; b[i][j] = (i ^ j) + 1; } for (int i = 0; i < 8; i++) for (int j = 0; j < 8; j++) { long s = 0; for (int k = 0; k < 8; k++) s += a[i][k] * b[k][j]; c[i][j] = s; } long t = 0; for (int i = 0; i < 8; i++) t += c[i][i] * (i + 1); printf("%ld\n", t); return 0; }

@@ -1,0 +1,68 @@
+"""Builds the tier A training corpus and trains the asmsketch guess model (cached).
+
+    python bench/asmsketch_train.py --minutes 25
+
+Writes the model to .cache/asmsketch/model (or $ASMSKETCH_CACHE/model) and
+bench/results/asmsketch_train.json (corpus size, parameters, steps, loss curve summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from asmsketch import corpus, data, model, train  # noqa: E402
+from asmsketch.progress import Progress  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--functions", type=int, default=len(data.TRAIN_SEEDS))
+    ap.add_argument("--minutes", type=float, default=25.0)
+    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
+    ap.add_argument("--max-example-tokens", type=int, default=120,
+                    help="train on pairs whose sides fit (short pairs teach the alignment fastest)")
+    ap.add_argument("--batch-tokens", type=int, default=1500)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(data.cache_dir(), exist_ok=True)
+    path = os.path.join(data.cache_dir(), "train_pairs.jsonl")
+    seeds = list(data.TRAIN_SEEDS)[: args.functions]
+    if os.path.exists(path):
+        pairs = corpus.load_pairs(path)
+    else:
+        bar = Progress(len(seeds), "compiling corpus")
+        pairs = corpus.build_pairs(seeds, progress=bar.update)
+        bar.close()
+        corpus.save_pairs(pairs, path)
+    bar = Progress(1.0, "training")
+    t0 = time.time()
+    guesser, log = train.train(pairs, config={"dropout": 0.0}, seconds=args.minutes * 60,
+                               max_tokens=args.batch_tokens, lr=args.lr, max_example_tokens=args.max_example_tokens,
+                               progress=lambda f, loss, step: bar.set(f, f"step {step} loss {loss:.3f}"))
+    bar.close()
+    model.save(guesser.model, guesser.vocab, data.model_dir())
+    losses = log["losses"]
+    tail = losses[-50:]
+    out = {"pairs": len(pairs), "functions": len(seeds), "examples": log["examples"], "params": log["params"],
+           "steps": log["steps"], "epochs_started": log["epochs"], "seconds": round(time.time() - t0, 1),
+           "threads": args.threads, "config": guesser.model.c.__dict__, "lr": args.lr,
+           "batch_tokens": args.batch_tokens, "max_example_tokens": args.max_example_tokens,
+           "loss_first": losses[0] if losses else None, "loss_last50_mean": sum(tail) / max(1, len(tail)),
+           "loss_every_50": losses[::50]}
+    os.makedirs("bench/results", exist_ok=True)
+    with open("bench/results/asmsketch_train.json", "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(json.dumps({k: v for k, v in out.items() if k != "loss_every_50"}))
+
+
+if __name__ == "__main__":
+    main()
