@@ -60,6 +60,7 @@ def test_svd_init_captures_the_quantization_error(setup):
     assert torch.isclose(err_after.double() ** 2, (s[8:] ** 2).sum(), rtol=1e-3)
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_training_changes_only_adapters_keeps_codes_and_lowers_kl(setup):
     fp, q, targets = setup
     add_adapters(q, rank=4)
@@ -106,6 +107,7 @@ def _saved_tensors(fn, seen=None):
     return out
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_interrupted_training_resumes_to_the_same_adapters(setup, tmp_path):
     fp, q, targets = setup
     q2 = copy.deepcopy(q)

@@ -98,6 +98,7 @@ def test_streamed_setup_refuses_what_it_cannot_read(tmp_path, byte_tokenizer):
 
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_correct_command_streams_and_falls_back_to_the_whole_model(tmp_path, byte_tokenizer, monkeypatch):
     from typer.testing import CliRunner
 

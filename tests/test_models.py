@@ -204,6 +204,7 @@ def smollm(smollm2):
     return smollm2
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_builtin_is_smollm2(smollm):
     info = M.describe(smollm[0])
     assert info["architecture"] == "LlamaForCausalLM" and info["model_type"] == "llama"
@@ -211,6 +212,7 @@ def test_builtin_is_smollm2(smollm):
     assert info["hidden_size"] == 576 and info["vocab_size"] == 49_152
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_builtin_greedy_generation_knows_paris(smollm):
     model, tokenizer, _ = smollm  # wrong q/k row order would give gibberish here
     inputs = tokenizer("The capital of France is", return_tensors="pt")
@@ -219,6 +221,7 @@ def test_builtin_greedy_generation_knows_paris(smollm):
     assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
 
 
+@pytest.mark.slow  # seconds of training or the real model
 def test_builtin_second_load_reads_the_cache(smollm, monkeypatch):  # the first came from the GGUF file
     model, tokenizer, cache = smollm
     monkeypatch.setenv("ELASTIQ_CACHE", str(cache))
