@@ -154,7 +154,9 @@ def run_child(kind: str, *args, timeout: int = 900) -> dict:
 
 
 def timed_command(cmd: list[str]) -> dict:
-    """Wall time and peak resident memory of a whole command (wait4's rusage of that child)."""
+    """Wall time and peak resident memory of a whole command (wait4's rusage of that child).
+    ru_maxrss carries the parent's peak across fork and exec, so the caller is a small
+    process of its own (--_host), not the one that loaded the model."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
@@ -222,7 +224,11 @@ def main() -> None:
                 res["elastic_native"] = run_child("elastic", art, a.repeats)
                 console.print(res["elastic_native"])
             if "host" in only:
-                res["host"] = host_rows(art, work, a.repeats, console)
+                from elastiq.models import BUILTIN
+
+                gguf = BUILTIN["smollm2-135m"].gguf_path()
+                res["host"] = run_child("host", art, gguf, a.repeats)
+                console.print(res["host"])
     RESULTS.mkdir(exist_ok=True)
     out_file.write_text(json.dumps(res, indent=1))
     write_docs(res)
@@ -274,10 +280,10 @@ def engines(a, work: Path, console) -> dict:
             "decode_int4_vs_llama_cpp": out["native_int4"]["decode_tps"] / ll["decode_tps"]}
 
 
-def host_rows(art: Path, work: Path, repeats: int, console) -> dict:
-    """`elastiq host` start to exit for a 32-token answer on the smallest option, both engines."""
-    from elastiq.models import BUILTIN
-
+def child_host(art: str, gguf: str, repeats: int) -> None:
+    """`elastiq host` start to exit for a 32-token answer on the smallest option, both engines,
+    and llama.cpp answering the same chat prompt; run from a small process (see timed_command)."""
+    art = Path(art)
     from elastiq.elastic.chain import Chain, Family
 
     m = json.loads((art / "elastic.json").read_text())
@@ -290,17 +296,14 @@ def host_rows(art: Path, work: Path, repeats: int, console) -> dict:
         runs = [timed_command(cmd) for _ in range(repeats)]
         rows[engine] = {"seconds": statistics.median(r["seconds"] for r in runs),
                         "peak_rss_bytes": statistics.median(r["peak_rss_bytes"] for r in runs)}
-        console.print(engine, rows[engine])
     code = ("import sys; from llama_cpp import Llama; "
             "llm = Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False); "
             "print(llm.create_chat_completion([{'role': 'user', 'content': sys.argv[2]}], max_tokens=32, "
             "temperature=0.0, top_k=1)['choices'][0]['message']['content'])")
-    gguf = str(BUILTIN["smollm2-135m"].gguf_path())
     runs = [timed_command([sys.executable, "-c", code, gguf, PROMPT]) for _ in range(repeats)]
     rows["llama_cpp"] = {"seconds": statistics.median(r["seconds"] for r in runs),
                          "peak_rss_bytes": statistics.median(r["peak_rss_bytes"] for r in runs)}
-    console.print("llama.cpp", rows["llama_cpp"])
-    return rows
+    print(json.dumps(rows))
 
 
 def write_docs(res: dict) -> None:
@@ -320,6 +323,8 @@ if __name__ == "__main__":
         kind, args = sys.argv[1][3:], sys.argv[2:]
         if kind == "elastic":
             child_elastic(args[0], int(args[1]))
+        elif kind == "host":
+            child_host(args[0], args[1], int(args[2]))
         else:
             CHILDREN[kind](args[0], args[1], int(args[2]), float(args[3]))
     else:
