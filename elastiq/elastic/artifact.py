@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from elastiq.cache import atomic_dir, check_file, member, read_manifest_json, re
 from elastiq.errors import InputError
 from elastiq.quant import QuantEmbedding, QuantLinear
 from elastiq.quant.io import WEIGHT_DTYPES, has_tokenizer, weight_dtype
+from elastiq.runtime import tensors
 from elastiq.runtime.describe import write as write_native
 
 from .chain import Chain, Family
@@ -108,55 +108,22 @@ def type_name(config) -> str:
     return (getattr(config, "architectures", None) or [config.model_type])[0]
 
 
-_DTYPES = {"U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-           "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "BOOL": torch.bool}
-
-
-class TensorFile:
-    """Reads single tensors of a safetensors file with pread into fresh memory.
-
-    safetensors' own reader maps the file: every page a host ever touched would stay
-    resident while the file is open, so process memory would not fall when the budget
-    does. Reading into ordinary tensors lets a swap hand memory back."""
+class TensorFile(tensors.TensorFile):
+    """The runtime's safetensors reader (pread into fresh memory, so a swap hands memory
+    back), giving torch tensors and refusing with ArtifactError."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
-        size = os.fstat(self.fd).st_size
         try:
-            n = int.from_bytes(os.pread(self.fd, 8, 0), "little")
-            if not 2 <= n <= size - 8:
-                raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-            header = json.loads(os.pread(self.fd, n, 8))
-            header.pop("__metadata__", None)
-            self.entries = {}
-            for key, e in header.items():
-                start, end = (8 + n + o for o in e["data_offsets"])
-                dtype = _DTYPES[e["dtype"]]
-                if not 8 + n <= start <= end <= size or (end - start) != math.prod(e["shape"]) * dtype.itemsize:
-                    raise ValueError(f"tensor {key} lies outside the file or has the wrong size")
-                self.entries[key] = (dtype, tuple(e["shape"]), start, end - start)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            os.close(self.fd)
-            raise ArtifactError(f"{path} is not a readable safetensors file ({e}): the file is corrupted") from None
-
-    def stamp(self) -> tuple:
-        """What changes whenever the open file's bytes do: size, mtime, ctime, inode."""
-        st = os.fstat(self.fd)
-        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+            super().__init__(path)
+        except tensors.TensorFileError as e:
+            raise ArtifactError(str(e)) from None
 
     def get(self, key: str) -> torch.Tensor:
-        dtype, shape, start, nbytes = self.entries[key]
-        out = torch.empty(nbytes, dtype=torch.uint8)
-        if nbytes and os.preadv(self.fd, [out.numpy()], start) != nbytes:
-            raise ArtifactError(f"{self.path}: {key} is cut short: the file is truncated")
-        return out.view(dtype).reshape(shape)
-
-    def __del__(self, _close=os.close):  # os may be gone at interpreter exit: keep close bound
         try:
-            _close(self.fd)
-        except (OSError, AttributeError):
-            pass
+            t = torch.from_numpy(super().get(key))
+        except tensors.TensorFileError as e:
+            raise ArtifactError(str(e)) from None
+        return t.view(torch.bfloat16) if self.dtype(key) == "BF16" else t  # bfloat16 arrives as its bits
 
 
 class Artifact:

@@ -13,12 +13,7 @@ machine without AVX2 runs), so that one machine can test every path.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -26,8 +21,7 @@ from pathlib import Path
 import torch
 
 from elastiq import formats as F
-from elastiq.cache import cache_dir
-from elastiq.runtime.build import PORTABLE_FLAGS  # one definition of the build without AVX2
+from elastiq.runtime.build import PORTABLE_FLAGS, BuildFailed, build_shared  # one builder, one portable build
 
 SOURCE = Path(__file__).with_name("lut_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
@@ -46,10 +40,6 @@ class _QWeight(ctypes.Structure):
     ]
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-
-
 @lru_cache(maxsize=None)
 def library(extra_flags: tuple[str, ...] = ()):
     """The loaded kernel library, or None (with one warning saying why) where it cannot be had.
@@ -62,30 +52,12 @@ def library(extra_flags: tuple[str, ...] = ()):
         return None
     if mode == "portable":
         extra_flags = (*PORTABLE_FLAGS, *extra_flags)
-    cc = _compiler()
-    if cc is None:
-        warnings.warn("elastiq: no C compiler found (install gcc): packed layers use the slower torch path", stacklevel=2)
+    try:
+        path = build_shared((SOURCE,), "lut", [*FLAGS, *extra_flags])
+    except BuildFailed as e:
+        warnings.warn(f"elastiq: building the packed-weight kernels failed ({e}); packed layers use the slower "
+                      "torch path", stacklevel=2)
         return None
-    flags = [*FLAGS, *extra_flags]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"lut-{key}.so"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lut-", suffix=".so")
-        os.close(fd)
-        try:
-            try:
-                r = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
-                why = r.stderr.strip()[-300:] if r.returncode else None
-            except OSError as e:
-                why = str(e)
-            if why is not None:
-                warnings.warn(f"elastiq: building the packed-weight kernels failed ({cc}: {why}); "
-                              "packed layers use the slower torch path", stacklevel=2)
-                return None
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     lib = ctypes.CDLL(str(path))
     problem = _layout_problem(lib)
     if problem:

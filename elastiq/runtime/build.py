@@ -30,35 +30,51 @@ class NativeUnavailable(RuntimeError):
     """The native runtime cannot be built or loaded on this machine."""
 
 
-def _compiler() -> str | None:
+class BuildFailed(RuntimeError):
+    """No C compiler, or the compiler refused the source; the message says which."""
+
+
+def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def build_shared(sources: tuple[Path, ...], name: str, flags) -> Path:
+    """``sources[0]`` (which may include the others) compiled once per machine, source and
+    flags into ``cache/kernels/NAME-KEY.so``, under a temporary name renamed into place;
+    the packed-weight kernels and the runtime are both built here. Raises BuildFailed."""
+    cc = compiler()
+    if cc is None:
+        raise BuildFailed("no C compiler found (install gcc)")
+    flags = list(flags)
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)
+                         + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"{name}-{key}.so"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-", suffix=".so")
+    os.close(fd)
+    try:
+        try:
+            r = subprocess.run([cc, *flags, f"-I{sources[0].parent}", str(sources[0]), "-o", tmp, "-lm"],
+                               capture_output=True, text=True)
+            why = r.stderr.strip()[-400:] if r.returncode else None
+        except OSError as e:
+            why = str(e)
+        if why is not None:
+            raise BuildFailed(f"{cc}: {why}")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 @lru_cache(maxsize=None)
 def library(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """The loaded runtime library; raises NativeUnavailable (saying why) where it cannot be had."""
-    cc = _compiler()
-    if cc is None:
-        raise NativeUnavailable("no C compiler found: install gcc, or use --engine torch")
     portable = os.environ.get("ELASTIQ_KERNELS", "1").strip().lower() == "portable"
-    flags = [*FLAGS, *(PORTABLE_FLAGS if portable else ()), *extra_flags]
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES)
-                         + " ".join([cc, *flags, sys.platform]).encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"runtime-{key}.so"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".runtime-", suffix=".so")
-        os.close(fd)
-        try:
-            try:
-                r = subprocess.run([cc, *flags, f"-I{SOURCES[1].parent}", str(SOURCES[0]), "-o", tmp, "-lm"],
-                                   capture_output=True, text=True)
-                why = r.stderr.strip()[-400:] if r.returncode else None
-            except OSError as e:
-                why = str(e)
-            if why is not None:
-                raise NativeUnavailable(f"building the native runtime failed ({cc}: {why}); use --engine torch")
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return ctypes.CDLL(str(path))
+    flags = [*FLAGS, *(PORTABLE_FLAGS if portable else ()), *extra_flags, f"-I{SOURCES[1].parent}"]
+    try:
+        return ctypes.CDLL(str(build_shared(SOURCES, "runtime", flags)))
+    except BuildFailed as e:
+        raise NativeUnavailable(f"building the native runtime failed ({e}); use --engine torch") from None

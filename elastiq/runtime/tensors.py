@@ -55,16 +55,20 @@ class TensorFile:
     def dtype(self, key: str) -> str:
         return self.entries[key][0]
 
+    def stamp(self) -> tuple:
+        """What changes whenever the open file's bytes do: size, mtime, ctime, inode."""
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
     def get(self, key: str, sha256: str | None = None) -> np.ndarray:
         """Tensor ``key``; with ``sha256``, refused unless its bytes have that digest. The digest
         is computed at the first read and again whenever the file changed since the last
-        check (size, mtime, ctime, taken before the read): a re-hash on every read would
+        check (its stamp, taken before the read): a re-hash on every read would
         add a tenth of a second to a swap of the built-in model's whole family."""
         if key not in self.entries:
             raise TensorFileError(f"{self.path} has no tensor {key}")
         dtype, shape, start, nbytes = self.entries[key]
-        st = os.fstat(self.fd)
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stamp = self.stamp()  # before the read: a write during it shows at the next read
         out = np.empty(nbytes, dtype=np.uint8)
         if nbytes and os.preadv(self.fd, [out], start) != nbytes:
             raise TensorFileError(f"{self.path}: {key} is cut short: the file is truncated")
