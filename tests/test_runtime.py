@@ -231,3 +231,11 @@ def test_the_runtime_never_imports_torch(tmp_path, byte_tokenizer):
             "g = lm.generate('hi', max_new_tokens=4, chat=False); assert len(g.tokens) == 4; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_tied_float_head_shares_the_embeddings_one_matrix(tmp_path):
+    """safetensors stores the tied pair once, under either name: one float copy serves both."""
+    _, out = saved(tmp_path, "llama", "int8", None)
+    m = NativeLM(out).model
+    assert m.matrices["lm_head"] is m.matrices["model.embed_tokens"]
+    assert m.matrices["lm_head"].kind == "F32"

@@ -18,10 +18,10 @@ import numpy as np
 
 from elastiq.cache import check_file, read_manifest_json
 from elastiq.memory import pin_mmap_threshold, trim_heap
-from elastiq.runtime.generate import GREEDY, Generation, Sampling, generate
-from elastiq.runtime.native import Matrix, NativeError, NativeModel, dense_matrix, packed_matrix
+from elastiq.runtime.generate import GREEDY, Generation, Sampling, generate_prompt
+from elastiq.runtime.native import Matrix, NativeError, NativeModel, packed_matrix
 from elastiq.runtime.saved import plain_name, read_spec
-from elastiq.runtime.tensors import TensorFile, TensorFileError
+from elastiq.runtime.tensors import TensorFile, TensorFileError, as_float32
 from elastiq.runtime.tokenizer import Tokenizer
 
 from .chain import Chain, Family
@@ -33,13 +33,6 @@ WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # as elastiq.quan
 
 class NativeArtifactError(NativeError):
     """The directory is not an elastic artifact the native runtime can host."""
-
-
-def _f32(a: np.ndarray, dtype: str) -> np.ndarray:
-    """A float tensor of the artifact as float32 (bfloat16 arrives as its uint16 bits)."""
-    if dtype == "BF16":
-        return (a.astype(np.uint32) << 16).view(np.float32)
-    return a.astype(np.float32)
 
 
 class NativeElasticModel(OptionChooser):
@@ -75,7 +68,9 @@ class NativeElasticModel(OptionChooser):
                     raise NativeArtifactError(f"{path / MANIFEST}: module {name} has dtype {meta.get('dtype')!r}, not one "
                                               f"of {', '.join(WEIGHT_DTYPES)}: rebuild the artifact")
             self._files = {name: TensorFile(plain_name(path, name, subdir="extras")) for name in m["tensors"]}
-            self._load_rest(TensorFile(path / REST), m["rest_aliases"])
+            # the float parts outside the units: norms, and a float embedding or head
+            self.model.set_float_parts(TensorFile(path / REST), skip={n for u in self.units for n in u["modules"] + u["tied"]},
+                                       aliases=m["rest_aliases"])
         except NativeError:
             raise
         except (KeyError, TypeError, AttributeError) as e:
@@ -98,30 +93,6 @@ class NativeElasticModel(OptionChooser):
         self._lock = RWLock()
         self._swap_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one sequence at a time: the KV cache is one
-
-    def _load_rest(self, tf: TensorFile, aliases: dict) -> None:
-        """The float parts outside the units: norms, and a float embedding or head."""
-        model, spec = self.model, self.model.spec
-        in_units = {n for u in self.units for n in u["modules"] + u["tied"]}
-        for name in model.required():
-            if name in in_units:
-                continue
-            key = f"{name}.weight"
-            key = aliases.get(key, key)
-            if key not in tf.entries:
-                if name == spec["head"] and spec["tied"] and spec["embed"] in model.matrices:
-                    model.set(name, model.matrices[spec["embed"]])
-                    continue
-                raise NativeArtifactError(f"{tf.path} has no {key}: the artifact is incomplete")
-            w = tf.get(key)
-            if w.ndim == 1:
-                model.set_norm(name, _f32(w, tf.dtype(key)))
-            else:
-                bkey = f"{name}.bias"
-                bias = _f32(tf.get(bkey), tf.dtype(bkey)) if bkey in tf.entries else None
-                same = [n for n, mat in model.matrices.items() if mat.parts.get("weight") is not None and n != name
-                        and aliases.get(f"{n}.weight", f"{n}.weight") == key]
-                model.set(name, model.matrices[same[0]] if same else dense_matrix(w, tf.dtype(key), bias, name))
 
     def _read(self, file: str, key: str) -> np.ndarray:
         want = self.manifest["tensors"].get(file, {}).get(key)
@@ -169,7 +140,7 @@ class NativeElasticModel(OptionChooser):
                     A = self._read(extra["file"], f"{name}.lora_A")
                     B = self._read(extra["file"], f"{name}.lora_B")
                     dt = self._files[extra["file"]].dtype(f"{name}.lora_A")
-                    new[name] = base.with_low_rank(_f32(A, dt), _f32(B, dt), meta["scaling"])
+                    new[name] = base.with_low_rank(as_float32(A, dt), as_float32(B, dt), meta["scaling"])
                     wrapped[name] = base
             t1 = time.perf_counter()
             with self._lock.write():
@@ -194,11 +165,6 @@ class NativeElasticModel(OptionChooser):
                  sampling: Sampling = GREEDY, stop: tuple[str, ...] = ()) -> Generation:
         """Continue ``prompt``; ``on_token(text_so_far)`` is called after each token. The result's
         ``options`` names the option that produced each new token."""
-        tok = self.tokenizer
-        if tok is None:
-            raise NativeError(f"{self.path} has no tokenizer.json: the native runtime needs a fast tokenizer")
-        ids = tok.prompt_ids(prompt, chat)
-        eos = set(self.model.spec["eos_token_ids"]) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
         with self._generate_lock:
-            return generate(self.forward, tok, ids, max_new_tokens, eos, sampling, stop, on_token, self.model.reset,
-                            label=lambda: self.last_option, model=self.model)
+            return generate_prompt(self.model, self.tokenizer, self.path, prompt, max_new_tokens, chat, sampling, stop,
+                                   on_token, step=self.forward, label=lambda: self.last_option)

@@ -127,3 +127,17 @@ def _held_back(text: str, stop: tuple[str, ...]) -> int:
                 held = n
                 break
     return held
+
+
+def generate_prompt(model, tokenizer, where, prompt: str, max_new_tokens: int, chat: bool = True,
+                    sampling: Sampling = GREEDY, stop: tuple[str, ...] = (), on_token=None, step=None,
+                    label=None) -> Generation:
+    """Continue a user prompt on ``model`` (a NativeModel; ``step`` runs its forward passes,
+    ``model.forward`` by default): through the chat template when there is one and ``chat``,
+    stopping at the model's or the tokenizer's end-of-sequence ids. ``where`` names the
+    folder in the error when there is no tokenizer."""
+    if tokenizer is None:
+        raise NativeError(f"{where} has no tokenizer.json: the native runtime needs a fast tokenizer")
+    eos = set(model.spec["eos_token_ids"]) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    return generate(step or model.forward, tokenizer, tokenizer.prompt_ids(prompt, chat), max_new_tokens, eos,
+                    sampling, stop, on_token, model.reset, label=label, model=model)

@@ -286,6 +286,41 @@ class NativeModel:
         matrix.fill(getattr(target, fld))
         self.matrices[name] = matrix
 
+    def set_float_parts(self, tf, skip=(), aliases=None, used: set | None = None) -> None:
+        """Every part still unset (and not in ``skip``) from ``tf``'s ``NAME.weight`` (or the
+        key ``aliases`` maps it to): norms, and float matrices with their biases; a key
+        serves every part that names it once. A tied head missing from the file shares the
+        embedding, and the reverse. ``used`` collects the keys read."""
+        from .tensors import as_float32
+
+        spec, aliases, used = self.spec, aliases or {}, used if used is not None else set()
+        loaded: dict[str, Matrix] = {}
+        for name in self.required():
+            if name in skip or name in self.matrices or name in self._norms:
+                continue
+            key = aliases.get(f"{name}.weight", f"{name}.weight")
+            if key not in tf.entries:
+                twin = {spec["head"]: spec["embed"], spec["embed"]: spec["head"]}.get(name) if spec["tied"] else None
+                if twin in self.matrices:
+                    self.set(name, self.matrices[twin])
+                    continue
+                if twin is None or f"{twin}.weight" not in tf.entries:
+                    raise NativeError(f"{tf.path} has no {key}: the model is incomplete, and a model is never run "
+                                      "with parts missing")
+                key = f"{twin}.weight"
+            used.add(key)
+            w = tf.get(key)
+            if w.ndim == 1:
+                self.set_norm(name, as_float32(w, tf.dtype(key)))
+                continue
+            if key not in loaded:
+                bkey = f"{name}.bias"
+                bias = as_float32(tf.get(bkey), tf.dtype(bkey)) if bkey in tf.entries else None
+                if bias is not None:
+                    used.add(bkey)
+                loaded[key] = dense_matrix(w, tf.dtype(key), bias, what=name)
+            self.set(name, loaded[key])
+
     def set_norm(self, name: str, weight: np.ndarray) -> None:
         target, fld = self._slot(name)
         w = np.ascontiguousarray(weight, dtype=np.float32)

@@ -11,8 +11,8 @@ from elastiq.cache import check_file, read_manifest_json
 from elastiq.errors import InputError, check_folder
 
 from .describe import SPEC, TABLES
-from .generate import GREEDY, Generation, Sampling, generate
-from .native import NativeError, NativeModel, dense_matrix, packed_matrix
+from .generate import GREEDY, Generation, Sampling, generate_prompt
+from .native import NativeError, NativeModel, packed_matrix
 from .tensors import TensorFile
 from .tokenizer import Tokenizer
 
@@ -79,7 +79,7 @@ class NativeLM:
         self.tokenizer = Tokenizer(directory) if with_tokenizer and (directory / "tokenizer.json").is_file() else None
 
     def _load_weights(self, directory: Path, modules: dict) -> None:
-        m, spec = self.model, self.model.spec
+        m = self.model
         tf = TensorFile(directory / WEIGHTS)
         used: set[str] = set()
 
@@ -114,25 +114,7 @@ class NativeLM:
             if target not in m.matrices:
                 raise NativeError(f"{directory}: {name} is tied to {target}, which is not packed")
             m.set(name, m.matrices[target])
-        for name in m.required():
-            if name in m.matrices or name in m._norms:
-                continue
-            key = f"{name}.weight"
-            if key not in tf.entries:
-                if name == spec["head"] and spec["tied"] and spec["embed"] in m.matrices:
-                    m.set(name, m.matrices[spec["embed"]])
-                    continue
-                if name == spec["embed"] and spec["tied"] and f"{spec['head']}.weight" in tf.entries:
-                    key = f"{spec['head']}.weight"
-                else:
-                    raise NativeError(f"{directory / WEIGHTS} has no {key}: the model is incomplete, and a model is "
-                                      "never run with parts missing")
-            w = get(key)
-            if w.ndim == 1:
-                m.set_norm(name, w)
-            else:
-                bias = get(f"{name}.bias") if f"{name}.bias" in tf.entries else None
-                m.set(name, dense_matrix(w, tf.dtype(key), bias, what=name))
+        m.set_float_parts(tf, used=used)
         unexpected = sorted(set(tf.entries) - used)
         if unexpected:
             raise NativeError(f"{directory / WEIGHTS} holds tensors the model does not use ({', '.join(unexpected[:4])}): "
@@ -141,10 +123,5 @@ class NativeLM:
 
     def generate(self, prompt: str, max_new_tokens: int = 32, chat: bool = True, sampling: Sampling = GREEDY,
                  stop: tuple[str, ...] = (), on_token=None) -> Generation:
-        tok = self.tokenizer
-        if tok is None:
-            raise NativeError(f"{self.path} has no tokenizer.json: the native runtime needs a fast tokenizer")
-        ids = tok.prompt_ids(prompt, chat)
-        eos = set(self.model.spec["eos_token_ids"]) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
-        return generate(self.model.forward, tok, ids, max_new_tokens, eos, sampling, stop, on_token, self.model.reset,
-                        model=self.model)
+        return generate_prompt(self.model, self.tokenizer, self.path, prompt, max_new_tokens, chat, sampling, stop,
+                               on_token)

@@ -83,3 +83,10 @@ class TensorFile:
             _close(self.fd)
         except (OSError, AttributeError):
             pass
+
+
+def as_float32(a: np.ndarray, dtype: str) -> np.ndarray:
+    """A float tensor read by :class:`TensorFile` as float32 (bfloat16 arrives as its uint16 bits)."""
+    if dtype == "BF16":
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32)
