@@ -10,10 +10,11 @@ from elastiq import formats as F
 from elastiq.quant import (QuantEmbedding, QuantLinear, fake_quantize_model, quantize_model, set_kernel_path, tied_heads,
                            weight_bytes)
 from elastiq.quant import kernels
+from elastiq.runtime.build import AVX2_FLAGS, PORTABLE_FLAGS
 from elastiq.quant.io import MANIFEST, load, save
 
 from conftest import make_tiny_llama
-from tolerance import assert_close
+from tolerance import assert_close, linear_scale
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the torch path is tested elsewhere")
 KERNEL_FORMATS = ["nxfp4", "mxfp4", "nvfp4", "nf4", "int4", "int4-g64", "mxfp4_cr", "int8", "int8-channel", "mxint8",
@@ -38,9 +39,10 @@ def test_kernel_rows_equal_dequantize_bit_for_bit(fmt):
 @needs_kernels
 @pytest.mark.parametrize("fmt", KERNEL_FORMATS)
 @pytest.mark.parametrize("m", [1, 3, 8])
-def test_kernel_product_matches_float64(fmt, m):
+@pytest.mark.parametrize("k", [200, 320])  # 320: rows of whole 16- or 32-code blocks (the AVX-512 4-bit path)
+def test_kernel_product_matches_float64(fmt, m, k):
     torch.manual_seed(m)
-    w, x = torch.randn(45, 200), torch.randn(m, 200)
+    w, x = torch.randn(45, k), torch.randn(m, k)
     p = F.quantize(w, fmt)
     y = kernels.kernel_for(p, None).matmul_t(x)
     ref = x.double() @ F.dequantize(p, torch.float64).T
@@ -168,17 +170,20 @@ def test_int8_value_tables_where_the_grid_allows():
 
 
 @needs_kernels
-def test_the_portable_build_without_avx2_gives_the_same_results():
-    lib = kernels.library(kernels.PORTABLE_FLAGS)
-    assert lib is not None and lib.eq_has_avx2() == 0
+@pytest.mark.parametrize("flags, probe", [(PORTABLE_FLAGS, "eq_has_avx2"), (AVX2_FLAGS, "eq_has_avx512")])
+def test_the_builds_without_avx2_or_avx512_give_the_same_results(flags, probe):
+    lib = kernels.library(flags)
+    assert lib is not None and getattr(lib, probe)() == 0
     torch.manual_seed(5)
-    w, x = torch.randn(40, 200), torch.randn(3, 200)
-    for fmt in ["nxfp4", "nvfp4", "nf4", "int8", "mxfp8_e4m3", "int3"]:
-        p = F.quantize(w, fmt)
-        plain, fast = kernels.KernelWeight(p, lib), kernels.KernelWeight(p)
-        assert torch.equal(plain.rows(), F.dequantize(p, torch.float32))
-        for m in (1, 3):
-            assert torch.allclose(plain.matmul_t(x[:m]), fast.matmul_t(x[:m]), rtol=1e-5, atol=1e-5)
+    for k in (200, 320):
+        w, x = torch.randn(40, k), torch.randn(3, k)
+        for fmt in ["nxfp4", "nvfp4", "nf4", "int4", "int8", "mxfp8_e4m3", "int3"]:
+            p = F.quantize(w, fmt)
+            plain, fast = kernels.KernelWeight(p, lib), kernels.KernelWeight(p)
+            assert torch.equal(plain.rows(), F.dequantize(p, torch.float32))
+            for m in (1, 3):
+                dense = F.dequantize(p, torch.float32)
+                assert_close(plain.matmul_t(x[:m]), fast.matmul_t(x[:m]), linear_scale(x[:m], dense), what=fmt)
 
 
 @needs_kernels

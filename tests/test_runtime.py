@@ -86,16 +86,41 @@ def test_every_served_format_matches_the_torch_path(tmp_path, fmt):
     check_against_torch(model, NativeLM(out))
 
 
-def test_without_avx2_the_results_are_the_same(tmp_path, monkeypatch):
-    """The scalar paths (no AVX2) against the torch path, in a fresh library build."""
+@pytest.mark.parametrize("variant", ["portable", "avx2"])
+def test_without_avx2_or_avx512_the_results_are_the_same(tmp_path, monkeypatch, variant):
+    """The scalar paths (no AVX2) and the AVX2 paths (no AVX-512) against the torch path, in a
+    fresh library build."""
     model, out = saved(tmp_path, "gemma3", "nxfp4", "same")
-    monkeypatch.setenv("ELASTIQ_KERNELS", "portable")
+    monkeypatch.setenv("ELASTIQ_KERNELS", variant)
     native.library.cache_clear()
     try:
         check_against_torch(model, NativeLM(out))
     finally:
         monkeypatch.undo()
         native.library.cache_clear()
+
+
+@pytest.mark.parametrize("hidden", [256, 384])  # head_dim 64 and 96: attention's 64- and 32-column vector paths
+def test_long_contexts_and_a_growing_cache_match_the_torch_path(tmp_path, hidden):
+    """Decoding past KEY_CHUNK keys (attention in chunks, merged), in a cache grown from a small
+    reservation while it holds tokens (each kv head's rows move)."""
+    torch.manual_seed(1)
+    model = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=256, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=512)).eval()
+    elastiq.quantize(model, "nxfp4", embedding="same", progress=False)
+    elastiq.save(model, tmp_path / "m")
+    lm = NativeLM(tmp_path / "m")
+    ids = [int(i) for i in np.random.default_rng(1).integers(0, 256, 300)]
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0]
+    lm.model.reserve(40)
+    lm.model.forward(ids[:40])
+    assert_close(lm.model.forward(ids[40:200], all_logits=True), ref[40:200])  # grows to 256 keys
+    for i in range(200, 300, 7):  # grows again, to 512; decoding reads 2 or 3 chunks of keys
+        for j in range(i, min(i + 7, 300)):
+            got = lm.model.forward([ids[j]])
+        assert_close(got, ref[j])
 
 
 def test_prefill_in_pieces_equals_prefill_at_once(tmp_path):

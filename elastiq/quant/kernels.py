@@ -8,7 +8,8 @@ no torch headers, about a second to build. Where no compiler is found, the build
 fails, or ``ELASTIQ_KERNELS=0`` is set, every caller falls back to the torch path
 (``elastiq.formats.dequantize``), which gives the same values, more slowly.
 ``ELASTIQ_KERNELS=portable`` builds them without AVX2 and FMA (the scalar paths a
-machine without AVX2 runs), so that one machine can test every path.
+machine without AVX2 runs) and ``ELASTIQ_KERNELS=avx2`` without AVX-512 (the AVX2 paths),
+so that one machine can test every path.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from pathlib import Path
 import torch
 
 from elastiq import formats as F
-from elastiq.runtime.build import PORTABLE_FLAGS, BuildFailed, build_shared  # one builder, one portable build
+from elastiq.runtime.build import VARIANTS, BuildFailed, build_shared, variant_flags  # one builder, one set of variants
 
 SOURCE = Path(__file__).with_name("lut_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
-MODES = ("0", "1", "portable")  # the values of ELASTIQ_KERNELS: off, native build, build without AVX2
+MODES = ("0", "1", *VARIANTS)  # the values of ELASTIQ_KERNELS: off, native build, builds without AVX2 or AVX-512
 
 
 class _QWeight(ctypes.Structure):
@@ -50,8 +51,7 @@ def library(extra_flags: tuple[str, ...] = ()):
                       stacklevel=2)
     if mode == "0":
         return None
-    if mode == "portable":
-        extra_flags = (*PORTABLE_FLAGS, *extra_flags)
+    extra_flags = (*variant_flags(), *extra_flags)
     try:
         path = build_shared((SOURCE,), "lut", [*FLAGS, *extra_flags])
     except BuildFailed as e:

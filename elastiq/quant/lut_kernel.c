@@ -347,6 +347,13 @@ void eq_gemv(const qweight *w, const float *x, const float *xe, const float *xo,
 }
 
 int eq_max_m(void) { return EQ_MAX_M; }
+int eq_has_avx512(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
+}
 int eq_has_avx2(void) {
 #ifdef __AVX2__
     return 1;

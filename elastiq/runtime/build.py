@@ -3,8 +3,9 @@ kernels of elastiq/quant/lut_kernel.c), without torch.
 
 Compiled once per machine and source with the system C compiler into the elastiq cache
 (``cc -O3 -march=native -fopenmp``, about two seconds), written under a temporary name
-and renamed into place. ``ELASTIQ_KERNELS=portable`` builds it without AVX2 and FMA, as
-it does the packed-weight kernels (the scalar paths a machine without AVX2 runs).
+and renamed into place. ``ELASTIQ_KERNELS=portable`` builds it without AVX2 and FMA (the
+scalar paths a machine without AVX2 runs) and ``ELASTIQ_KERNELS=avx2`` without AVX-512,
+as it does the packed-weight kernels, so that one machine can test every path.
 """
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ HERE = Path(__file__).parent
 SOURCES = (HERE / "engine.c", HERE.parent / "quant" / "lut_kernel.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 PORTABLE_FLAGS = ("-mno-avx2", "-mno-fma")
+AVX2_FLAGS = ("-mno-avx512f",)  # on an AVX-512 machine: the AVX2 paths that machines without AVX-512 run
+VARIANTS = {"portable": PORTABLE_FLAGS, "avx2": AVX2_FLAGS}  # ELASTIQ_KERNELS values that choose a build
+
+
+def variant_flags() -> tuple[str, ...]:
+    """The extra flags ELASTIQ_KERNELS asks for (``portable``: no AVX2; ``avx2``: no AVX-512)."""
+    return VARIANTS.get(os.environ.get("ELASTIQ_KERNELS", "1").strip().lower(), ())
 
 
 class NativeUnavailable(RuntimeError):
@@ -72,8 +80,7 @@ def build_shared(sources: tuple[Path, ...], name: str, flags) -> Path:
 @lru_cache(maxsize=None)
 def library(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """The loaded runtime library; raises NativeUnavailable (saying why) where it cannot be had."""
-    portable = os.environ.get("ELASTIQ_KERNELS", "1").strip().lower() == "portable"
-    flags = [*FLAGS, *(PORTABLE_FLAGS if portable else ()), *extra_flags, f"-I{SOURCES[1].parent}"]
+    flags = [*FLAGS, *variant_flags(), *extra_flags, f"-I{SOURCES[1].parent}"]
     try:
         return ctypes.CDLL(str(build_shared(SOURCES, "runtime", flags)))
     except BuildFailed as e:

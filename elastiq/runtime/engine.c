@@ -45,7 +45,7 @@ typedef struct {
     eq_mat embed, head;
     const float *final_norm;
     eq_layer *layers;
-    float **k_cache, **v_cache;  /* per layer: cap x n_kv x head_dim */
+    float **k_cache, **v_cache;  /* per layer: n_kv x cap x head_dim (each kv head's rows apart, read in one stream) */
     int64_t cap;
     int32_t nthreads, pad3_;
 } eq_model;
@@ -60,6 +60,18 @@ void eq_struct_sizes(int64_t *out) {
 static inline float dot_f32(const float *a, const float *b, int64_t n) {
     int64_t i = 0;
     float s = 0.0f;
+#ifdef __AVX512F__
+    if (n >= 64) {
+        __m512 z0 = _mm512_setzero_ps(), z1 = z0, z2 = z0, z3 = z0;
+        for (; i + 64 <= n; i += 64) {
+            z0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), z0);
+            z1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), z1);
+            z2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), z2);
+            z3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), z3);
+        }
+        s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(z0, z1), _mm512_add_ps(z2, z3)));
+    }
+#endif
 #ifdef __AVX2__
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (; i + 32 <= n; i += 32) {
@@ -69,7 +81,7 @@ static inline float dot_f32(const float *a, const float *b, int64_t n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    s += hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 #endif
     for (; i < n; i++) s += a[i] * b[i];
     return s;
@@ -77,6 +89,10 @@ static inline float dot_f32(const float *a, const float *b, int64_t n) {
 
 static inline void axpy(float *y, float a, const float *x, int64_t n) {
     int64_t i = 0;
+#ifdef __AVX512F__
+    __m512 za = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(za, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+#endif
 #ifdef __AVX2__
     __m256 va = _mm256_set1_ps(a);
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
@@ -294,12 +310,16 @@ int eq_reserve(eq_model *md, int64_t cap) {
     if (cap <= md->cap) return 0;
     const int64_t row = (int64_t)md->n_kv * md->head_dim;
     for (int l = 0; l < md->n_layers; l++) {
-        float *k = realloc(md->k_cache[l], sizeof(float) * cap * row);
-        if (!k) return -1;
-        md->k_cache[l] = k;
-        float *v = realloc(md->v_cache[l], sizeof(float) * cap * row);
-        if (!v) return -1;
-        md->v_cache[l] = v;
+        for (int which = 0; which < 2; which++) {
+            float **c = which ? &md->v_cache[l] : &md->k_cache[l];
+            float *grown = realloc(*c, sizeof(float) * cap * row);
+            if (!grown) return -1;
+            *c = grown;
+            /* each kv head's rows move to its new place, the last head first (no overlap with an unmoved one) */
+            for (int64_t g = md->n_kv - 1; g > 0 && md->cap > 0; g--)
+                memmove(grown + g * cap * md->head_dim, grown + g * md->cap * md->head_dim,
+                        sizeof(float) * md->cap * md->head_dim);
+        }
     }
     md->cap = cap;
     return 0;
@@ -313,33 +333,159 @@ void eq_release(eq_model *md) {
     md->cap = 0;
 }
 
+/* exp(x) of a vector, to within a few ulp (Cephes' expf: x = n ln2 + r, a degree-7
+ * polynomial in r, times 2^n); inputs below -87 give about 1e-38, not 0. */
+#ifdef __AVX2__
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+/* p[j] = exp(p[j] - mx) for j < len; returns their sum. */
+static float exp_sum(float *p, int64_t len, float mx) {
+    int64_t j = 0;
+    float sum = 0.0f;
+#ifdef __AVX2__
+    __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+    for (; j + 8 <= len; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
+        _mm256_storeu_ps(p + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    sum = hsum(acc);
+#endif
+    for (; j < len; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+    return sum;
+}
+
+/* The query heads of kv head g (group of them, q: group x hd) over keys [j0, j1): each
+ * head's largest score mx[h], the sum of exp(score - mx[h]) in sum[h], and the values
+ * weighted by those exponentials (not yet divided by the sum) in o (group x hd).
+ * p: scratch of group x (j1 - j0). Each key and value row is read once for the group. */
+static void attend(const eq_model *md, int l, int64_t g, const float *q, int64_t group, int64_t j0, int64_t j1,
+                   float *p, float *o, float *mx, float *sum) {
+    const int64_t hd = md->head_dim, len = j1 - j0;
+    const float *kc = md->k_cache[l] + g * md->cap * hd, *vc = md->v_cache[l] + g * md->cap * hd;
+    for (int64_t h = 0; h < group; h++) mx[h] = -INFINITY;
+    for (int64_t j = j0; j < j1; j++) {
+        const float *kr = kc + j * hd;
+        for (int64_t h = 0; h < group; h++) {
+            float s = dot_f32(q + h * hd, kr, hd) * md->attn_scale;
+            if (md->attn_softcap > 0) s = tanhf(s / md->attn_softcap) * md->attn_softcap;
+            p[h * len + j - j0] = s;
+            if (s > mx[h]) mx[h] = s;
+        }
+    }
+    for (int64_t h = 0; h < group; h++) sum[h] = exp_sum(p + h * len, len, mx[h]);
+    /* o_h = sum_j p_hj v_j, 64 columns at a time held in registers over all keys */
+    for (int64_t h = 0; h < group; h++) {
+        const float *ph = p + h * len;
+        float *oh = o + h * hd;
+        int64_t d0 = 0;
+#ifdef __AVX512F__
+        for (; d0 + 64 <= hd; d0 += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *vr = vc + j0 * hd + d0;
+            for (int64_t j = 0; j < len; j++, vr += hd) {
+                __m512 w = _mm512_set1_ps(ph[j]);
+                a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr), a0);
+                a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16), a1);
+                a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 32), a2);
+                a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 48), a3);
+            }
+            _mm512_storeu_ps(oh + d0, a0); _mm512_storeu_ps(oh + d0 + 16, a1);
+            _mm512_storeu_ps(oh + d0 + 32, a2); _mm512_storeu_ps(oh + d0 + 48, a3);
+        }
+#endif
+#ifdef __AVX2__
+        for (; d0 + 32 <= hd; d0 += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *vr = vc + j0 * hd + d0;
+            for (int64_t j = 0; j < len; j++, vr += hd) {
+                __m256 w = _mm256_set1_ps(ph[j]);
+                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+            }
+            _mm256_storeu_ps(oh + d0, a0); _mm256_storeu_ps(oh + d0 + 8, a1);
+            _mm256_storeu_ps(oh + d0 + 16, a2); _mm256_storeu_ps(oh + d0 + 24, a3);
+        }
+#endif
+        for (; d0 < hd; d0++) {
+            float a = 0.0f;
+            for (int64_t j = 0; j < len; j++) a += ph[j] * vc[(j0 + j) * hd + d0];
+            oh[d0] = a;
+        }
+    }
+}
+
+#define KEY_CHUNK 128
+
 /* Attention of n new queries (positions pos0..pos0+n-1) over the cache. q: n x heads x hd,
- * out: n x heads x hd. */
+ * out: n x heads x hd. Tasks are (query, kv head) pairs; a single query (decoding) also
+ * splits its keys into chunks of KEY_CHUNK, so that both threads have work with few kv
+ * heads, and the chunks' partial results are merged after. */
 static void attention(const eq_model *md, const eq_layer *L, int l, const float *q, int64_t n, int64_t pos0, float *out) {
-    const int64_t H = md->n_heads, G = md->n_kv, hd = md->head_dim, group = H / G, row = G * hd;
-    const float *kc = md->k_cache[l], *vc = md->v_cache[l];
+    const int64_t H = md->n_heads, G = md->n_kv, hd = md->head_dim, group = H / G;
+    const int64_t first = L->window > 0 && pos0 - L->window + 1 > 0 ? pos0 - L->window + 1 : 0;  /* decoding: the first key */
+    const int64_t chunks = n == 1 ? (pos0 + 1 - first + KEY_CHUNK - 1) / KEY_CHUNK : 1;
+    float *po = NULL, *pm = NULL, *ps = NULL;
+    if (chunks > 1) {
+        po = malloc(sizeof(float) * G * chunks * group * (hd + 2));
+        pm = po + G * chunks * group * hd;
+        ps = pm + G * chunks * group;
+    }
 #pragma omp parallel num_threads(md->nthreads)
     {
-        float *p = malloc(sizeof(float) * (pos0 + n));
+        float *p = malloc(sizeof(float) * (group * (pos0 + n) + 2 * group));
+        float *mx = p + group * (pos0 + n), *sm = mx + group;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < n * H; t++) {
-            int64_t i = t / H, h = t % H, g = h / group, pos = pos0 + i;
-            int64_t j0 = L->window > 0 && pos - L->window + 1 > 0 ? pos - L->window + 1 : 0;
-            const float *qv = q + (i * H + h) * hd;
-            float mx = -INFINITY;
-            for (int64_t j = j0; j <= pos; j++) {
-                float s = dot_f32(qv, kc + j * row + g * hd, hd) * md->attn_scale;
-                if (md->attn_softcap > 0) s = tanhf(s / md->attn_softcap) * md->attn_softcap;
-                p[j] = s;
-                if (s > mx) mx = s;
+        for (int64_t t = 0; t < n * G * chunks; t++) {
+            int64_t i = t / (G * chunks), g = (t / chunks) % G, c = t % chunks, pos = pos0 + i;
+            int64_t j0 = L->window > 0 && pos - L->window + 1 > 0 ? pos - L->window + 1 : 0, j1 = pos + 1;
+            const float *qg = q + (i * H + g * group) * hd;
+            if (chunks == 1) {
+                float *o = out + (i * H + g * group) * hd;
+                attend(md, l, g, qg, group, j0, j1, p, o, mx, sm);
+                for (int64_t h = 0; h < group; h++)
+                    for (int64_t d = 0; d < hd; d++) o[h * hd + d] /= sm[h];
+            } else {
+                j0 += c * KEY_CHUNK;
+                j1 = j0 + KEY_CHUNK < j1 ? j0 + KEY_CHUNK : j1;
+                const int64_t at = g * chunks + c;
+                attend(md, l, g, qg, group, j0, j1, p, po + at * group * hd, pm + at * group, ps + at * group);
             }
-            float sum = 0.0f;
-            for (int64_t j = j0; j <= pos; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            float *o = out + (i * H + h) * hd, inv = 1.0f / sum;
-            memset(o, 0, sizeof(float) * hd);
-            for (int64_t j = j0; j <= pos; j++) axpy(o, p[j] * inv, vc + j * row + g * hd, hd);
         }
         free(p);
+    }
+    if (chunks > 1) {  /* merge: each chunk's part weighted by exp(its max - the overall max) */
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t h = 0; h < group; h++) {
+                float m = -INFINITY, total = 0.0f, *o = out + (g * group + h) * hd;
+                for (int64_t c = 0; c < chunks; c++) m = fmaxf(m, pm[(g * chunks + c) * group + h]);
+                memset(o, 0, sizeof(float) * hd);
+                for (int64_t c = 0; c < chunks; c++) {
+                    const int64_t at = (g * chunks + c) * group + h;
+                    float w = expf(pm[at] - m);
+                    total += ps[at] * w;
+                    axpy(o, w, po + at * hd, hd);
+                }
+                for (int64_t d = 0; d < hd; d++) o[d] /= total;
+            }
+        free(po);
     }
 }
 
@@ -379,8 +525,10 @@ int eq_forward(eq_model *md, const int32_t *tokens, int64_t n, int64_t pos0, flo
                 if (L->k_norm) rms_norm(kh, L->k_norm, kh, hd, md->eps, md->norm_offset);
                 rope(kh, hd, L->inv_freq, L->rope_scale, pos0 + i);
             }
-            memcpy(md->k_cache[l] + (pos0 + i) * G * hd, k + i * G * hd, sizeof(float) * G * hd);
-            memcpy(md->v_cache[l] + (pos0 + i) * G * hd, v + i * G * hd, sizeof(float) * G * hd);
+            for (int64_t g = 0; g < G; g++) {
+                memcpy(md->k_cache[l] + (g * md->cap + pos0 + i) * hd, k + (i * G + g) * hd, sizeof(float) * hd);
+                memcpy(md->v_cache[l] + (g * md->cap + pos0 + i) * hd, v + (i * G + g) * hd, sizeof(float) * hd);
+            }
         }
         attention(md, L, l, q, n, pos0, att);
         matmul(md, &L->o, att, n, tmp);
