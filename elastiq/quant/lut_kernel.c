@@ -128,6 +128,7 @@ static inline float hsum(__m256 v) {
 #endif
 
 #define EQ_MAX_M 8
+#define PREFETCH_AHEAD 2048  /* bytes: decoding one row is bound by memory latency, not arithmetic */
 
 #ifdef __AVX2__
 /* 32 codes (16 bytes) times 32 inputs, values from an int8 table (one byte shuffle per
@@ -144,18 +145,19 @@ static inline float hsum(__m256 v) {
 } while (0)
 #endif
 
-/* One output row for one input row, 4-bit codes. With an int8 table the codes become
- * floats by a byte shuffle and a convert, and the block scale is applied once per block;
- * otherwise the block's scale is folded into its float table. Four accumulators keep
- * the FMA latency hidden. */
+/* Whether w's rows run on dot4_512 (or dot4_avx2, for int8 tables): 4-bit codes in blocks
+ * of 16 or of a multiple of 32, rows of whole blocks (a last block may be shorter). */
+static inline int dot4_serves(const qweight *w) {
+    return w->bits == 4 && (w->block == 16 ? w->K % 16 == 0 : w->block % 32 == 0 && w->K % 32 == 0);
+}
+
 #ifdef __AVX512F__
-/* The same with AVX-512 (where dot4_512_serves says it applies). A
+/* The same with AVX-512 (where dot4_serves says it applies). A
  * block's 16 values times its scale fill one register, so one permute looks up 16 codes
  * and the products accumulate across blocks with no per-block sum; the tensor scale is
  * applied once, at the end. Decoding one row is bound by memory latency, so the code
  * stream is prefetched PREFETCH_AHEAD bytes ahead. SB (scale bits) and SELB (selector
  * bits) are constants in each copy the callers below make. */
-#define PREFETCH_AHEAD 2048
 static inline __attribute__((always_inline)) float dot4_512(const qweight *w, int64_t n, const float *xe,
                                                             const float *xo, const int sb, const int selb) {
     const int64_t P = w->per_row, B = w->block, bi0 = n * P;
@@ -202,12 +204,6 @@ static float dot4_512_any(const qweight *w, int64_t n, const float *xe, const fl
     return dot4_512(w, n, xe, xo, w->scale_bits, w->sel_bits);
 }
 
-/* Whether w's rows run on dot4_512: 4-bit codes in blocks of 16 or of a multiple of 32,
- * rows of whole blocks of 16 or of a multiple of 32 codes (a last block may be shorter). */
-static inline int dot4_512_serves(const qweight *w) {
-    return w->bits == 4 && (w->block == 16 ? w->K % 16 == 0 : w->block % 32 == 0 && w->K % 32 == 0);
-}
-
 static float row_dot4_512(const qweight *w, int64_t n, const float *xe, const float *xo) {
     if (w->scale_bits == 8 && w->sel_bits == 0) return dot4_512_s8(w, n, xe, xo);
     if (w->scale_bits == 8 && w->sel_bits == 2) return dot4_512_s8_sel2(w, n, xe, xo);
@@ -216,9 +212,73 @@ static float row_dot4_512(const qweight *w, int64_t n, const float *xe, const fl
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* The AVX2 counterpart of dot4_512, for 4-bit tables of small integers (elem_i8): 16
+ * codes become values with one byte shuffle, the products of a block are summed before its
+ * scale is applied once, and the code stream is prefetched ahead. */
+static inline __attribute__((always_inline)) float dot4_avx2(const qweight *w, int64_t n, const float *xe,
+                                                             const float *xo, const int sb, const int selb) {
+    const int64_t P = w->per_row, B = w->block, bi0 = n * P;
+    const uint8_t *c = w->codes + ((n * w->K) >> 1);
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m256 acc = _mm256_setzero_ps(), acc2 = acc;
+    for (int64_t b = 0; b < P; b++) {
+        const int64_t bi = bi0 + b;
+        float s;
+        if (sb == 8) s = w->scale_lut[w->scodes[bi]];
+        else if (sb == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
+        else memcpy(&s, w->scodes + 4 * bi, 4);
+        const int8_t *i8 = w->elem_i8;
+        if (selb) {
+            const int64_t p = bi * selb;
+            i8 += (int64_t)((w->sel[p >> 3] >> (p & 7)) & ((1 << selb) - 1)) << 4;
+        }
+        const __m128i lut = _mm_loadu_si128((const __m128i *)i8);
+        const float *pe = xe + b * (B >> 1), *po = xo + b * (B >> 1);
+        __m256 se = _mm256_setzero_ps(), so = se;
+        const int64_t half = B == 16 ? 8 : (b + 1) * B <= w->K ? B >> 1 : (w->K - b * B) >> 1;
+        for (int64_t k = 0; k < half; k += 16, c += 16) {
+            if (!((uintptr_t)c & 48)) _mm_prefetch((const char *)c + PREFETCH_AHEAD, _MM_HINT_T0);
+            __m128i by = B == 16 ? _mm_loadl_epi64((const __m128i *)c) : _mm_loadu_si128((const __m128i *)c);
+            __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(by, m4));
+            __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(by, 4), m4));
+            se = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(pe + k), se);
+            so = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(po + k), so);
+            if (B == 16) break;  /* NVFP4: one half-load per block */
+            se = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(pe + k + 8), se);
+            so = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(po + k + 8), so);
+        }
+        if (B == 16) c += 8;
+        acc = _mm256_fmadd_ps(_mm256_add_ps(se, so), _mm256_set1_ps(s), acc);
+        __m256 u = acc; acc = acc2; acc2 = u;
+    }
+    return w->tensor_scale * w->i8_mult * hsum(_mm256_add_ps(acc, acc2));
+}
+
+static float dot4_avx2_s8(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 8, 0); }
+static float dot4_avx2_s8_sel2(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 8, 2); }
+static float dot4_avx2_s16(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 16, 0); }
+static float dot4_avx2_any(const qweight *w, int64_t n, const float *xe, const float *xo) {
+    return dot4_avx2(w, n, xe, xo, w->scale_bits, w->sel_bits);
+}
+
+static float row_dot4_avx2(const qweight *w, int64_t n, const float *xe, const float *xo) {
+    if (w->scale_bits == 8 && w->sel_bits == 0) return dot4_avx2_s8(w, n, xe, xo);
+    if (w->scale_bits == 8 && w->sel_bits == 2) return dot4_avx2_s8_sel2(w, n, xe, xo);
+    if (w->scale_bits == 16 && w->sel_bits == 0) return dot4_avx2_s16(w, n, xe, xo);
+    return dot4_avx2_any(w, n, xe, xo);
+}
+#endif
+
+/* One output row for one input row, 4-bit codes: dot4_512 or dot4_avx2 where they serve;
+ * otherwise, with an int8 table the codes become floats by a byte shuffle and a convert,
+ * and the block scale is applied once per block, or the block's scale is folded into its
+ * float table. Four accumulators keep the FMA latency hidden. */
 static float row_dot4(const qweight *w, int64_t n, const float *x, const float *xe, const float *xo) {
 #ifdef __AVX512F__
-    if (dot4_512_serves(w)) return row_dot4_512(w, n, xe, xo);
+    if (dot4_serves(w)) return row_dot4_512(w, n, xe, xo);
+#elif defined(__AVX2__)
+    if (w->elem_i8 && dot4_serves(w)) return row_dot4_avx2(w, n, xe, xo);
 #endif
     const int64_t K = w->K;
     float lut[16], tail = 0.0f;
