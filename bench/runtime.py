@@ -91,10 +91,10 @@ def child_torch(model_dir: str, ids_file: str, new_tokens: int, t_start: float) 
 
 
 def child_llama(gguf: str, ids_file: str, new_tokens: int, t_start: float) -> None:
-    from llama_cpp import Llama
+    from llama_peer import open_llama  # bench/, this script's folder
 
     ids = json.loads(Path(ids_file).read_text())
-    llm = Llama(model_path=gguf, n_ctx=len(ids) + new_tokens, n_threads=2, n_threads_batch=2, n_batch=len(ids),
+    llm = open_llama(model_path=gguf, n_ctx=len(ids) + new_tokens, n_threads=2, n_threads_batch=2, n_batch=len(ids),
                 verbose=False)
     gen = llm.generate(ids, temp=0.0, top_k=1, reset=True)
     t0 = time.perf_counter()
@@ -205,12 +205,16 @@ def main() -> None:
     from rich.console import Console
 
     from elastiq.cache import cache_dir
+    from elastiq.models import BUILTIN
+    from llama_peer import PLAIN_BUFFERS, child_env
 
     console = Console()
     work = Path(a.work) if a.work else cache_dir() / "bench-runtime"
     work.mkdir(parents=True, exist_ok=True)
     out_file = RESULTS / "runtime.json"
     res = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    os.environ.update(child_env(BUILTIN["smollm2-135m"].gguf_path()))  # every child that runs llama.cpp inherits it
+    res["llama_cpp_extra_buffers"] = os.environ[PLAIN_BUFFERS] == "0"
     res["protocol"] = {"prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "threads": 2,
                        "repeats": a.repeats, "statistic": "median"}
     if "engines" in only:
@@ -224,8 +228,6 @@ def main() -> None:
                 res["elastic_native"] = run_child("elastic", art, a.repeats)
                 console.print(res["elastic_native"])
             if "host" in only:
-                from elastiq.models import BUILTIN
-
                 gguf = BUILTIN["smollm2-135m"].gguf_path()
                 res["host"] = run_child("host", art, gguf, a.repeats)
                 console.print(res["host"])
@@ -296,8 +298,8 @@ def child_host(art: str, gguf: str, repeats: int) -> None:
         runs = [timed_command(cmd) for _ in range(repeats)]
         rows[engine] = {"seconds": statistics.median(r["seconds"] for r in runs),
                         "peak_rss_bytes": statistics.median(r["peak_rss_bytes"] for r in runs)}
-    code = ("import sys; from llama_cpp import Llama; "
-            "llm = Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False); "
+    code = ("import sys; sys.path.insert(0, 'bench'); from llama_peer import open_llama; "
+            "llm = open_llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False); "
             "print(llm.create_chat_completion([{'role': 'user', 'content': sys.argv[2]}], max_tokens=32, "
             "temperature=0.0, top_k=1)['choices'][0]['message']['content'])")
     runs = [timed_command([sys.executable, "-c", code, gguf, PROMPT]) for _ in range(repeats)]
