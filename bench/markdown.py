@@ -331,6 +331,18 @@ def runtime_table(data: dict) -> str:
                 f"{mib(e['rss_largest_bytes'])} | |",
                 f"| process RSS after shrinking to the smallest ({mib(e['smallest_option_bytes'])} MiB), MiB | "
                 f"{mib(e['rss_after_shrink_bytes'])} | falls: {_goal(e['rss_after_shrink_bytes'] < e['rss_largest_bytes'])} |"]
+    b = data.get("busy")
+    if b:
+        out += ["", f"Decode tokens/s with OpenMP's threads spinning or waiting passively at barriers, on the quiet "
+                    f"machine and beside {b['burners']} processes that keep the cores busy ({b['prompt_tokens']}-token "
+                    f"prompt, {b['tokens']} tokens, {b['rows'][0]['runs']} run(s) per cell; the same environment for "
+                    "both engines):", "",
+                "| engine | waiting | quiet | busy |", "|---|---|---|---|"]
+        cell = {(r["engine"], r["wait"], r["burners"] > 0): r["decode_tps"] for r in b["rows"]}
+        for engine, wait in sorted({(r["engine"], r["wait"]) for r in b["rows"]}):
+            label = {"native_nxfp4_emb": "native, nxfp4 + emb", "llama_cpp": "llama.cpp, Q4_1"}.get(engine, engine)
+            out.append(f"| {label} | {wait} | {_num(cell.get((engine, wait, False)), '.1f')} | "
+                       f"{_num(cell.get((engine, wait, True)), '.1f')} |")
     h = data.get("host")
     if h:
         out += ["", "`elastiq host ARTIFACT --budget <smallest option> --prompt ... --max-new-tokens 32`, start to exit "

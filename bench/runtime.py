@@ -141,12 +141,12 @@ def child_elastic(artifact: str, repeats: int) -> None:
 CHILDREN = {"native": child_native, "torch": child_torch, "llama": child_llama}
 
 
-def run_child(kind: str, *args, timeout: int = 900) -> dict:
+def run_child(kind: str, *args, timeout: int = 900, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, f"--_{kind}", *map(str, args)]
     if kind in CHILDREN:
         cmd.append(repr(time.time()))
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                       env={**os.environ, "OMP_NUM_THREADS": "2"})
+                       env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
         raise RuntimeError(f"{kind} run failed:\n{r.stderr[-3000:]}")
@@ -197,7 +197,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--only", default="engines,elastic,host", help="comma-separated parts")
+    ap.add_argument("--only", default="engines,elastic,host,busy", help="comma-separated parts")
+    ap.add_argument("--burners", type=int, default=2, help="busy part: processes that keep the cores busy")
+    ap.add_argument("--busy-tokens", type=int, default=16, help="busy part: tokens decoded per run (128-token prompt)")
+    ap.add_argument("--busy-repeats", type=int, default=1, help="busy part: runs per row")
     ap.add_argument("--artifact", default=None, help="the elastic artifact (default: the demo's, in the cache)")
     ap.add_argument("--work", default=None, help="where the packed models are kept (default: the cache)")
     a = ap.parse_args()
@@ -219,6 +222,8 @@ def main() -> None:
                        "repeats": a.repeats, "statistic": "median"}
     if "engines" in only:
         res.update(engines(a, work, console))
+    if "busy" in only:
+        res["busy"] = {"burners": a.burners, "tokens": a.busy_tokens, "prompt_tokens": 128, "rows": busy(a, work, console)}
     if "elastic" in only or "host" in only:
         art = Path(a.artifact) if a.artifact else cache_dir() / "elastic" / "smollm2-135m-v1"
         if not (art / "native.json").is_file():
@@ -280,6 +285,37 @@ def engines(a, work: Path, console) -> dict:
             "rss_vs_llama_cpp": n["peak_rss_bytes"] / ll["peak_rss_bytes"],
             "first_token_vs_llama_cpp": n["first_token_s"] / ll["first_token_s"],
             "decode_int4_vs_llama_cpp": out["native_int4"]["decode_tps"] / ll["decode_tps"]}
+
+
+WAIT_POLICIES = {"spin": {"GOMP_SPINCOUNT": "300000"},  # libgomp's default when nothing is set
+                 "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}  # the native runtime's default (runtime.build.load_shared)
+
+
+def busy(a, work: Path, console) -> list[dict]:
+    """Decode speed with OpenMP threads spinning or waiting passively at their barriers, on the
+    quiet machine and beside --burners processes that keep the cores busy (a device whose
+    other programs are running). The same environment for both engines."""
+    from elastiq.models import BUILTIN
+
+    ids_file = work / "prompt-128.json"
+    ids_file.write_text(json.dumps(json.loads((work / f"prompt-{a.prompt_tokens}.json").read_text())[:128]))
+    engines_ = (("native_nxfp4_emb", "native", work / "smollm2-nxfp4_emb"),
+                ("llama_cpp", "llama", BUILTIN["smollm2-135m"].gguf_path()))
+    rows = []
+    for burners in (0, a.burners):
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
+        try:
+            for policy, env in WAIT_POLICIES.items():
+                for name, kind, path in engines_:
+                    runs = [run_child(kind, path, ids_file, a.busy_tokens, env=env)["decode_tps"]
+                            for _ in range(a.busy_repeats)]
+                    rows.append({"engine": name, "wait": policy, "burners": burners,
+                                 "decode_tps": statistics.median(runs), "runs": len(runs)})
+                    console.print(rows[-1])
+        finally:
+            for p in procs:
+                p.kill()
+    return rows
 
 
 def child_host(art: str, gguf: str, repeats: int) -> None:
