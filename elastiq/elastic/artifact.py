@@ -350,6 +350,28 @@ def add_low_rank_option(directory, option: int, deltas: dict, name: str, kl: flo
     return entry
 
 
+def differences(a, b) -> list[str]:
+    """The files in which artifacts ``a`` and ``b`` differ, byte for byte, the manifest
+    compared without ``info.build_seconds`` (a timing, not a result): [] when two builds
+    made the same artifact."""
+    a, b = Path(a), Path(b)
+    names = sorted({p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file()}
+                   | {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()})
+    out = []
+    for name in names:
+        x, y = a / name, b / name
+        if not (x.is_file() and y.is_file()):
+            out.append(name)
+        elif name == MANIFEST:
+            mx, my = json.loads(x.read_text()), json.loads(y.read_text())
+            mx["info"].pop("build_seconds", None), my["info"].pop("build_seconds", None)
+            if mx != my:
+                out.append(name)
+        elif x.read_bytes() != y.read_bytes():
+            out.append(name)
+    return out
+
+
 def is_artifact(path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
