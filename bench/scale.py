@@ -100,6 +100,15 @@ def linear_units(m) -> list[int]:
     return [m.hidden * m.hidden, kvd * m.hidden, kvd * m.hidden, m.hidden * m.hidden] + [m.ffn * m.hidden] * 3
 
 
+def probe_store_bytes(m, tokens: int = 512) -> int:
+    """The recorded inputs and output gradients of every linear unit, float32, as the store
+    holds them (each unit its own copy of its input: q, k and v share one in the driver)."""
+    kvd = m.kv * m.head_dim
+    inputs = 6 * m.hidden + m.ffn  # q, k, v, o, gate, up read hidden-wide rows; down reads ffn-wide rows
+    grads = 3 * m.hidden + 2 * kvd + 2 * m.ffn  # q, o, down write hidden-wide; k, v kv-wide; gate, up ffn-wide
+    return 4 * tokens * m.layers * (inputs + grads)
+
+
 def makespan(durations, workers: int) -> float:
     """Longest job first, each on the worker free earliest."""
     free = [0.0] * workers
@@ -128,7 +137,8 @@ def project(cal: dict, base_params: int, workers_list=(1, 8, 64)) -> list[dict]:
             rows.append({"model": m.name, "params": m.params, "workers": w, "job_count": len(jobs),
                          "job_seconds_sum": float(sum(jobs)), **{k: float(v) for k, v in parts.items()},
                          "hours": total / 3600, "worker_hours": w * total / 3600,
-                         "model_gib_fp32": m.params * 4 / 2**30, "measure_workers": meas_workers})
+                         "model_gib_fp32": m.params * 4 / 2**30, "probe_store_gib": probe_store_bytes(m) / 2**30,
+                         "measure_workers": meas_workers})
     return rows
 
 
@@ -184,10 +194,13 @@ def markdown(r: dict) -> str:
         "```python",
         "from elastiq.executors import make_executor",
         "",
-        "with make_executor(\"processes\", workers=2) as ex:      # or \"serial\", or \"ray\" (address=...)",
-        "    cubes = ex.map(pow, [(2, 3), (3, 3)])                  # [8, 27], in the jobs' order",
+        "with make_executor(\"serial\") as ex:          # or make_executor(\"processes\", workers=8), make_executor(\"ray\")",
+        "    cubes = ex.map(pow, [(2, 3), (3, 3)])      # [8, 27], in the jobs' order",
         "assert cubes == [8, 27]",
         "```",
+        "",
+        "A script that uses the `processes` executor needs multiprocessing's guard around its",
+        "main code (`if __name__ == \"__main__\":`): its workers start by importing the script.",
         "",
         "## How it works",
         "",
@@ -205,7 +218,9 @@ def markdown(r: dict) -> str:
         "  packed copy, and measures the KL of the options it is given. The chain, pruning and the",
         "  artifact writer stay in the driver.",
         "- **The same bytes.** Every job runs with the same number of torch threads in every",
-        "  executor (`--threads`, default 1): a sum over a large tensor is split by thread count,",
+        "  executor (`--threads`, default 1, so that the workers give the parallelism; a serial",
+        "  build that wants every core uses `processes`, or `--threads N` for another artifact",
+        "  with equally good numbers): a sum over a large tensor is split by thread count,",
         "  so its last bits change with it (measured: the cost sums at 1, 2, 4 and 8 threads all",
         "  differ in their last bits). The driver gathers results in the jobs' order, so the",
         "  chain, every stored tensor and every checksum equal the serial build's. Nodes of a",
@@ -239,12 +254,12 @@ def markdown(r: dict) -> str:
         "this on a quiet machine): read the times as one sample of a busy machine, the identity",
         "column as exact.",
         "",
-        "| executor | workers | total s | probe pass s | (unit, format) jobs s | measuring s | writing s | artifact equal to serial |",
-        "|---|---|---|---|---|---|---|---|",
+        "| executor | workers | starting it s | build s | probe pass s | (unit, format) jobs s | measuring s | writing s | artifact equal to serial |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["builds"]:
         same = "yes, byte for byte" if not x["differences_from_serial"] else "no: " + ", ".join(x["differences_from_serial"])
-        lines.append(f"| {x['executor']} | {x['workers']} | {x['seconds']:.1f} | {x['probe']:.1f} | {x['jobs']:.1f} | "
+        lines.append(f"| {x['executor']} | {x['workers']} | {x['start_seconds']:.1f} | {x['seconds']:.1f} | {x['probe']:.1f} | {x['jobs']:.1f} | "
                      f"{x['measure']:.1f} | {x['write']:.1f} | {same} |")
     cal = r["calibration"]
     lines += [
@@ -281,24 +296,36 @@ def markdown(r: dict) -> str:
         lines.append(f"| {p['model']} | {p['params'] / 1e9:.2f} B | {p['workers']} | {p['job_count']} | {p['probe'] / 3600:.2f} | "
                      f"{p['jobs'] / 3600:.2f} | {p['measure'] / 3600:.2f} | {p['write'] / 3600:.2f} | {p['hours']:.2f} | "
                      f"{p['worker_hours']:.1f} |")
-    big = [p for p in r["projection"] if p["model"] == "llama-2-70b"]
+    big = {p["workers"]: p for p in r["projection"] if p["model"] == "llama-2-70b"}
+    b1, b64 = big[1], big[64]
+    r2 = [line["r2"] for line in cal["formats"].values()]
     lines += [
+        "",
+        f"The lines fit the busy machine's job times loosely (r² {min(r2):.2f} to {max(r2):.2f}: other jobs shared",
+        "the cores); the projection is an order of magnitude, to be redone from the quiet rerun.",
         "",
         "What stays on one node, and how it scales:",
         "",
         "- **The probe pass** (one forward and backward over the probe tokens) runs in the driver",
         "  and holds every unit's recorded inputs and gradients until they are in the store: for",
-        "  a 70B model at 512 tokens about 22 GB in float32. It grows with the model and does not",
-        "  spread; it is a small share of the build (the table's probe column).",
+        f"  a 70B model at 512 tokens {b1['probe_store_gib']:.0f} GiB in float32. It grows with the model and does not",
+        f"  spread: {b1['probe'] / 3600:.1f} of {b1['hours']:.1f} hours of a serial 70B build, {b64['probe'] / 3600:.1f} of "
+        f"{b64['hours']:.1f} on 64 workers.",
         "- **Measuring an option** needs the whole model on one worker: the float model",
-        f"  ({big[0]['model_gib_fp32']:.0f} GiB in float32 for 70B) and every packed copy. Measurements are",
-        "  independent, so up to 16 workers measure in parallel, but each such worker must be a",
-        "  node with memory for the whole model; beyond 16 workers this step no longer shrinks.",
+        f"  ({b1['model_gib_fp32']:.0f} GiB in float32 for 70B) and every packed copy. Measurements are",
+        "  independent, so up to 16 workers measure in parallel, but each must be a node with",
+        "  memory for the whole model, and each first loads the copies and computes the float",
+        f"  model's reference; beyond 16 workers this step no longer shrinks ({b64['measure'] / 3600:.1f} hours for 70B).",
         "- **The chain, pruning and the write** run in the driver: the write is bytes to disk,",
         "  linear in the model.",
-        "- **The (unit, format) jobs** spread over every worker; they dominate the serial build",
-        "  and shrink with the worker count until the largest single job (an MLP matrix of the",
-        "  largest model, or the embedding) bounds them.",
+        f"- **The (unit, format) jobs** spread over every worker: {b1['jobs'] / 3600:.1f} hours for 70B on one worker,",
+        f"  {b64['jobs'] / 3600:.2f} on 64. For the 1B model they stop shrinking between 8 and 64 workers, where the",
+        "  embedding's job (the largest: its tied head is probed too) bounds them.",
+        "",
+        "So on a cluster the build of a 70B family is bounded by the two steps that need the",
+        "whole model: the probe pass (one node) and the measurements (up to 16 large nodes).",
+        "Spreading the probe pass over layers (a pipeline of nodes, each holding some layers)",
+        "and measuring fewer options are the next steps; neither is built.",
     ]
     return "\n".join(lines) + "\n"
 

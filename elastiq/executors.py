@@ -184,7 +184,7 @@ class Pool:
 
     def __init__(self, executor: Executor, factory, args: tuple):
         self.executor, self.factory, self.args = executor, factory, args
-        self.state = None  # serial: the state itself; processes: a process pool; ray: actors
+        self.state = None  # serial: the state itself; processes: its key in the workers; ray: actors
 
     def map(self, method: str, items: list, *, keys: list[str] | None = None, cache: "JobCache | None" = None,
             label: str = "jobs") -> list:
@@ -313,8 +313,9 @@ class ProcessExecutor(Executor):
                 self._shutdown()
                 deaths += 1
                 if deaths > self.retries:
-                    raise WorkerLost(f"a worker process died {deaths} times; {len(remaining)} job(s) did not finish "
-                                     "(out of memory? see the system log)") from None
+                    raise WorkerLost(f"a worker process died {deaths} times; {len(remaining)} job(s) did not finish. Out "
+                                     "of memory (see the system log)? A script using the processes executor needs "
+                                     "`if __name__ == '__main__':` around its main code") from None
             except BaseException:
                 for f in futures:
                     f.cancel()

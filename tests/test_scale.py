@@ -81,3 +81,23 @@ def test_the_search_ranks_plans_the_same_on_processes():
     assert spread.tried == serial.tried > 16
     assert [(r.parallel, r.micro_batch, r.iteration_s) for r in spread.ranked] == \
            [(r.parallel, r.micro_batch, r.iteration_s) for r in serial.ranked]
+
+
+def test_the_command_line_takes_an_executor_and_refuses_a_bad_one(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from elastiq.cli import app
+
+    runner = CliRunner()
+    args = ["perf", "llama-2-7b", "--search", "--devices", "8", "--batch", "16"]
+    r = runner.invoke(app, args + ["--json", str(tmp_path / "serial.json")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, args + ["--executor", "processes", "--workers", "2", "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads((tmp_path / "serial.json").read_text())
+    r = runner.invoke(app, ["build", "smollm2-135m", "-o", str(tmp_path / "x"), "--executor", "cluster"])
+    assert r.exit_code == 2 and "executor must be one of serial, processes, ray" in r.output
+    r = runner.invoke(app, args + ["--ray-address", "10.0.0.1:6379"])
+    assert r.exit_code == 2 and "needs --executor ray" in r.output
