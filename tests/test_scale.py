@@ -41,6 +41,7 @@ def forkserver_workers():
     return [c for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline()) for c in p.children()]
 
 
+@pytest.mark.slow  # worker processes import torch and transformers: about 10 s on two quiet cores
 def test_processes_build_the_same_artifact_even_when_a_worker_dies(reference, tmp_path, byte_tokenizer):
     with make_executor("processes", workers=2) as ex:
         killed = kill_mid_build(ex, forkserver_workers)

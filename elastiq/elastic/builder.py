@@ -130,14 +130,15 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
                               dtype=np.int64)
         unit_cost = np.array([[encoded[(u, i)][1]["cost"] for i in range(len(fmts))] for u in range(len(units))])
         chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
-        measured, bases, measure_keys = _measure_along(chain, model, measure_ids, units, encoded, copy_keys, fmts,
-                                                       o.measure, ex, cache)
+        measured, bases, kl_keys = _measure_along(chain, model, measure_ids, units, encoded, copy_keys, fmts,
+                                                  o.measure, ex, cache)
     est = estimate_cost(chain, measured)
     family = _family(chain, est, o.max_kl, o.storage_limit)
     metas = {m: meta for (u, i), (_, info) in encoded.items() if i == 0 for m, meta in info["modules"].items()}
     info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": o.unit,
             "embedding": o.embedding, "calib_tokens": int(probe_ids.numel()), "context": o.context, "seed": o.seed,
-            "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl}
+            "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl,
+            "job_threads": ex.threads}  # the numbers depend on it (see elastiq.executors), not on the executor
     qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
             "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
             "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}
@@ -152,7 +153,7 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
                           copy_tensors=copy_tensors, modules=metas, rest=rest, rest_aliases=aliases, quality=qual,
                           info=info, overwrite=overwrite)
     if cache is not None:
-        cache.discard(list(copy_keys.values()) + measure_keys)
+        cache.discard(list(copy_keys.values()) + kl_keys)
     return path
 
 
