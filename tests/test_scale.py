@@ -13,7 +13,7 @@ from elastiq.elastic.artifact import differences
 from elastiq.executors import Executor, make_executor
 
 TEXT = "A small real sentence about trees and rivers, repeated to make a text. " * 12
-KW = dict(formats=["int8", "nxfp4"], calib_text=TEXT, calib_tokens=64, context=32, measure=2, progress=False)
+KW = dict(formats=["int8", "nxfp4"], calib_text=TEXT, calib_tokens=64, context=32, measure=4, progress=False)
 PACKING = "packing and probing"
 
 
@@ -23,14 +23,15 @@ def reference(tmp_path_factory, byte_tokenizer):
 
 
 def kill_mid_build(ex, find_workers):
-    """A listener that kills one busy worker once the packing step is a third done."""
-    killed = []
+    """A listener that kills one busy worker in each step (packing, measuring) once it has
+    started; returns the pids killed."""
+    killed = {}
 
     def listener(label, done, total):
-        if label == PACKING and not killed and done >= total // 3:
+        if label not in killed and done >= max(1, total // 3) and done < total:
             victims = find_workers()
-            assert victims, "no worker to kill"
-            killed.append(victims[0].pid)
+            assert victims, f"no worker to kill while {label}"
+            killed[label] = victims[0].pid
             os.kill(victims[0].pid, signal.SIGKILL)
 
     ex.listen(listener)
@@ -46,7 +47,7 @@ def test_processes_build_the_same_artifact_even_when_a_worker_dies(reference, tm
     with make_executor("processes", workers=2) as ex:
         killed = kill_mid_build(ex, forkserver_workers)
         out = build(make_tiny_llama(), byte_tokenizer, tmp_path / "p", executor=ex, **KW)
-    assert killed
+    assert len(killed) == 2  # one worker in each step
     assert differences(reference, out) == []
 
 

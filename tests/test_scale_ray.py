@@ -17,9 +17,10 @@ def cluster():
 
 
 def busy_ray_workers():
+    """Ray workers running a job (ray::_call) or a pool's actor (ray::_Holder)."""
     import psutil
 
-    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("ray::_call")]
+    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith(("ray::_call", "ray::_Holder"))]
 
 
 def test_ray_builds_the_same_artifact_even_when_a_worker_dies(cluster, reference, tmp_path, byte_tokenizer):  # noqa: F811
@@ -31,7 +32,7 @@ def test_ray_builds_the_same_artifact_even_when_a_worker_dies(cluster, reference
     killed = kill_mid_build(ex, busy_ray_workers)
     out = build(make_tiny_llama(), byte_tokenizer, tmp_path / "r", executor=ex, **KW)
     ex.close()  # the session is the fixture's: closing leaves it running
-    assert killed and ray.is_initialized()
+    assert len(killed) == 2 and ray.is_initialized()  # a task's worker and an actor
     assert differences(reference, out) == []
 
 
