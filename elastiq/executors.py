@@ -108,9 +108,10 @@ class Executor:
         """``[fn(*job) for job in jobs]``, run where this executor runs jobs."""
         return self._collect(lambda todo: self._stream(fn, jobs, todo), len(jobs), keys, cache, label)
 
-    def pool(self, factory, *args) -> "Pool":
-        """Workers that each hold ``factory(*args)`` (built once per worker); see :class:`Pool`."""
-        return Pool(self, factory, args)
+    def pool(self, factory, *args, memory: int | None = None) -> "Pool":
+        """Workers that each hold ``factory(*args)`` (built once per worker); see :class:`Pool`.
+        ``memory``: bytes one worker's state takes (Ray places workers only where it fits)."""
+        return Pool(self, factory, args, memory)
 
     def close(self) -> None:
         pass
@@ -182,8 +183,8 @@ class Pool:
     run its methods on items: ``pool.map("measure", items)``. A worker that dies is
     replaced, rebuilding its state."""
 
-    def __init__(self, executor: Executor, factory, args: tuple):
-        self.executor, self.factory, self.args = executor, factory, args
+    def __init__(self, executor: Executor, factory, args: tuple, memory: int | None = None):
+        self.executor, self.factory, self.args, self.memory = executor, factory, args, memory
         self.state = None  # serial: the state itself; processes: its key in the workers; ray: actors
 
     def map(self, method: str, items: list, *, keys: list[str] | None = None, cache: "JobCache | None" = None,
@@ -391,7 +392,8 @@ class RayExecutor(Executor):
     def _pool_stream(self, pool: Pool, method, items, todo):
         ray = self._ray
         if pool.state is None:
-            actor = ray.remote(num_cpus=self.threads, max_restarts=self.retries, max_task_retries=self.retries)(_Holder)
+            actor = ray.remote(num_cpus=self.threads, max_restarts=self.retries, max_task_retries=self.retries,
+                               **({"memory": pool.memory} if pool.memory else {}))(_Holder)
             pool.state = [actor.remote(pool.factory, self.threads, *pool.args)
                           for _ in range(min(self.workers, max(1, len(todo))))]
         idle, pending, queue = list(pool.state), {}, list(todo)

@@ -23,16 +23,17 @@ def reference(tmp_path_factory, byte_tokenizer):
 
 
 def kill_mid_build(ex, find_workers):
-    """A listener that kills one busy worker in each step (packing, measuring) once it has
-    started; returns the pids killed."""
+    """A listener that kills one busy worker in each step (packing, measuring) once a third
+    of it is done (or at the next finished job, if no worker is busy at that instant);
+    returns the pids killed."""
     killed = {}
 
     def listener(label, done, total):
         if label not in killed and done >= max(1, total // 3) and done < total:
             victims = find_workers()
-            assert victims, f"no worker to kill while {label}"
-            killed[label] = victims[0].pid
-            os.kill(victims[0].pid, signal.SIGKILL)
+            if victims:
+                killed[label] = victims[0].pid
+                os.kill(victims[0].pid, signal.SIGKILL)
 
     ex.listen(listener)
     return killed

@@ -186,7 +186,8 @@ def _measure_along(chain, model, ids, units, encoded, copy_keys, fmts, measure: 
     keys = measure_keys(model, ids, copy_keys, levels, ex.threads) if cache is not None else None
     blobs = {p: data for p, (data, _) in encoded.items()}
     args = (ex.put(model), ex.put(ids), units, ex.put(blobs), fmts)
-    with ex.pool(QualityWorker, *args) as pool:
+    held = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 2 * sum(map(len, blobs.values()))
+    with ex.pool(QualityWorker, *args, memory=held) as pool:  # a worker holds the model, the copies and their bytes
         kls = [unpack_kl(r) for r in pool.map("kl", levels, keys=keys, cache=cache, label="measuring KL along the chain")]
     ex.release(*args)
     return dict(zip(points, kls[len(fmts):])), kls[: len(fmts)], keys or []
