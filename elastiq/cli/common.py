@@ -14,6 +14,13 @@ console = Console(width=None if Console().is_terminal else 150)
 MODEL_HELP = "a built-in name (smollm2-135m), a Hugging Face directory, a .gguf file, or a saved packed model"
 TEXT_HELP = "a built-in text (wiki-eval) or a UTF-8 text file"
 EMBEDDING_HELP = "also pack the token embedding (and an output head tied to it) in this format; 'same': the --format"
+# where independent jobs run (elastiq.executors): the same options on every command that has such jobs
+EXECUTOR = typer.Option("serial", "--executor", help="where the independent jobs run: serial (this process), processes "
+                                                     "(this machine's cores) or ray (a Ray cluster); same results")
+WORKERS = typer.Option(None, "--workers", help="worker processes or Ray CPUs (default: this machine's cores; with "
+                                               "--ray-address, the cluster's CPUs)")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="join this Ray cluster (ray.init(address=...)); default: start "
+                                                       "a local one")
 
 
 def fail(e: Exception) -> NoReturn:
@@ -22,6 +29,16 @@ def fail(e: Exception) -> NoReturn:
 
     console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)  # one line; file names are not markup
     raise typer.Exit(2)
+
+
+def open_executor(kind: str, workers: Optional[int], address: Optional[str], threads: int = 1):
+    """An elastiq.executors executor, or the one-line error."""
+    from elastiq.executors import make_executor
+
+    try:
+        return make_executor(kind, workers, address, threads)
+    except ValueError as e:
+        fail(e)
 
 
 def load_model(model: str):

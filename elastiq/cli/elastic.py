@@ -12,7 +12,7 @@ from rich.table import Table
 
 from elastiq.options import BuildOptions
 
-from .common import console, fail, load_model, load_text, mib, parse_size
+from .common import EXECUTOR, RAY_ADDRESS, WORKERS, console, fail, load_model, load_text, mib, open_executor, parse_size
 
 B = BuildOptions  # the defaults below are its defaults
 
@@ -31,6 +31,13 @@ def build(
     max_kl: Optional[float] = typer.Option(None, help="quality floor: leave out options whose KL from the float model "
                                                       "(nats per token) exceeds this"),
     overwrite: bool = typer.Option(False, help="replace an existing artifact"),
+    executor: str = EXECUTOR,
+    workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    threads: int = typer.Option(1, help="torch threads of each job, whatever the executor (the artifact depends on "
+                                        "it, not on the executor)"),
+    resume: bool = typer.Option(True, help="keep each finished job in the cache folder, so that an interrupted build "
+                                           "resumes from what finished (removed once the artifact is written)"),
 ) -> None:
     """Build the elastic family of MODEL: a chain of hosting options from a few base formats."""
     from elastiq.elastic import Artifact, build as run_build
@@ -52,11 +59,17 @@ def build(
         check_formats(options.formats)
     except ValueError as e:
         fail(e)
+    from elastiq.cache import cache_dir
+    from elastiq.executors import WorkerLost
+
+    ex = open_executor(executor, workers, ray_address, threads)
     fp, tok = load_model(model)
     text = load_text(calib)
     try:
-        path = run_build(fp, tok, out, options, calib_text=text, calib_name=calib, overwrite=overwrite, source=model)
-    except ValueError as e:
+        with ex:
+            path = run_build(fp, tok, out, options, calib_text=text, calib_name=calib, overwrite=overwrite, source=model,
+                             executor=ex, jobs_dir=cache_dir() / "build-jobs" if resume else None)
+    except (ValueError, WorkerLost) as e:
         fail(e)
     show_family(Artifact(path), title=f"elastic family of {model} -> {path}")
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .common import console, fail, write_json
+from .common import EXECUTOR, RAY_ADDRESS, WORKERS, console, fail, open_executor, write_json
 
 
 def _gib(x: float) -> str:
@@ -40,6 +40,9 @@ def perf(
     search_: bool = typer.Option(False, "--search", help="rank every strategy that fits --devices and compare with a default "
                                  "(train: FSDP on every device; infer: one tensor-parallel replica per node)"),
     top: int = typer.Option(10, help="rows of --search to show"),
+    executor: str = EXECUTOR,
+    workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
     plot: Optional[Path] = typer.Option(None, help="write a stacked-bar PNG of the time breakdown here"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
 ) -> None:
@@ -53,7 +56,8 @@ def perf(
         if search_ and task == "infer":
             return _search_infer(model, system, devices, batch, prompt, new_tokens, weights, top, json_out)
         if search_:
-            return _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out)
+            with open_executor(executor, workers, ray_address) as ex:
+                return _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out, ex)
         if dp is None:
             if devices is not None and devices % (tp * pp):
                 raise ValueError(f"tp x pp = {tp * pp} does not divide the {devices} devices")
@@ -103,7 +107,7 @@ def _print_train(r) -> None:
     console.print(m)
 
 
-def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out):
+def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_out, ex):
     from elastiq.progress import progress_bar
 
     from elastiq.labs.planning.plots import plot_time_breakdown
@@ -113,7 +117,8 @@ def _search(model, system, devices, batch, seq, dtype, flash, top, plot, json_ou
         raise ValueError("--search needs --devices")
     with progress_bar(console=console) as prog:
         task = prog.add_task("strategies", total=None)
-        s = search(model, system, devices, batch, seq, dtype, flash=flash, progress=lambda n: prog.update(task, completed=n))
+        s = search(model, system, devices, batch, seq, dtype, flash=flash, progress=lambda n: prog.update(task, completed=n),
+                   executor=ex)
     if not s.ranked:
         raise ValueError(f"no strategy of {s.tried} tried fits {model} on {devices} x {system}; use more devices or a "
                          "larger-memory system")

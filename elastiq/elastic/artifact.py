@@ -68,6 +68,22 @@ def module_meta(module: nn.Module) -> dict:
             "padding_idx": getattr(module, "padding_idx", None), "scale": getattr(module, "scale", 1.0)}
 
 
+def stored_parts(meta: dict, fmt: F.Format) -> list[str]:
+    """The tensors a packed module of ``module_meta`` ``meta`` in ``fmt`` is stored as."""
+    return [k for k in PACKED_PARTS if k != "tensor_scale" or fmt.tensor_scale] + (["bias"] if meta["bias"] else [])
+
+
+def packed_module(meta: dict, fmt: F.Format, parts: dict[str, torch.Tensor]) -> nn.Module:
+    """The packed module stored as ``parts`` (see module_tensors) with ``module_meta`` ``meta``;
+    ValueError when the parts do not fit the format and shape."""
+    packed = F.Packed(fmt, tuple(meta["shape"]), WEIGHT_DTYPES[meta["dtype"]], tensor_scale=parts.get("tensor_scale"),
+                      **{k: parts[k] for k in PACKED_PARTS if k != "tensor_scale"})
+    packed.validate()
+    if meta["kind"] == "embedding":
+        return QuantEmbedding(packed, meta["padding_idx"], meta.get("scale", 1.0))
+    return QuantLinear(packed, parts["bias"] if meta["bias"] else None)
+
+
 def write(directory, *, config, tokenizer, units: list[Unit], chain: Chain, family: Family,
           copy_tensors, modules: dict[str, dict], rest: dict[str, torch.Tensor], rest_aliases: dict[str, str],
           quality: dict, info: dict, overwrite: bool = False) -> Path:
@@ -209,17 +225,12 @@ class Artifact:
 
     def _module(self, name: str, i: int) -> nn.Module:
         meta, file = self.manifest["modules"][name], base_file(i)
-        parts = {k: self.read(file, f"{name}.{k}") for k in PACKED_PARTS if k != "tensor_scale"}
         fmt = self.formats[i]
-        ts = self.read(file, f"{name}.tensor_scale") if fmt.tensor_scale else None
-        packed = F.Packed(fmt, tuple(meta["shape"]), WEIGHT_DTYPES[meta["dtype"]], tensor_scale=ts, **parts)
+        parts = {k: self.read(file, f"{name}.{k}") for k in stored_parts(meta, fmt)}
         try:
-            packed.validate()
+            return packed_module(meta, fmt, parts)
         except ValueError as e:
             raise ArtifactError(f"{self.path / file}: {name} does not fit its manifest entry ({e})") from None
-        if meta["kind"] == "embedding":
-            return QuantEmbedding(packed, meta["padding_idx"], meta.get("scale", 1.0))
-        return QuantLinear(packed, self.read(file, f"{name}.bias") if meta["bias"] else None)
 
     def load_low_rank(self, extra: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
         """{module: (A, B, scaling)} of an extra option."""
@@ -337,6 +348,28 @@ def add_low_rank_option(directory, option: int, deltas: dict, name: str, kl: flo
     m["extras"] = a.extras + [entry]
     atomic_write_text(a.path / MANIFEST, json.dumps(m, indent=1))
     return entry
+
+
+def differences(a, b) -> list[str]:
+    """The files in which artifacts ``a`` and ``b`` differ, byte for byte, the manifest
+    compared without ``info.build_seconds`` (a timing, not a result): [] when two builds
+    made the same artifact."""
+    a, b = Path(a), Path(b)
+    names = sorted({p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file()}
+                   | {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()})
+    out = []
+    for name in names:
+        x, y = a / name, b / name
+        if not (x.is_file() and y.is_file()):
+            out.append(name)
+        elif name == MANIFEST:
+            mx, my = json.loads(x.read_text()), json.loads(y.read_text())
+            mx["info"].pop("build_seconds", None), my["info"].pop("build_seconds", None)
+            if mx != my:
+                out.append(name)
+        elif x.read_bytes() != y.read_bytes():
+            out.append(name)
+    return out
 
 
 def is_artifact(path) -> bool:

@@ -16,28 +16,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as Fn
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from elastiq import formats as F
+from elastiq.executors import Executor, JobCache
 from elastiq.options import BuildOptions
 from elastiq.progress import progress_bar
-from elastiq.quant import QuantEmbedding, QuantLinear, weight_bytes
+from elastiq.quant import weight_bytes
 
 from . import artifact
 from .chain import build_chain, estimate_cost, family_of, prune
-from .sensitivity import output_cost, record_probes
+from .jobs import QualityWorker, decode, decode_meta, measure_keys, pack_job, pack_keys, unit_inputs, unpack_kl
+from .sensitivity import record_probes
 from .units import find_units
 
 DEFAULT_FORMATS = BuildOptions.formats
 
 
 @contextmanager
-def _progress(enabled: bool):
+def _progress(enabled: bool, ex: Executor):
+    """One bar per step, fed by the executor as jobs finish on any of its workers."""
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    tasks = {}
     with progress_bar(*cols, enabled=enabled) as p:
-        yield p
+        def show(label, done, total):
+            if label not in tasks:
+                tasks[label] = p.add_task(f"{label} ({ex.describe()})", total=total)
+            p.update(tasks[label], completed=done)
+
+        ex.listen(show)
+        try:
+            yield p
+        finally:
+            ex.unlisten(show)
 
 
 def check_formats(formats) -> list[F.Format]:
@@ -65,28 +77,6 @@ def calibration_ids(tokenizer, text: str, tokens: int, context: int) -> tuple[to
     return ids[:n].reshape(-1, context), ids[n : 2 * n].reshape(-1, context)
 
 
-def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
-    if isinstance(module, nn.Embedding):
-        return QuantEmbedding.from_embedding(module, fmt)
-    return QuantLinear.from_linear(module, fmt)
-
-
-@torch.no_grad()
-def reference_logprobs(float_model, ids: torch.Tensor) -> list[torch.Tensor]:
-    """The float model's next-token log-probabilities on each window."""
-    return [Fn.log_softmax(float_model(w[None]).logits[0].float(), -1) for w in ids]
-
-
-@torch.no_grad()
-def kl_per_token(model, ids: torch.Tensor, reference: list[torch.Tensor]) -> float:
-    """Mean KL(float || model) per token, nats, over the windows ``ids``."""
-    total = 0.0
-    for w, ref in zip(ids, reference):
-        logp = Fn.log_softmax(model(w[None]).logits[0].float(), -1)
-        total += float((ref.exp() * (ref - logp)).sum())
-    return total / ids.numel()
-
-
 def measure_windows(artifact, tokenizer) -> torch.Tensor:
     """The windows an artifact's quality was measured on (to measure a new option alike)."""
     from elastiq.data import load_text
@@ -99,31 +89,9 @@ def measure_windows(artifact, tokenizer) -> torch.Tensor:
     return ids
 
 
-class _Quality:
-    """KL divergence from the float model on fixed windows, the model's weights set per option."""
-
-    def __init__(self, model, ids, units, copies):
-        self.model, self.ids, self.units, self.copies = model, ids, units, copies
-        self.ref = reference_logprobs(model, ids)
-        self.current: dict[str, int] = {}
-
-    def set(self, levels) -> None:
-        with torch.no_grad():
-            for u, unit in enumerate(self.units):
-                if self.current.get(unit.name) == int(levels[u]):
-                    continue
-                for name, packed in self.copies[(u, int(levels[u]))].items():
-                    self.model.get_submodule(name).weight.data = packed.weight().to(self.model.dtype)
-                self.current[unit.name] = int(levels[u])
-
-    def kl(self, levels) -> float:
-        self.set(levels)
-        return kl_per_token(self.model, self.ids, self.ref)
-
-
 def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text: str | None = None,
           calib_name: str | None = None, overwrite: bool = False, progress: bool = True, source: str = "",
-          **overrides) -> Path:
+          executor: Executor | None = None, jobs_dir=None, **overrides) -> Path:
     """Build the elastic family of ``model`` (a float model, changed in place: pass a copy
     to keep it) and write it to ``out``. ``options`` (:class:`elastiq.options.BuildOptions`;
     keyword ``overrides`` change single fields) says which base formats, units and
@@ -131,7 +99,13 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
     own, give its name or path as ``calib_name`` too, so that options added later can be
     measured on the same windows. ``max_kl`` is a quality floor: options whose (measured
     or estimated) KL from the float model exceeds it are left out of the family, and so
-    are the copies only they use."""
+    are the copies only they use.
+
+    ``executor`` (:mod:`elastiq.executors`; default serial) runs the (unit, format) jobs
+    and the measurements; the artifact is the same whatever the executor, for the same
+    ``executor.threads``. With ``jobs_dir``, every finished job is kept there as it
+    arrives, so that a build interrupted at any point resumes from what finished; the
+    entries are removed once the artifact is written."""
     from elastiq.data import load_text
 
     o = BuildOptions.of(options, **overrides)
@@ -148,65 +122,75 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
                              "build with embedding=False (--no-embedding)")
     probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), o.calib_tokens, o.context)
     rest, aliases, rest_bytes = _rest(model, units)
-    copies, unit_bytes, unit_cost = _pack_and_probe(model, units, fmts, probe_ids, o.seed, progress)
-    chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
-    measured, bases = _measure_along(chain, _Quality(model, measure_ids, units, copies), len(fmts), o.measure, progress)
+    ex = executor or Executor()
+    cache = JobCache(jobs_dir) if jobs_dir is not None else None
+    with _progress(progress, ex):
+        encoded, copy_keys = _pack_and_probe(model, units, fmts, probe_ids, o.seed, ex, cache)
+        unit_bytes = np.array([[encoded[(u, i)][1]["bytes"] for i in range(len(fmts))] for u in range(len(units))],
+                              dtype=np.int64)
+        unit_cost = np.array([[encoded[(u, i)][1]["cost"] for i in range(len(fmts))] for u in range(len(units))])
+        chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
+        measured, bases, kl_keys = _measure_along(chain, model, measure_ids, units, encoded, copy_keys, fmts,
+                                                  o.measure, ex, cache)
     est = estimate_cost(chain, measured)
     family = _family(chain, est, o.max_kl, o.storage_limit)
-    metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
+    metas = {m: meta for (u, i), (_, info) in encoded.items() if i == 0 for m, meta in info["modules"].items()}
     info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": o.unit,
             "embedding": o.embedding, "calib_tokens": int(probe_ids.numel()), "context": o.context, "seed": o.seed,
-            "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl}
+            "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl,
+            "job_threads": ex.threads}  # the numbers depend on it (see elastiq.executors), not on the executor
     qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
             "measured": {str(k): v for k, v in measured.items()}, "bases": bases,
             "estimated": [float(x) for x in est], "proxy": [float(x) for x in chain.option_cost()]}
     info["build_seconds"] = round(time.perf_counter() - t0, 1)
-    return artifact.write(out, config=model.config, tokenizer=tokenizer, units=units, chain=chain, family=family,
-                          copy_tensors=lambda u, i: {m: artifact.module_tensors(q) for m, q in copies[(u, i)].items()},
-                          modules=metas, rest=rest, rest_aliases=aliases, quality=qual, info=info, overwrite=overwrite)
+
+    def copy_tensors(u, i):
+        tensors = decode(encoded[(u, i)][0])[0]
+        return {m: {k: tensors[f"{m}.{k}"] for k in artifact.stored_parts(meta, fmts[i])}
+                for m, meta in encoded[(u, i)][1]["modules"].items()}
+
+    path = artifact.write(out, config=model.config, tokenizer=tokenizer, units=units, chain=chain, family=family,
+                          copy_tensors=copy_tensors, modules=metas, rest=rest, rest_aliases=aliases, quality=qual,
+                          info=info, overwrite=overwrite)
+    if cache is not None:
+        cache.discard(list(copy_keys.values()) + kl_keys)
+    return path
 
 
-def _pack_and_probe(model, units, fmts, probe_ids, seed: int, progress: bool):
-    """Steps 1 and 2: every unit packed in every base format ({(unit, base): {module: packed}}),
-    the bytes of each (units x bases), and each one's estimated quality cost from one probe pass."""
+def _pack_and_probe(model, units, fmts, probe_ids, seed: int, ex: Executor, cache):
+    """Steps 1 and 2: one probe pass here, then one job per (unit, base) wherever ``ex``
+    runs jobs: the unit packed, its bytes and its estimated quality cost. Returns
+    {(unit, base): (encoded copy, its metadata)} and each job's key."""
     probed = [m for u in units for m in u.modules + u.tied]
     probes = record_probes(model, probed, probe_ids, seed=seed)
-    copies: dict[tuple[int, int], dict[str, nn.Module]] = {}
-    unit_bytes = np.zeros((len(units), len(fmts)), dtype=np.int64)
-    unit_cost = np.zeros((len(units), len(fmts)))
-    with _progress(progress) as prog:
-        task = prog.add_task("packing and probing", total=len(units) * len(fmts))
-        for u, un in enumerate(units):
-            for i, f in enumerate(fmts):
-                copies[(u, i)] = {m: pack(model.get_submodule(m), f) for m in un.modules}
-                for m, q in copies[(u, i)].items():
-                    w = model.get_submodule(m).weight.detach().float()
-                    delta = q.weight().float() - w
-                    kind = "embedding" if isinstance(q, QuantEmbedding) else "linear"
-                    unit_cost[u, i] += output_cost(probes[m], delta, kind)
-                    unit_cost[u, i] += sum(output_cost(probes[h], delta, "linear") for h in un.tied)
-                    unit_bytes[u, i] += q.nbytes
-                prog.advance(task)
-    return copies, unit_bytes, unit_cost
+    inputs = [unit_inputs(model, un, probes) for un in units]
+    del probes
+    pairs = [(u, i) for u in range(len(units)) for i in range(len(fmts))]
+    keys = pack_keys(units, inputs, fmts, ex.threads) if cache is not None else None
+    shared = [ex.put(inp) for inp in inputs]  # each unit's inputs shipped once, read by its formats' jobs
+    results = ex.map(pack_job, [(shared[u], fmts[i]) for u, i in pairs], keys=keys, cache=cache,
+                     label="packing and probing")
+    ex.release(*shared)
+    encoded = {p: (r, decode_meta(r)) for p, r in zip(pairs, results)}
+    return encoded, (dict(zip(pairs, keys)) if keys else {})
 
 
-def _measure_along(chain, quality: _Quality, n_bases: int, measure: int, progress: bool):
-    """Step 4: the real KL of each base, and of ``measure`` options spread evenly by size along the chain."""
+def _measure_along(chain, model, ids, units, encoded, copy_keys, fmts, measure: int, ex: Executor, cache):
+    """Step 4: the real KL of each base, and of ``measure`` options spread evenly by size
+    along the chain, by a pool of workers that each hold the model and every copy."""
     sizes = chain.option_bytes()
     targets = np.linspace(sizes[0], sizes[-1], max(2, measure))
     points = sorted({int(np.argmin(np.abs(sizes - t))) for t in targets})
     assignments = chain.assignments()
-    measured: dict[int, float] = {}
-    with _progress(progress) as prog:
-        task = prog.add_task("measuring KL along the chain", total=len(points) + n_bases)
-        bases = []
-        for i in range(n_bases):
-            bases.append(quality.kl(np.full(len(quality.units), i)))
-            prog.advance(task)
-        for k in points:
-            measured[k] = quality.kl(assignments[k])
-            prog.advance(task)
-    return measured, bases
+    levels = [np.full(len(units), i) for i in range(len(fmts))] + [assignments[k] for k in points]
+    keys = measure_keys(model, ids, copy_keys, levels, ex.threads) if cache is not None else None
+    blobs = {p: data for p, (data, _) in encoded.items()}
+    args = (ex.put(model), ex.put(ids), units, ex.put(blobs), fmts)
+    held = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 2 * sum(map(len, blobs.values()))
+    with ex.pool(QualityWorker, *args, memory=held) as pool:  # a worker holds the model, the copies and their bytes
+        kls = [unpack_kl(r) for r in pool.map("kl", levels, keys=keys, cache=cache, label="measuring KL along the chain")]
+    ex.release(*args)
+    return dict(zip(points, kls[len(fmts):])), kls[: len(fmts)], keys or []
 
 
 def _family(chain, est, max_kl: float | None, storage_limit: int | None):

@@ -25,7 +25,8 @@ def correct_option(artifact, option: int, float_model, tokenizer, options: LrecO
     o = LrecOptions.of(options, **overrides)
     from elastiq.data import load_text
     from elastiq.elastic import ElasticModel, add_low_rank_option
-    from elastiq.elastic.builder import kl_per_token, measure_windows, reference_logprobs
+    from elastiq.elastic.builder import measure_windows
+    from elastiq.elastic.jobs import kl_per_token, reference_logprobs
 
     host = ElasticModel(artifact)
     host.swap(option)

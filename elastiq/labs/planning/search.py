@@ -43,15 +43,9 @@ class SearchResult:
         return self.default.iteration_s / self.best.iteration_s
 
 
-def search(model, system, devices: int, batch: int, seq: int | None = None, dtype: str = "bf16",
-           micro_batches=(1, 2, 4, 8), max_interleave: int = 1, flash: bool = True, progress=None) -> SearchResult:
-    """Every (dp, tp, pp, fsdp, sp, recompute, micro-batch) that divides ``devices`` and fits."""
-    m, sy = get_model(model), get_system(system)
-    if not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"devices must be a positive integer, got {devices!r}")
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    fits, tried = [], 0
+def candidates(m, sy, devices: int, batch: int, micro_batches=(1, 2, 4, 8), max_interleave: int = 1) -> list:
+    """Every (Parallel, micro-batch) that divides ``devices`` and ``batch``, in a fixed order."""
+    out = []
     for tp in _pow2_upto(min(devices, sy.devices_per_node)):
         if m.heads % tp or devices % tp:
             continue
@@ -66,16 +60,46 @@ def search(model, system, devices: int, batch: int, seq: int | None = None, dtyp
                             continue
                         par = Parallel(dp=dp, tp=tp, pp=pp, sp=tp > 1, fsdp=fsdp, shard_optimizer=dp > 1 and not fsdp,
                                        recompute=rc, interleave=v)
-                        for mb in micro_batches:
-                            if batch % (mb * dp):
-                                continue
-                            tried += 1
-                            if progress:
-                                progress(tried)
-                            try:
-                                fits.append(train(m, sy, par, batch, mb, seq, dtype, flash=flash))
-                            except DoesNotFit:
-                                pass
+                        out += [(par, mb) for mb in micro_batches if batch % (mb * dp) == 0]
+    return out
+
+
+def evaluate(m, sy, plans: list, batch: int, seq, dtype: str, flash: bool) -> list:
+    """One job of the search: a batch of candidate plans, each a TrainResult or None (does not fit)."""
+    out = []
+    for par, mb in plans:
+        try:
+            out.append(train(m, sy, par, batch, mb, seq, dtype, flash=flash))
+        except DoesNotFit:
+            out.append(None)
+    return out
+
+
+def search(model, system, devices: int, batch: int, seq: int | None = None, dtype: str = "bf16",
+           micro_batches=(1, 2, 4, 8), max_interleave: int = 1, flash: bool = True, progress=None,
+           executor=None, plans_per_job: int = 64) -> SearchResult:
+    """Every (dp, tp, pp, fsdp, sp, recompute, micro-batch) that divides ``devices`` and fits,
+    evaluated in batches of ``plans_per_job`` wherever ``executor`` (elastiq.executors;
+    default: this process) runs jobs. The ranking is the same whatever the executor:
+    results are gathered in the candidates' order and sorted stably."""
+    from elastiq.executors import Executor
+
+    m, sy = get_model(model), get_system(system)
+    if not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    plans = candidates(m, sy, devices, batch, micro_batches, max_interleave)
+    ex = executor or Executor()
+    jobs = [(m, sy, plans[i : i + plans_per_job], batch, seq, dtype, flash) for i in range(0, len(plans), plans_per_job)]
+    tell = (lambda label, done, total: progress(min(done * plans_per_job, len(plans)))) if progress else None
+    if tell:
+        ex.listen(tell)
+    try:
+        fits = [r for part in ex.map(evaluate, jobs, label="strategies") for r in part if r is not None]
+    finally:
+        if tell:
+            ex.unlisten(tell)
     fits.sort(key=lambda r: r.iteration_s)
     dflt, problem = None, ""
     d = default_strategy(devices)
@@ -85,7 +109,7 @@ def search(model, system, devices: int, batch: int, seq: int | None = None, dtyp
         dflt = train(m, sy, d, batch, 1, seq, dtype, flash=flash)
     except ValueError as e:
         problem = str(e)
-    return SearchResult(fits, tried, dflt, problem)
+    return SearchResult(fits, len(plans), dflt, problem)
 
 
 @dataclass
