@@ -34,19 +34,29 @@ typedef struct {
     float pad3_;
 } qweight;
 
-static inline float block_scale(const qweight *w, int64_t bi) {
+/* Block bi's scale before the tensor scale, for scale codes of SB bits (a constant where
+ * the callers inline it). */
+static inline __attribute__((always_inline)) float code_scale(const qweight *w, int64_t bi, const int sb) {
     float s;
-    if (w->scale_bits == 8) s = w->scale_lut[w->scodes[bi]];
-    else if (w->scale_bits == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
+    if (sb == 8) s = w->scale_lut[w->scodes[bi]];
+    else if (sb == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
     else memcpy(&s, w->scodes + 4 * bi, 4);
-    return s * w->tensor_scale;
+    return s;
+}
+
+/* Which grid block bi takes, for selectors of SELB bits (0: the one grid). */
+static inline __attribute__((always_inline)) int64_t grid_of(const qweight *w, int64_t bi, const int selb) {
+    if (!selb) return 0;
+    int64_t p = bi * selb;
+    return (w->sel[p >> 3] >> (p & 7)) & ((1 << selb) - 1);
+}
+
+static inline float block_scale(const qweight *w, int64_t bi) {
+    return code_scale(w, bi, w->scale_bits) * w->tensor_scale;
 }
 
 static inline const float *block_lut(const qweight *w, int64_t bi) {
-    if (!w->sel_bits) return w->elem_lut;
-    int64_t p = bi * w->sel_bits;
-    int g = (w->sel[p >> 3] >> (p & 7)) & ((1 << w->sel_bits) - 1);
-    return w->elem_lut + ((int64_t)g << w->bits);
+    return w->elem_lut + (grid_of(w, bi, w->sel_bits) << w->bits);
 }
 
 static inline int code_at(const qweight *w, int64_t e) {
@@ -145,36 +155,28 @@ static inline float hsum(__m256 v) {
 } while (0)
 #endif
 
-/* Whether w's rows run on dot4_512 (or dot4_avx2, for int8 tables): 4-bit codes in blocks
+/* Whether w's rows run on dot4_vec (with AVX2: for int8 tables only): 4-bit codes in blocks
  * of 16 or of a multiple of 32, rows of whole blocks (a last block may be shorter). */
 static inline int dot4_serves(const qweight *w) {
     return w->bits == 4 && (w->block == 16 ? w->K % 16 == 0 : w->block % 32 == 0 && w->K % 32 == 0);
 }
 
 #ifdef __AVX512F__
-/* The same with AVX-512 (where dot4_serves says it applies). A
+/* One 4-bit row times one input row with AVX-512 (where dot4_serves says it applies). A
  * block's 16 values times its scale fill one register, so one permute looks up 16 codes
  * and the products accumulate across blocks with no per-block sum; the tensor scale is
  * applied once, at the end. Decoding one row is bound by memory latency, so the code
  * stream is prefetched PREFETCH_AHEAD bytes ahead. SB (scale bits) and SELB (selector
  * bits) are constants in each copy the callers below make. */
-static inline __attribute__((always_inline)) float dot4_512(const qweight *w, int64_t n, const float *xe,
+static inline __attribute__((always_inline)) float dot4_vec(const qweight *w, int64_t n, const float *xe,
                                                             const float *xo, const int sb, const int selb) {
     const int64_t P = w->per_row, B = w->block, bi0 = n * P;
     const uint8_t *c = w->codes + ((n * w->K) >> 1);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t b = 0; b < P; b++) {
         const int64_t bi = bi0 + b;
-        float s;
-        if (sb == 8) s = w->scale_lut[w->scodes[bi]];
-        else if (sb == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
-        else memcpy(&s, w->scodes + 4 * bi, 4);
-        const float *raw = w->elem_lut;
-        if (selb) {
-            const int64_t p = bi * selb;
-            raw += (int64_t)((w->sel[p >> 3] >> (p & 7)) & ((1 << selb) - 1)) << 4;
-        }
-        const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(raw), _mm512_set1_ps(s));
+        const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(w->elem_lut + (grid_of(w, bi, selb) << 4)),
+                                       _mm512_set1_ps(code_scale(w, bi, sb)));
         const float *pe = xe + b * (B >> 1), *po = xo + b * (B >> 1);
         if (B == 16) {  /* NVFP4: 8 bytes, the upper lanes masked off */
             __m512i by = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
@@ -197,26 +199,13 @@ static inline __attribute__((always_inline)) float dot4_512(const qweight *w, in
     return w->tensor_scale * _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-static float dot4_512_s8(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_512(w, n, xe, xo, 8, 0); }
-static float dot4_512_s8_sel2(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_512(w, n, xe, xo, 8, 2); }
-static float dot4_512_s16(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_512(w, n, xe, xo, 16, 0); }
-static float dot4_512_any(const qweight *w, int64_t n, const float *xe, const float *xo) {
-    return dot4_512(w, n, xe, xo, w->scale_bits, w->sel_bits);
-}
-
-static float row_dot4_512(const qweight *w, int64_t n, const float *xe, const float *xo) {
-    if (w->scale_bits == 8 && w->sel_bits == 0) return dot4_512_s8(w, n, xe, xo);
-    if (w->scale_bits == 8 && w->sel_bits == 2) return dot4_512_s8_sel2(w, n, xe, xo);
-    if (w->scale_bits == 16 && w->sel_bits == 0) return dot4_512_s16(w, n, xe, xo);
-    return dot4_512_any(w, n, xe, xo);
-}
 #endif
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
-/* The AVX2 counterpart of dot4_512, for 4-bit tables of small integers (elem_i8): 16
+/* The same with AVX2, for 4-bit tables of small integers (elem_i8): 16
  * codes become values with one byte shuffle, the products of a block are summed before its
  * scale is applied once, and the code stream is prefetched ahead. */
-static inline __attribute__((always_inline)) float dot4_avx2(const qweight *w, int64_t n, const float *xe,
+static inline __attribute__((always_inline)) float dot4_vec(const qweight *w, int64_t n, const float *xe,
                                                              const float *xo, const int sb, const int selb) {
     const int64_t P = w->per_row, B = w->block, bi0 = n * P;
     const uint8_t *c = w->codes + ((n * w->K) >> 1);
@@ -224,16 +213,8 @@ static inline __attribute__((always_inline)) float dot4_avx2(const qweight *w, i
     __m256 acc = _mm256_setzero_ps(), acc2 = acc;
     for (int64_t b = 0; b < P; b++) {
         const int64_t bi = bi0 + b;
-        float s;
-        if (sb == 8) s = w->scale_lut[w->scodes[bi]];
-        else if (sb == 16) s = w->scale_lut[((const uint16_t *)w->scodes)[bi]];
-        else memcpy(&s, w->scodes + 4 * bi, 4);
-        const int8_t *i8 = w->elem_i8;
-        if (selb) {
-            const int64_t p = bi * selb;
-            i8 += (int64_t)((w->sel[p >> 3] >> (p & 7)) & ((1 << selb) - 1)) << 4;
-        }
-        const __m128i lut = _mm_loadu_si128((const __m128i *)i8);
+        const float s = code_scale(w, bi, sb);
+        const __m128i lut = _mm_loadu_si128((const __m128i *)(w->elem_i8 + (grid_of(w, bi, selb) << 4)));
         const float *pe = xe + b * (B >> 1), *po = xo + b * (B >> 1);
         __m256 se = _mm256_setzero_ps(), so = se;
         const int64_t half = B == 16 ? 8 : (b + 1) * B <= w->K ? B >> 1 : (w->K - b * B) >> 1;
@@ -255,30 +236,34 @@ static inline __attribute__((always_inline)) float dot4_avx2(const qweight *w, i
     return w->tensor_scale * w->i8_mult * hsum(_mm256_add_ps(acc, acc2));
 }
 
-static float dot4_avx2_s8(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 8, 0); }
-static float dot4_avx2_s8_sel2(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 8, 2); }
-static float dot4_avx2_s16(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_avx2(w, n, xe, xo, 16, 0); }
-static float dot4_avx2_any(const qweight *w, int64_t n, const float *xe, const float *xo) {
-    return dot4_avx2(w, n, xe, xo, w->scale_bits, w->sel_bits);
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+/* dot4_vec copied with the common scale and selector widths as constants. */
+static float dot4_s8(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_vec(w, n, xe, xo, 8, 0); }
+static float dot4_s8_sel2(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_vec(w, n, xe, xo, 8, 2); }
+static float dot4_s16(const qweight *w, int64_t n, const float *xe, const float *xo) { return dot4_vec(w, n, xe, xo, 16, 0); }
+static float dot4_any(const qweight *w, int64_t n, const float *xe, const float *xo) {
+    return dot4_vec(w, n, xe, xo, w->scale_bits, w->sel_bits);
 }
 
-static float row_dot4_avx2(const qweight *w, int64_t n, const float *xe, const float *xo) {
-    if (w->scale_bits == 8 && w->sel_bits == 0) return dot4_avx2_s8(w, n, xe, xo);
-    if (w->scale_bits == 8 && w->sel_bits == 2) return dot4_avx2_s8_sel2(w, n, xe, xo);
-    if (w->scale_bits == 16 && w->sel_bits == 0) return dot4_avx2_s16(w, n, xe, xo);
-    return dot4_avx2_any(w, n, xe, xo);
+static float row_dot4_vec(const qweight *w, int64_t n, const float *xe, const float *xo) {
+    if (w->scale_bits == 8 && w->sel_bits == 0) return dot4_s8(w, n, xe, xo);
+    if (w->scale_bits == 8 && w->sel_bits == 2) return dot4_s8_sel2(w, n, xe, xo);
+    if (w->scale_bits == 16 && w->sel_bits == 0) return dot4_s16(w, n, xe, xo);
+    return dot4_any(w, n, xe, xo);
 }
 #endif
 
-/* One output row for one input row, 4-bit codes: dot4_512 or dot4_avx2 where they serve;
+/* One output row for one input row, 4-bit codes: dot4_vec where it serves;
  * otherwise, with an int8 table the codes become floats by a byte shuffle and a convert,
  * and the block scale is applied once per block, or the block's scale is folded into its
  * float table. Four accumulators keep the FMA latency hidden. */
 static float row_dot4(const qweight *w, int64_t n, const float *x, const float *xe, const float *xo) {
 #ifdef __AVX512F__
-    if (dot4_serves(w)) return row_dot4_512(w, n, xe, xo);
+    if (dot4_serves(w)) return row_dot4_vec(w, n, xe, xo);
 #elif defined(__AVX2__)
-    if (w->elem_i8 && dot4_serves(w)) return row_dot4_avx2(w, n, xe, xo);
+    if (w->elem_i8 && dot4_serves(w)) return row_dot4_vec(w, n, xe, xo);
 #endif
     const int64_t K = w->K;
     float lut[16], tail = 0.0f;
