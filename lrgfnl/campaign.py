@@ -258,12 +258,13 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
     setup = prepare(s, cache_dir=cache_dir)
     n_extra = n_cov * sum(1 for f in s.fnl_values if f != 0.0)
     n_mitigated = sum(1 for c in cases if c.mitigation != "none") if s.n_calibration else 0
-    bar = tqdm(total=n_cov + n_extra + len(s.fnl_values) * s.n_mocks * (1 + len(cases) + n_mitigated)
-               + len(s.calibration_fnl) * s.n_calibration, disable=not progress, desc="mocks and fits", unit="step")
+    n_calib = len(s.calibration_fnl) * s.n_calibration if n_mitigated else 0
+    bar = tqdm(total=n_cov + n_extra + len(s.fnl_values) * s.n_mocks * (1 + len(cases) + n_mitigated) + n_calib,
+               disable=not progress, desc="mocks and fits", unit="step")
     cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update,
                              first_index=100_000)["clean"]
     cov_log, log_bias = log_statistics(cov_meas["cl"])
-    transfers = calibrate_transfers(setup, cases, bar.update) if s.n_calibration else {}
+    transfers = calibrate_transfers(setup, cases, bar.update) if n_calib else {}
     result = {"settings": settings_dict(s), "n_cov_mocks": n_cov, "n_bins": int(len(setup.binning.edges) - 1),
               "ell_edges": setup.binning.edges.tolist(), "cases": [], "theory": {},
               "transfers": {f"{m}{k}": t.to_dict() for (m, k), t in transfers.items()}}

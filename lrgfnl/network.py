@@ -85,13 +85,13 @@ def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = Net
     fg_all = torch.as_tensor(fracgood[sel], dtype=torch.float32)
     scale = float(counts[sel].sum() / fracgood[sel].sum())
     with torch_one_thread():
-        pred = _kfold_predict(x_all, n_all, fg_all, scale, settings, _fold_groups(sel, len(fracgood), settings))
+        pred = _kfold_predict(x_all, n_all, fg_all, scale, settings, fold_groups(sel, len(fracgood), settings))
     f = np.ones_like(fracgood, dtype=float)
     f[sel] = pred / pred.mean()
     return f
 
 
-def _fold_groups(pixels, npix, settings: NetworkSettings) -> np.ndarray:
+def fold_groups(pixels, npix, settings: NetworkSettings) -> np.ndarray:
     """The group each footprint pixel is dealt into a fold with: itself, or its nside-n patch."""
     if not settings.fold_nside:
         return np.arange(len(pixels))
