@@ -26,7 +26,7 @@ from lrgfnl.campaign import CampaignSettings, Case, measure_cases, prepare, sign
 from lrgfnl.network import NetworkSettings  # noqa: E402
 
 BENCH_NN = NetworkSettings(n_folds=5, n_chains=2, epochs=6, lr=0.05, batch_size=4096)  # as bench/fnl.py
-VARIANTS = {"nn3": (3, 0), "nn9": (9, 0), "nn9, folds of nside-8 patches": (9, 8)}
+VARIANTS = {"3 maps": (3, 0), "9 maps": (9, 0), "9 maps, folds of nside-8 patches": (9, 8)}
 
 
 def main(argv=None):
