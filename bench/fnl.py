@@ -36,7 +36,8 @@ def table(res: dict) -> str:
              f"{res['ell_edges'][0]}-{res['ell_edges'][-1] - 1}; network: {s['network']['n_folds']} folds, "
              f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, folds of "
              f"{'random pixels' if not s['network'].get('fold_nside') else 'nside-%d patches' % s['network']['fold_nside']}"
-             f"; mitigated cases fitted with the transfer of {s['n_calibration']} clean calibration mocks per "
+             f"; mitigated cases fitted with the transfer of {s['n_calibration']} "
+             f"{'clean' if s.get('calibration_contamination', 'none') == 'none' else 'contaminated'} calibration mocks per "
              f"f_NL in {s['calibration_fnl']}. {res['date']}, {res['wall_s'] / 60:.1f} min.", "",
              "| case | true f_NL | mean f_NL | median | scatter | mean posterior sigma (n) | bias / clean scatter "
              "| without calibration: mean f_NL, bias | selection rms | null-test chi2 |",
@@ -105,11 +106,17 @@ def main(argv=None):
     ap.add_argument("--mcmc", type=int, default=5)
     ap.add_argument("--calibration-mocks", type=int, default=30,
                     help="clean mocks per calibration f_NL for each mitigation's transfer (0: none)")
-    ap.add_argument("--out", default=str(RESULTS / "fnl.json"))
+    ap.add_argument("--calibration-contamination", choices=("none", "same"), default="none",
+                    help="calibration mocks clean, or contaminated as each case is")
+    ap.add_argument("--cases", default=None, help="comma-separated case names (default: the table's)")
+    ap.add_argument("--fnl", type=float, nargs="+", default=[0.0, 100.0])
+    ap.add_argument("--out", default=str(RESULTS / "fnl.json"),
+                    help="the plots and the docs block are written only for the default")
     a = ap.parse_args(argv)
     nn = NetworkSettings(n_folds=5, n_chains=2, epochs=6, lr=0.05, batch_size=4096)
     s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn,
-                         n_calibration=a.calibration_mocks)
+                         n_calibration=a.calibration_mocks, fnl_values=tuple(a.fnl),
+                         calibration_contamination=a.calibration_contamination)
     n_cov = a.cov_mocks
     if a.quick:
         s = CampaignSettings(nside=32, n_mocks=10, n_mcmc=2, mcmc_steps=1500, network=nn,
@@ -119,6 +126,8 @@ def main(argv=None):
     # the network on the non-linear contamination, where it matters (lin-contaminated+nn3 is left out
     # to keep the run near half an hour on two busy cores)
     cases = tuple(c for c in DEFAULT_CASES if c.name != "lin-contaminated+nn3")
+    if a.cases:
+        cases = tuple(c for c in DEFAULT_CASES if c.name in a.cases.split(","))
     res = run_campaign(s, cases, n_cov=n_cov, n_cross=5, keep=True)
     arrays = res.pop("_arrays")
     res["wall_s"] = time.time() - t0
@@ -130,10 +139,10 @@ def main(argv=None):
     tmp = out.with_name(out.name + ".part")
     tmp.write_text(json.dumps(res, indent=1))
     tmp.replace(out)
-    if not a.quick:
+    if not a.quick and out == RESULTS / "fnl.json":
         make_plots(res, arrays)
         write_doc(res)
-    else:
+    elif a.quick:
         make_plots(res, arrays, Path(a.out).parent)
     print(table(res))
 

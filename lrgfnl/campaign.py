@@ -62,8 +62,9 @@ class CampaignSettings:
     seed: int = 1
     template_seed: int = 7
     network: NetworkSettings = field(default_factory=NetworkSettings)
-    n_calibration: int = 0           # clean mocks per calibration f_NL for each mitigation's transfer
+    n_calibration: int = 0           # mocks per calibration f_NL for each mitigation's transfer
     calibration_fnl: tuple = (0.0, 100.0)
+    calibration_contamination: str = "none"   # "none": clean calibration mocks; "same": the case's own
 
 
 @dataclass
@@ -182,19 +183,26 @@ def signal(measured: dict) -> np.ndarray:
     return measured["cl"] - measured["noise"][:, None]
 
 
+def transfer_key(settings: CampaignSettings, case: Case) -> tuple:
+    """(contamination of the calibration mocks, mitigation, maps) of a mitigated case."""
+    same = settings.calibration_contamination == "same"
+    return (case.contamination if same else "none", case.mitigation, case.maps)
+
+
 def calibrate_transfers(setup: Setup, cases, progress=None) -> dict:
-    """(mitigation, maps) -> MitigationTransfer: every mitigation of `cases` run on the same clean
-    mocks at each calibration f_NL, against those mocks unmitigated."""
+    """transfer_key -> MitigationTransfer: every mitigation of `cases` run on the same calibration
+    mocks (clean, or contaminated as the case is) at each calibration f_NL, against those mocks
+    clean and unweighted."""
     s = setup.settings
-    methods = sorted({(c.mitigation, c.maps) for c in cases if c.mitigation != "none"})
-    calib = [Case("clean")] + [Case(f"clean+{m}{k}", "none", m, k) for m, k in methods]
+    keys = sorted({transfer_key(s, c) for c in cases if c.mitigation != "none"})
+    calib = [Case("clean")] + [Case(f"{cont}+{m}{k}", cont, m, k) for cont, m, k in keys]
     sig = {c.name: [] for c in calib}
     for fnl in s.calibration_fnl:
         meas = measure_cases(setup, fnl, calib, s.n_calibration, progress, first_index=300_000)
         for c in calib:
             sig[c.name].append(signal(meas[c.name]))
-    return {(m, k): MitigationTransfer.from_signals(s.calibration_fnl, sig["clean"], sig[f"clean+{m}{k}"])
-            for m, k in methods}
+    return {(cont, m, k): MitigationTransfer.from_signals(s.calibration_fnl, sig["clean"], sig[f"{cont}+{m}{k}"])
+            for cont, m, k in keys}
 
 
 def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcmc: int, progress=None,
@@ -267,7 +275,8 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
     transfers = calibrate_transfers(setup, cases, bar.update) if n_calib else {}
     result = {"settings": settings_dict(s), "n_cov_mocks": n_cov, "n_bins": int(len(setup.binning.edges) - 1),
               "ell_edges": setup.binning.edges.tolist(), "cases": [], "theory": {},
-              "transfers": {f"{m}{k}": t.to_dict() for (m, k), t in transfers.items()}}
+              "transfers": {f"{m}{k}" + ("" if cont == "none" else f" on {cont}"): t.to_dict()
+                            for (cont, m, k), t in transfers.items()}}
     arrays = {"ell": setup.binning.centres, "theory": {}, "mean_cl": {}, "err_cl": {}, "cross": {},
               "posterior": {}}
     devs = {}
@@ -288,7 +297,7 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
         clean_scatter = None
         for c in cases:
             m = meas[c.name]
-            transfer = transfers.get((c.mitigation, c.maps))
+            transfer = transfers.get(transfer_key(s, c))
             best, sigmas, posts = fit_mocks(setup, m, cov_log, log_bias, n_cov, s.n_mcmc,
                                             progress=bar.update, transfer=transfer)
             row = summarise(fnl, best, sigmas, clean_scatter)

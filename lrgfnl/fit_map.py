@@ -44,7 +44,7 @@ def fit_user_maps(maps: UserMaps, mitigation: str = "linear", n_cov: int = 100, 
     if selection is not None and n_calibration:
         setup.features = {len(names): features}   # the calibration mocks are weighted with the user's maps
         case = Case("fit", "none", mitigation, len(names))
-        transfer = calibrate_transfers(setup, [case])[(mitigation, len(names))]
+        transfer = calibrate_transfers(setup, [case])[("none", mitigation, len(names))]
     data = measure(maps.counts, maps.mask, setup.binning.lmax, maps.nside, selection=selection)
     bar = tqdm(total=n_cov, desc="covariance mocks", disable=not progress)
     cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update)["clean"]
