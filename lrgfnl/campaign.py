@@ -2,7 +2,9 @@
 
 Every mock i uses the same random numbers for its density field in every case (clean, contaminated,
 mitigated), so the cases differ only by what the case changes. The covariance of log C_ell and the
-log-transform bias come from the clean f_NL = 0 mocks and are used for every case.
+log-transform bias come from the clean f_NL = 0 mocks and are used for every case. With
+n_calibration > 0, each mitigation is also run on that many clean mocks (their own seeds) at each
+calibration f_NL, and its transfer (lrgfnl.transfer) multiplies the model of the mitigated cases.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .sphere import MaskWindow
 from .templates import NAMES3, NAMES9, imaging_templates, standardize
 from .theory import compute_parts
 from .threads import one_thread
+from .transfer import MitigationTransfer
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class CampaignSettings:
     seed: int = 1
     template_seed: int = 7
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    n_calibration: int = 0           # mocks per calibration f_NL for each mitigation's transfer
+    calibration_fnl: tuple = (0.0, 100.0)
+    calibration_contamination: str = "none"   # "none": clean calibration mocks; "same": the case's own
 
 
 @dataclass
@@ -172,21 +178,49 @@ def _measure_one(setup: Setup, fnl, cases, i, cg, out, cross_templates):
             rec["cross"].append({k: setup.binning(v) for k, v in cross.items()})
 
 
-def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcmc: int, progress=None):
+def signal(measured: dict) -> np.ndarray:
+    """Binned pseudo-C_ell minus each mock's shot noise: (n_mocks, nbins)."""
+    return measured["cl"] - measured["noise"][:, None]
+
+
+def transfer_key(settings: CampaignSettings, case: Case) -> tuple:
+    """(contamination of the calibration mocks, mitigation, maps) of a mitigated case."""
+    same = settings.calibration_contamination == "same"
+    return (case.contamination if same else "none", case.mitigation, case.maps)
+
+
+def calibrate_transfers(setup: Setup, cases, progress=None) -> dict:
+    """transfer_key -> MitigationTransfer: every mitigation of `cases` run on the same calibration
+    mocks (clean, or contaminated as the case is) at each calibration f_NL, against those mocks
+    clean and unweighted."""
+    s = setup.settings
+    keys = sorted({transfer_key(s, c) for c in cases if c.mitigation != "none"})
+    calib = [Case("clean")] + [Case(f"{cont}+{m}{k}", cont, m, k) for cont, m, k in keys]
+    sig = {c.name: [] for c in calib}
+    for fnl in s.calibration_fnl:
+        meas = measure_cases(setup, fnl, calib, s.n_calibration, progress, first_index=300_000)
+        for c in calib:
+            sig[c.name].append(signal(meas[c.name]))
+    return {(cont, m, k): MitigationTransfer.from_signals(s.calibration_fnl, sig["clean"], sig[f"{cont}+{m}{k}"])
+            for cont, m, k in keys}
+
+
+def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcmc: int, progress=None,
+              transfer: MitigationTransfer | None = None):
     """Maximum-likelihood f_NL of every mock, and emcee posteriors of the first n_mcmc."""
     best, sigmas, posteriors = [], [], []
     with one_thread():
         for i, (cl, noise) in enumerate(zip(measured["cl"], measured["noise"])):
-            _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, i < n_mcmc, i, best, sigmas, posteriors)
+            _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, i < n_mcmc, i, best, sigmas, posteriors, transfer)
             if progress is not None:
                 progress(1)
     return np.asarray(best), np.asarray(sigmas), posteriors
 
 
-def _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, with_mcmc, i, best, sigmas, posteriors):
+def _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, with_mcmc, i, best, sigmas, posteriors, transfer):
     from .sampling import run_emcee
 
-    like = LogClLikelihood(setup.theory, cl, noise, cov_log, n_cov, log_bias)
+    like = LogClLikelihood(setup.theory, cl, noise, cov_log, n_cov, log_bias, transfer=transfer)
     theta, _ = like.max_likelihood()
     best.append(theta)
     if with_mcmc:
@@ -208,6 +242,7 @@ def summarise(true_fnl, best, sigmas, clean_scatter=None):
 def settings_dict(settings: CampaignSettings) -> dict:
     d = asdict(settings)
     d["fnl_values"] = list(settings.fnl_values)
+    d["calibration_fnl"] = list(settings.calibration_fnl)
     return d
 
 
@@ -230,13 +265,18 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
     s = settings
     setup = prepare(s, cache_dir=cache_dir)
     n_extra = n_cov * sum(1 for f in s.fnl_values if f != 0.0)
-    bar = tqdm(total=n_cov + n_extra + len(s.fnl_values) * s.n_mocks * (1 + len(cases)), disable=not progress,
-               desc="mocks and fits", unit="step")
+    n_mitigated = sum(1 for c in cases if c.mitigation != "none") if s.n_calibration else 0
+    n_calib = len(s.calibration_fnl) * s.n_calibration if n_mitigated else 0
+    bar = tqdm(total=n_cov + n_extra + len(s.fnl_values) * s.n_mocks * (1 + len(cases) + n_mitigated) + n_calib,
+               disable=not progress, desc="mocks and fits", unit="step")
     cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update,
                              first_index=100_000)["clean"]
     cov_log, log_bias = log_statistics(cov_meas["cl"])
+    transfers = calibrate_transfers(setup, cases, bar.update) if n_calib else {}
     result = {"settings": settings_dict(s), "n_cov_mocks": n_cov, "n_bins": int(len(setup.binning.edges) - 1),
-              "ell_edges": setup.binning.edges.tolist(), "cases": [], "theory": {}}
+              "ell_edges": setup.binning.edges.tolist(), "cases": [], "theory": {},
+              "transfers": {f"{m}{k}" + ("" if cont == "none" else f" on {cont}"): t.to_dict()
+                            for (cont, m, k), t in transfers.items()}}
     arrays = {"ell": setup.binning.centres, "theory": {}, "mean_cl": {}, "err_cl": {}, "cross": {},
               "posterior": {}}
     devs = {}
@@ -246,20 +286,24 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
         # the theory check uses n_cov clean mocks at every f_NL (cheap: no weights, no fits)
         clean = cov_meas if fnl == 0.0 else measure_cases(setup, fnl, [Case("clean")], n_cov, bar.update,
                                                           first_index=200_000)["clean"]
-        signal = clean["cl"] - clean["noise"][:, None]
-        dev = signal.mean(axis=0) / theory - 1.0
+        sig = signal(clean)
+        dev = sig.mean(axis=0) / theory - 1.0
         devs[fnl] = dev
         result["theory"][f"fnl={fnl:g}"] = {"windowed_binned": theory.tolist(), "mock_mean_rel_dev": dev.tolist(),
-                                            "mock_mean_rel_se": (signal.std(axis=0, ddof=1) / np.sqrt(len(signal))
+                                            "mock_mean_rel_se": (sig.std(axis=0, ddof=1) / np.sqrt(len(sig))
                                                                  / theory).tolist(),
-                                            "n_mocks": int(len(signal))}
+                                            "n_mocks": int(len(sig))}
         arrays["theory"][fnl] = theory
         clean_scatter = None
         for c in cases:
             m = meas[c.name]
+            transfer = transfers.get(transfer_key(s, c))
             best, sigmas, posts = fit_mocks(setup, m, cov_log, log_bias, n_cov, s.n_mcmc,
-                                            progress=bar.update)
+                                            progress=bar.update, transfer=transfer)
             row = summarise(fnl, best, sigmas, clean_scatter)
+            if transfer is not None:  # the same mocks fitted without the calibration, for comparison
+                raw, _, _ = fit_mocks(setup, m, cov_log, log_bias, n_cov, 0, progress=bar.update)
+                row["uncalibrated"] = summarise(fnl, raw, [], clean_scatter)
             if c.name == "clean":
                 clean_scatter = row["scatter"]
                 row["bias_over_clean_scatter"] = float((row["mean_fnl"] - fnl) / clean_scatter)
@@ -272,8 +316,8 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
                 arrays["cross"][(fnl, c.name)] = {k: np.mean([x[k] for x in m["cross"]], axis=0)
                                                    for k in m["cross"][0]}
             result["cases"].append(row)
-            arrays["mean_cl"][(fnl, c.name)] = (m["cl"] - m["noise"][:, None]).mean(axis=0)
-            arrays["err_cl"][(fnl, c.name)] = (m["cl"] - m["noise"][:, None]).std(axis=0) / np.sqrt(len(m["cl"]))
+            arrays["mean_cl"][(fnl, c.name)] = signal(m).mean(axis=0)
+            arrays["err_cl"][(fnl, c.name)] = signal(m).std(axis=0) / np.sqrt(len(m["cl"]))
             if posts:
                 arrays["posterior"][(fnl, c.name)] = posts[0].samples
     bar.close()

@@ -3,7 +3,8 @@
 Window, integral constraint and binning are linear, so they are applied once to each of the six
 parts of C_ell(f_NL, b); a model evaluation is then a weighted sum of six short vectors. The
 likelihood is Gaussian in log C_ell with the covariance of the mocks' log C_ell (Hartlap-corrected)
-and the mocks' log-transform bias <log C> - log <C> added to the model.
+and the mocks' log-transform bias <log C> - log <C> added to the model. A mitigated map's model is
+multiplied by the mitigation's transfer (lrgfnl.transfer), calibrated on clean mocks.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .errors import FnlInputError
 from .estimator import Binning
 from .sphere import MaskWindow
 from .theory import PART_NAMES, ClParts
+from .transfer import MitigationTransfer
 
 # Priors of the paper: f_NL, b, shot-noise offset
 PRIORS = {"fnl": (-1000.0, 1000.0), "b": (0.0, 5.0), "noise": (-1e-3, 1e-3)}
@@ -75,6 +77,7 @@ class LogClLikelihood:
     n_mocks: int
     log_bias: np.ndarray
     priors: dict = field(default_factory=lambda: dict(PRIORS))
+    transfer: MitigationTransfer | None = None
 
     def __post_init__(self):
         if np.any(~np.isfinite(self.data)) or np.any(self.data <= 0):
@@ -90,7 +93,10 @@ class LogClLikelihood:
         for x, name in ((fnl, "fnl"), (b, "b"), (dn, "noise")):
             lo, hi = self.priors[name]
             ok &= (x > lo) & (x < hi)
-        model = self.theory.cl(fnl, b) + (self.shot_noise + dn)[:, None]
+        signal = self.theory.cl(fnl, b)
+        if self.transfer is not None:
+            signal = signal * self.transfer(fnl)
+        model = signal + (self.shot_noise + dn)[:, None]
         ok &= np.all(model > 0, axis=1)
         r = np.log(np.where(model > 0, model, 1.0)) + self.log_bias - self.log_data
         lp = -0.5 * np.sum((r @ self.icov) * r, axis=1)

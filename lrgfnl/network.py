@@ -23,6 +23,8 @@ class NetworkSettings:
     lr: float = 0.05
     batch_size: int = 1024
     seed: int = 0
+    weight_decay: float = 0.0
+    fold_nside: int = 0          # 0: folds of random pixels; n: folds of whole nside-n patches
 
 
 def _mlp(n_in, hidden):
@@ -45,7 +47,7 @@ def _train_one(x_tr, n_tr, fg_tr, x_va, n_va, fg_va, scale, s: NetworkSettings, 
     with torch.no_grad():  # start at F = 1: softplus(b) = 1
         net[-1].weight.mul_(0.1)
         net[-1].bias.fill_(float(np.log(np.expm1(1.0))))
-    opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs, eta_min=s.lr * 0.01)
     gen = torch.Generator().manual_seed(seed)
 
@@ -83,18 +85,30 @@ def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = Net
     fg_all = torch.as_tensor(fracgood[sel], dtype=torch.float32)
     scale = float(counts[sel].sum() / fracgood[sel].sum())
     with torch_one_thread():
-        pred = _kfold_predict(x_all, n_all, fg_all, scale, settings)
+        pred = _kfold_predict(x_all, n_all, fg_all, scale, settings, fold_groups(sel, len(fracgood), settings))
     f = np.ones_like(fracgood, dtype=float)
     f[sel] = pred / pred.mean()
     return f
 
 
-def _kfold_predict(x_all, n_all, fg_all, scale, settings: NetworkSettings) -> np.ndarray:
+def fold_groups(pixels, npix, settings: NetworkSettings) -> np.ndarray:
+    """The group each footprint pixel is dealt into a fold with: itself, or its nside-n patch."""
+    if not settings.fold_nside:
+        return np.arange(len(pixels))
+    import healpy as hp
+
+    nside = hp.npix2nside(npix)
+    shift = 2 * int(np.log2(nside // settings.fold_nside))
+    return hp.ring2nest(nside, pixels) >> shift
+
+
+def _kfold_predict(x_all, n_all, fg_all, scale, settings: NetworkSettings, groups) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
     k = settings.n_folds
-    folds = np.random.default_rng(settings.seed).permutation(len(n_all)) % k
+    uniq, inv = np.unique(groups, return_inverse=True)
+    folds = (np.random.default_rng(settings.seed).permutation(len(uniq)) % k)[inv]
     pred = np.zeros(len(n_all))
     for fold in range(k):
         test = folds == fold

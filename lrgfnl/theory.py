@@ -13,6 +13,7 @@ higher ell the Limber approximation k = (ell + 1/2) / chi.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,29 @@ def limber_parts(cosmo: Cosmology, ells, z, nz):
     return out
 
 
+# exact parts already computed in this process, per (cosmology and n(z) fingerprint, ell): the Bessel
+# integrals are most of the theory's cost, and maps of several nside share their low ells
+_EXACT_DONE: dict = {}
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=float).tobytes())
+    return h.hexdigest()
+
+
+def exact_parts_cached(cosmo: Cosmology, ells, z, nz) -> dict:
+    """exact_parts, computing only the ells this process has not yet computed for this cosmology and n(z)."""
+    key = _fingerprint(cosmo.k, cosmo.pk0, cosmo.transfer, cosmo.z, cosmo.chi, cosmo.growth, z, nz)
+    missing = [int(ell) for ell in ells if (key, int(ell)) not in _EXACT_DONE]
+    if missing:
+        vals = exact_parts(cosmo, np.array(missing), z, nz)
+        for i, ell in enumerate(missing):
+            _EXACT_DONE[(key, ell)] = {n: vals[n][i] for n in PART_NAMES}
+    return {n: np.array([_EXACT_DONE[(key, int(ell))][n] for ell in ells]) for n in PART_NAMES}
+
+
 def compute_parts(cosmo: Cosmology, lmax: int, ell_exact: int = 50, z=None, nz=None) -> ClParts:
     """Parts for ell = 0..lmax; the monopole is set to 0 (unobservable, and removed by the
     integral constraint)."""
@@ -101,7 +125,7 @@ def compute_parts(cosmo: Cosmology, lmax: int, ell_exact: int = 50, z=None, nz=N
     lo = ell[(ell >= 1) & (ell <= ell_exact)]
     hi = ell[ell > ell_exact]
     parts = {n: np.zeros(lmax + 1) for n in PART_NAMES}
-    for sel, fn in ((lo, exact_parts), (hi, limber_parts)):
+    for sel, fn in ((lo, exact_parts_cached), (hi, limber_parts)):
         if len(sel):
             vals = fn(cosmo, sel, z, nz)
             for n in PART_NAMES:

@@ -5,6 +5,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
+from lrgfnl_shared import camb_cache_dir, cosmology
+
 from lrgfnl.cli import main
 
 
@@ -14,8 +16,9 @@ def _write(path, m):
 
 
 @pytest.fixture(scope="module")
-def camb_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("lrgfnl_camb"))
+def camb_cache():
+    cosmology()  # the session's CAMB tables, written once to this folder
+    return camb_cache_dir()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def test_mock_then_fit_recovers_a_sensible_fnl(mock_dir, camb_cache, tmp_path):
     out = tmp_path / "fit.json"
     rc = main(["--cache", camb_cache, "fit", "--counts", str(mock_dir / "counts.fits"), "--mask", str(mock_dir / "mask.fits"),
                "--templates", *(str(mock_dir / f"{n}.fits") for n in ("ebv", "galdepth_z", "psfsize_r")),
-               "--mitigation", "linear", "--cov-mocks", "40", "--steps", "800", "--no-pixel-window",
+               "--mitigation", "linear", "--cov-mocks", "40", "--calibration-mocks", "8", "--steps", "800", "--no-pixel-window",
                "--ell-max", "40", "--out", str(out), "--plot", str(tmp_path / "corner.png")])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -38,6 +41,9 @@ def test_mock_then_fit_recovers_a_sensible_fnl(mock_dir, camb_cache, tmp_path):
     post = res["posterior"]["fnl"]
     assert post["lo95"] < 0 < post["hi95"]          # the mock has f_NL = 0
     assert 1.0 < res["max_likelihood"]["b"] < 2.0   # input b = 1.43
+    t = res["transfer"]                             # the linear weights' transfer, from 8 clean mocks
+    assert t["fnl_nodes"] == [0.0, 100.0] and t["n_mocks"] == 8
+    assert np.all(np.abs(np.array(t["ratio"]) - 1) < 0.5)
     assert (tmp_path / "corner.png").stat().st_size > 1000
 
 
