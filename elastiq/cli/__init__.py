@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import analysis, elastic, formats, lrec, models, planning
+from . import analysis, elastic, formats, lrec, models, planning, serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="elastiq: low-bit formats and elastic model hosting.")
 
@@ -33,6 +33,7 @@ COMMANDS = [
     ("prune", elastic.prune),
     ("host", elastic.host),
     ("correct-option", lrec.correct_option),
+    ("serve", serve.serve),
 ]
 for _name, _command in COMMANDS:
     app.command(_name)(_command)

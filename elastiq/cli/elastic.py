@@ -196,14 +196,8 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     import psutil
     from rich.markup import escape
 
-    from elastiq.elastic import BudgetError
-
     proc = psutil.Process()
-    try:
-        hosted.apply_budget(events[0][1])
-    except BudgetError:
-        hosted.swap(hosted.options[-1])
-
+    hosted.fit_budget(events[0][1])
 
     pieces: list[tuple[int, str]] = []  # (option, text) as generated
     state = {"text": "", "error": None}
@@ -228,15 +222,12 @@ def _replay(hosted, events, speed: float, prompt: str | None, max_new_tokens: in
     for t, b in events:
         time.sleep(max(0.0, t / speed - (time.perf_counter() - t0)))
         try:
-            try:
-                tr = hosted.apply_budget(b)
-                row = ([str(tr.option), mib(tr.bytes), str(tr.units_changed), f"{tr.seconds * 1e3:.1f}"] if tr
-                       else [str(hosted.option), mib(hosted.held_bytes), "0", "-"])
-            except BudgetError as e:
-                console.print(f"[yellow]t={t:g}s: {escape(str(e))}; holding the smallest option[/yellow]")
-                tr = hosted.swap(hosted.options[-1]) if hosted.option != hosted.options[-1] else None
-                row = [f"{hosted.option} (refused)", mib(hosted.held_bytes), str(tr.units_changed if tr else 0),
-                       f"{tr.seconds * 1e3:.1f}" if tr else "-"]
+            tr, refused = hosted.fit_budget(b)
+            if refused:
+                console.print(f"[yellow]t={t:g}s: a budget of {mib(b)} MiB is below the smallest option; holding "
+                              "it[/yellow]")
+            row = [f"{hosted.option}" + (" (refused)" if refused else ""), mib(hosted.held_bytes),
+                   str(tr.units_changed if tr else 0), f"{tr.seconds * 1e3:.1f}" if tr else "-"]
         except ValueError as e:  # a swap that fails (ArtifactError, NativeError) changes nothing: keep serving
             console.print(f"[yellow]t={t:g}s: swap failed, holding option {hosted.option}:[/yellow] {escape(str(e))}",
                           soft_wrap=True)

@@ -108,6 +108,15 @@ class OptionChooser:
         k = self.best_option(budget)
         return None if k == self.option else self.swap(k)
 
+    def fit_budget(self, budget: int):
+        """(transition or None, refused): as ``apply_budget``, but a budget below the smallest
+        option holds the smallest option (a host that is serving keeps serving) and says so."""
+        try:
+            return self.apply_budget(budget), False
+        except BudgetError:
+            smallest = self.options[-1]
+            return (self.swap(smallest) if self.option != smallest else None), True
+
     def check_option(self, option: int) -> dict | None:
         """The extra option ``option`` names (None for a chain option); refuses an unknown one."""
         extra = self.extra_ids.get(option)

@@ -67,12 +67,13 @@ class Generation:
 
 
 def generate(step, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids=(), sampling: Sampling = GREEDY,
-             stop: tuple[str, ...] = (), on_token=None, reset=None, label=None, model=None) -> Generation:
+             stop: tuple[str, ...] = (), on_token=None, reset=None, label=None, model=None, on_step=None) -> Generation:
     """Continue ``prompt_ids``. ``step(ids) -> logits`` runs new tokens after the cached ones;
     ``reset()`` empties the cache first; ``model`` (a NativeModel) gets its context checked
     and its cache sized before any work; ``on_token(text)`` gets the text so far after each
     token (a possible start of a stop string is held back); ``label()`` names the option
-    that ran the last step, recorded per new token."""
+    that ran the last step, recorded per new token; ``on_step(token, logits)`` sees each new
+    token with the logits it was drawn from (for log-probabilities)."""
     if max_new_tokens < 1:
         raise NativeError(f"max_new_tokens is at least 1, got {max_new_tokens}")
     if not prompt_ids:
@@ -99,6 +100,8 @@ def generate(step, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_id
             reason = "stop"
             break
         out.append(tok)
+        if on_step is not None:
+            on_step(tok, logits)
         if label is not None:
             options.append(label())
         first = first or time.perf_counter() - t0
@@ -138,6 +141,11 @@ def generate_prompt(model, tokenizer, where, prompt: str, max_new_tokens: int, c
     folder in the error when there is no tokenizer."""
     if tokenizer is None:
         raise NativeError(f"{where} has no tokenizer.json: the native runtime needs a fast tokenizer")
-    eos = set(model.spec["eos_token_ids"]) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-    return generate(step or model.forward, tokenizer, tokenizer.prompt_ids(prompt, chat), max_new_tokens, eos,
-                    sampling, stop, on_token, model.reset, label=label, model=model)
+    return generate(step or model.forward, tokenizer, tokenizer.prompt_ids(prompt, chat), max_new_tokens,
+                    end_ids(model.spec, tokenizer), sampling, stop, on_token, model.reset, label=label, model=model)
+
+
+def end_ids(spec: dict, tokenizer) -> set[int]:
+    """The token ids that end a generation: the model's and the tokenizer's end of sequence."""
+    eos = set(spec.get("eos_token_ids") or ())
+    return eos | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())

@@ -1,0 +1,65 @@
+"""The ``elastiq serve`` command: an OpenAI-compatible server whose model follows a memory
+budget, with a status page at /. The web stack loads inside the command."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import console, fail, mib, parse_size
+
+
+def serve(
+    artifact: Path = typer.Argument(..., help="an artifact written by `elastiq build`, or a model saved by "
+                                              "`elastiq quantize --out`"),
+    budget: Optional[str] = typer.Option(None, help="a fixed weight budget (e.g. 90MiB)"),
+    available: bool = typer.Option(False, help="budget: this machine's available memory minus --reserve, followed"),
+    cgroup: bool = typer.Option(False, help="budget: this cgroup's memory limit minus its use and --reserve, followed"),
+    trace: Optional[Path] = typer.Option(None, help="replay a memory trace from the start: 'seconds,bytes' lines"),
+    reserve: str = typer.Option("0", help="memory kept free for everything but the weights (with --available/--cgroup)"),
+    speed: float = typer.Option(1.0, help="trace replay speed (2: twice as fast)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    api_key: Optional[str] = typer.Option(None, envvar="ELASTIQ_API_KEY",
+                                          help="require 'Authorization: Bearer KEY' on every endpoint but /health"),
+    engine: str = typer.Option("auto", help="native (no torch), torch, or auto (native where it runs the model)"),
+    threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
+) -> None:
+    """Serve ARTIFACT over OpenAI's API (/v1/chat/completions, /v1/completions) with a live status page."""
+    from elastiq.elastic.budget import AvailableMemory, CgroupLimit, Fixed, read_trace
+
+    chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
+                                    ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
+    if len(chosen) > 1:
+        fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
+    if not 0 < speed < float("inf"):
+        fail(ValueError(f"--speed must be a positive number, got {speed}"))
+    if not 0 <= port < 65536:
+        fail(ValueError(f"--port must lie in 0..65535, got {port}"))
+    try:
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        keep_free = parse_size(reserve)
+        source = (Fixed(parse_size(budget)) if budget is not None else AvailableMemory(keep_free) if available
+                  else CgroupLimit(keep_free) if cgroup else None)
+        events = read_trace(trace) if trace else None
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    import uvicorn
+
+    from elastiq.serve import create_app, open_service
+
+    try:
+        with console.status(f"opening {artifact} ..."):
+            service = open_service(artifact, engine, threads, source, events, speed,
+                                   warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    s = service.status()
+    console.print(f"{s['model']} on the {s['engine']} engine: option {s['option']}, {mib(s['weight_bytes'])} MiB of "
+                  f"weights; budget: {s['budget_source']}. Status page: http://{host}:{port}/")
+    try:
+        uvicorn.run(create_app(service, api_key), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
