@@ -27,3 +27,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 # asmsketch's system tools (LLVM 14; cross GCCs and qemu-user for tier B): installed where possible
 bash scripts/setup_asmsketch.sh
+# the headless Chromium of the status-page test (tests/test_serve.py)
+bash scripts/setup_browser.sh
