@@ -6,7 +6,10 @@
 Servers, each in its own process with the same threads: `elastiq serve` on the demo's
 elastic artifact of the built-in model (scripts/demo.sh builds it; the largest option is
 hosted) on the native runtime, and llama.cpp's server (`python -m llama_cpp.server`,
-llama-cpp-python) on the GGUF file the built-in model ships as (Q4_1). Both are found
+llama-cpp-python) on the GGUF file the built-in model ships as (Q4_1). Where llama.cpp's
+repacked weights (its "extra buffer types", AMX tiles on CPUs that have them) crash a
+prompt of more than one token, which a probe in a child process checks first, its server
+runs with them off, and the results say so. Both are found
 through GET /v1/models and driven by the official `openai` client: each client streams
 chat completions (greedy, --max-tokens new tokens, prompts in turn) back to back for
 --seconds. Per client count and server: requests/s, new tokens/s (content chunks), time
@@ -27,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -66,6 +70,33 @@ def start(cmd: list[str], port: int, log: Path, wait_s: float = 300) -> tuple[su
             time.sleep(0.5)
     p.terminate()
     raise RuntimeError(f"{cmd[:4]} did not start in {wait_s} s")
+
+
+# ---- llama.cpp's server --------------------------------------------------------------------------
+def llama_server_main(extra_bufts: bool, argv: list[str]) -> None:
+    """``python -m llama_cpp.server ARGV``, with llama.cpp's extra buffer types on or off."""
+    from llama_cpp import llama_cpp as lib  # where llama_cpp.Llama finds its default parameters
+
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = extra_bufts
+        return p
+
+    lib.llama_model_default_params = params
+    from llama_cpp.server.__main__ import main as server
+
+    sys.argv = ["llama_cpp.server", *argv]
+    server()
+
+
+def llama_extra_bufts_work(gguf: Path) -> bool:
+    """Whether llama.cpp's default (repacked) weights run a many-token prompt here: a child tries."""
+    code = ("from llama_cpp import Llama\n"
+            f"m = Llama(model_path={str(gguf)!r}, n_ctx=256, n_threads=1, verbose=False)\n"
+            "m.create_completion('The quick brown fox jumps over the lazy dog and then', max_tokens=2)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300).returncode == 0
 
 
 # ---- the client script ------------------------------------------------------------------------
@@ -162,14 +193,18 @@ def main() -> None:
     gguf = BUILTIN["smollm2-135m"].gguf_path()
     counts = [int(x) for x in a.clients.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="elastiq-bench-serve-"))  # the servers' output, for when one fails
+    extra_bufts = llama_extra_bufts_work(gguf)
+    if not extra_bufts:
+        print("llama.cpp's repacked weights crash a many-token prompt here: its server runs with them off", flush=True)
     ours_port, peer_port = free_port(), free_port()
     ours, ours_id = start([sys.executable, "-m", "elastiq", "serve", str(a.artifact), "--port", str(ours_port),
-                           "--engine", "native", "--threads", str(a.threads)], ours_port, RESULTS / "serve-elastiq.log")
+                           "--engine", "native", "--threads", str(a.threads)], ours_port, logs / "elastiq.log")
     try:
-        peer, peer_id = start([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        peer, peer_id = start([sys.executable, __file__, "--_llama_server", str(int(extra_bufts)), "--model", str(gguf), "--host", "127.0.0.1",
                                "--port", str(peer_port), "--n_ctx", "2048", "--n_threads", str(a.threads),
                                "--n_threads_batch", str(a.threads), "--verbose", "False"],
-                              peer_port, RESULTS / "serve-llama_cpp.log")
+                              peer_port, logs / "llama_cpp.log")
     except Exception:
         ours.terminate()
         raise
@@ -198,6 +233,7 @@ def main() -> None:
                     "artifact": a.artifact.name, "elastiq_option": status["option"],
                     "elastiq_weight_bytes": status["weight_bytes"], "options": status["options"],
                     "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "llama_cpp_python": llama_cpp.__version__,
+                    "llama_cpp_extra_bufts": extra_bufts,
                     "command": "python bench/serve.py " + " ".join(sys.argv[1:])},
            "clients": rows, "trace": trace}
     a.out.write_text(json.dumps(res, indent=1))
@@ -214,7 +250,9 @@ def table(res: dict) -> str:
     out = [f"{m['date']}, {m['cores']} cores ({m['threads']} threads per server), {m['seconds']:g} s per row, "
            f"{m['max_tokens']} new tokens per request, greedy. elastiq: `{m['artifact']}`, option {m['elastiq_option']} "
            f"({m['elastiq_weight_bytes'] / 2**20:.1f} MiB of weights, the largest of {m['options']}); llama.cpp "
-           f"(llama-cpp-python {m['llama_cpp_python']}): `{m['gguf']}` ({m['gguf_bytes'] / 2**20:.1f} MiB). "
+           f"(llama-cpp-python {m['llama_cpp_python']}): `{m['gguf']}` ({m['gguf_bytes'] / 2**20:.1f} MiB)"
+           + ("" if m["llama_cpp_extra_bufts"] else ", its repacked weights off (they crash a many-token prompt on "
+              "this machine)") + ". "
            f"Command: `{m['command'].strip()}`.", "",
            "| clients | server | requests/s | tokens/s | TTFT p50 s | TTFT p99 s | errors |", "|---|---|---|---|---|---|---|"]
     for row in res["clients"]:
@@ -239,4 +277,7 @@ def write_docs(res: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--_llama_server":
+        llama_server_main(sys.argv[2] == "1", sys.argv[3:])
+    else:
+        main()
