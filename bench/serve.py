@@ -241,11 +241,10 @@ def main() -> None:
     print(f"wrote {a.out} and docs/serve.md")
 
 
-def _s(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def table(res: dict) -> str:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from markdown import _num
+
     m = res["meta"]
     out = [f"{m['date']}, {m['cores']} cores ({m['threads']} threads per server), {m['seconds']:g} s per row, "
            f"{m['max_tokens']} new tokens per request, greedy. elastiq: `{m['artifact']}`, option {m['elastiq_option']} "
@@ -259,7 +258,7 @@ def table(res: dict) -> str:
         for name in ("elastiq", "llama_cpp"):
             r = row[name]
             out.append(f"| {row['n']} | {name} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
-                       f"{_s(r['ttft_p50_s'])} | {_s(r['ttft_p99_s'])} | {r['errors']} |")
+                       f"{_num(r['ttft_p50_s'], '.3f')} | {_num(r['ttft_p99_s'], '.3f')} | {r['errors']} |")
     t = res["trace"]
     out += ["", f"Trace replay (4 clients, {t['budget_events']} budget changes {t['step_s']:g} s apart through "
                 f"POST /elastiq/budget): **{t['swaps']} swaps, {t['streams']} streams, {t['failed_streams']} failed "

@@ -137,24 +137,14 @@ def host(
     threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
 ) -> None:
     """Host ARTIFACT under a memory budget: run the best option that fits, swap as it moves."""
-    from elastiq.elastic import AvailableMemory, CgroupLimit, Fixed, check_max_new_tokens, open_host, read_trace
+    from elastiq.elastic import check_max_new_tokens, open_host
     # both hosts refuse a bad artifact with a ValueError (ArtifactError, NativeError): torch stays unimported
 
-    chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
-                                    ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
-    if len(chosen) > 1:
-        fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
-    if not 0 < speed < float("inf"):
-        fail(ValueError(f"--speed must be a positive number, got {speed}"))
     try:
         check_max_new_tokens(max_new_tokens)  # before the artifact is opened
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
-        keep_free = parse_size(reserve)
-        limit = parse_size(budget) if budget is not None else None
-        events = read_trace(trace) if trace else None
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:
         fail(e)
+    source, events = budget_options(budget, available, cgroup, trace, reserve, speed, threads)
     try:
         if options:
             from elastiq.elastic import Artifact
@@ -163,8 +153,6 @@ def host(
             return
         with console.status(f"opening {artifact} ..."):
             hosted = open_host(artifact, engine, threads, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-        source = (Fixed(limit) if budget is not None else AvailableMemory(keep_free) if available
-                  else CgroupLimit(keep_free) if cgroup else None)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
     if events is None:
@@ -180,6 +168,28 @@ def host(
             console.print(getattr(reply, "text", reply))
         return
     _replay(hosted, events, speed, prompt, max_new_tokens)
+
+
+def budget_options(budget, available: bool, cgroup: bool, trace, reserve: str, speed: float, threads):
+    """(budget source or None, trace events or None) of the budget options `host` and `serve`
+    share; one clear line for options that do not go together or do not read."""
+    from elastiq.elastic import AvailableMemory, CgroupLimit, Fixed, read_trace
+
+    chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
+                                    ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
+    if len(chosen) > 1:
+        fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
+    if not 0 < speed < float("inf"):
+        fail(ValueError(f"--speed must be a positive number, got {speed}"))
+    try:
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        keep_free = parse_size(reserve)
+        source = (Fixed(parse_size(budget)) if budget is not None else AvailableMemory(keep_free) if available
+                  else CgroupLimit(keep_free) if cgroup else None)
+        return source, read_trace(trace) if trace else None
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
 
 
 def _peak_rss(proc) -> int:

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import console, fail, mib, parse_size
+from .common import console, fail, mib
+from .elastic import budget_options
 
 
 def serve(
@@ -27,25 +28,9 @@ def serve(
     threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
 ) -> None:
     """Serve ARTIFACT over OpenAI's API (/v1/chat/completions, /v1/completions) with a live status page."""
-    from elastiq.elastic.budget import AvailableMemory, CgroupLimit, Fixed, read_trace
-
-    chosen = [name for name, on in (("--budget", budget is not None), ("--available", available),
-                                    ("--cgroup", cgroup), ("--trace", trace is not None)) if on]
-    if len(chosen) > 1:
-        fail(ValueError(f"give one budget source, not {' and '.join(chosen)}"))
-    if not 0 < speed < float("inf"):
-        fail(ValueError(f"--speed must be a positive number, got {speed}"))
     if not 0 <= port < 65536:
         fail(ValueError(f"--port must lie in 0..65535, got {port}"))
-    try:
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
-        keep_free = parse_size(reserve)
-        source = (Fixed(parse_size(budget)) if budget is not None else AvailableMemory(keep_free) if available
-                  else CgroupLimit(keep_free) if cgroup else None)
-        events = read_trace(trace) if trace else None
-    except (ValueError, FileNotFoundError) as e:
-        fail(e)
+    source, events = budget_options(budget, available, cgroup, trace, reserve, speed, threads)
     import uvicorn
 
     from elastiq.serve import create_app, open_service

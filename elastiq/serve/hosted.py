@@ -39,19 +39,26 @@ class Hosted:
         raise NotImplementedError
 
 
-class NativeElastic(Hosted):
-    def __init__(self, host):
-        self.chooser, self.native, self.engine = host, host.model, "native"
-        if host.tokenizer is None:
-            raise InputError(f"{host.path} has no tokenizer.json: a server needs the model's tokenizer")
-        super().__init__(host.path, host.tokenizer, end_ids(host.model.spec, host.tokenizer), host.model.max_ctx,
-                         host.model.vocab)
+class _OnNative(Hosted):
+    engine = "native"
 
-    def step(self, ids, all_logits: bool = False):
-        return self.chooser.forward(ids, all_logits)
+    def __init__(self, path: Path, native, tokenizer):
+        if tokenizer is None:
+            raise InputError(f"{path} has no tokenizer.json: a server needs the model's tokenizer")
+        self.native = native
+        super().__init__(Path(path), tokenizer, end_ids(native.spec, tokenizer), native.max_ctx, native.vocab)
 
     def reset(self) -> None:
         self.native.reset()
+
+
+class NativeElastic(_OnNative):
+    def __init__(self, host):
+        self.chooser = host
+        super().__init__(host.path, host.model, host.tokenizer)
+
+    def step(self, ids, all_logits: bool = False):
+        return self.chooser.forward(ids, all_logits)  # under the host's read lock: one whole option
 
     def option(self):
         return self.chooser.last_option
@@ -61,20 +68,12 @@ class NativeElastic(Hosted):
         return self.chooser.held_bytes
 
 
-class NativeSaved(Hosted):
-    engine = "native"
-
+class NativeSaved(_OnNative):
     def __init__(self, lm):
-        self.lm, self.native = lm, lm.model
-        if lm.tokenizer is None:
-            raise InputError(f"{lm.path} has no tokenizer.json: a server needs the model's tokenizer")
-        super().__init__(lm.path, lm.tokenizer, end_ids(lm.model.spec, lm.tokenizer), lm.model.max_ctx, lm.model.vocab)
+        super().__init__(lm.path, lm.model, lm.tokenizer)
 
     def step(self, ids, all_logits: bool = False):
         return self.native.forward(ids, all_logits)
-
-    def reset(self) -> None:
-        self.native.reset()
 
     @property
     def weight_bytes(self) -> int:
