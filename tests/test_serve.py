@@ -325,3 +325,44 @@ def test_the_status_page_in_a_headless_browser(live):
         assert driver.execute_script("return document.getElementById('c-budget').width") > 0
     finally:
         driver.quit()
+
+
+def run_job(service, ids, max_tokens):
+    from elastiq.serve.engine import Job
+
+    done = threading.Event()
+    out = {}
+
+    def emit(kind, payload):
+        out[kind] = payload
+        if kind in ("done", "error"):
+            done.set()
+
+    service.engine.submit(Job(ids, max_tokens, emit))
+    assert done.wait(60) and "error" not in out, out.get("error")
+    return out["done"]
+
+
+def test_the_torch_host_and_a_saved_model_serve_too(artifact, tmp_path):
+    """The torch path (a fallback for models the native runtime does not run) gives the native
+    host's greedy tokens; a saved packed model is served on the native runtime with one option."""
+    import elastiq
+
+    native, torch_side = open_service(artifact, engine="native"), open_service(artifact, engine="torch")
+    try:
+        assert torch_side.hosted.engine == "torch"
+        ids = native.hosted.tokenizer.encode("The dog")
+        a, b = run_job(native, ids, 10), run_job(torch_side, ids, 10)
+        assert [t["token"] for t in a["new"]] == [t["token"] for t in b["new"]] and a["options"] == b["options"]
+    finally:
+        native.close()
+        torch_side.close()
+    model = make_tiny_llama()
+    elastiq.quantize(model, "int4", progress=False)
+    elastiq.save(model, tmp_path / "saved", tokenizer=make_byte_tokenizer())
+    saved = open_service(tmp_path / "saved")
+    try:
+        r = run_job(saved, saved.hosted.tokenizer.encode("The dog"), 6)
+        assert len(r["new"]) == 6 and r["options"] == [None] and saved.status()["budget_source"].startswith("none")
+    finally:
+        saved.close()

@@ -98,8 +98,8 @@ class TorchElastic(Hosted):
         import torch
 
         with torch.no_grad():
-            out = self.chooser.model(torch.tensor([list(ids)]), past_key_values=self.cache, use_cache=True)
-        self.cache, self._option = out.past_key_values, self.chooser.option
+            out = self.chooser.model(torch.tensor([list(ids)]), cache=self.cache, use_cache=True)
+        self.cache, self._option = out.cache, self.chooser.option
         logits = out.logits[0].float().numpy()
         return logits if all_logits else logits[-1]
 
