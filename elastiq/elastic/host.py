@@ -86,6 +86,7 @@ class ElasticModel(OptionChooser):
         self.rest_bytes, self.name = a.chain.rest_bytes, a.path.name
         self.levels = np.full(len(a.units), -1, dtype=np.int64)
         self.option: int | None = None
+        self.last_option: int | None = None
         self.wrapped: dict[str, nn.Module] = {}  # module name -> its packed base, while an extra option is hosted
         self._lock = RWLock()
         self._swap_lock = threading.Lock()
@@ -128,6 +129,7 @@ class ElasticModel(OptionChooser):
         with self._lock.read():
             if self.option is None:
                 raise RuntimeError("no option is loaded: call apply_budget(bytes) or swap(option) first")
+            self.last_option = self.option  # the option that ran this forward pass (as the native host records)
             return self._forward(*args, **kwargs)
 
     # ---- using ----------------------------------------------------------------------

@@ -32,11 +32,11 @@ class Hosted:
 
     def option(self):
         """The option that ran the last step (a saved model's is None)."""
-        return None
+        return None if self.chooser is None else self.chooser.last_option
 
     @property
     def weight_bytes(self) -> int:
-        raise NotImplementedError
+        return self.native.weight_bytes if self.chooser is None else self.chooser.held_bytes
 
 
 class _OnNative(Hosted):
@@ -60,13 +60,6 @@ class NativeElastic(_OnNative):
     def step(self, ids, all_logits: bool = False):
         return self.chooser.forward(ids, all_logits)  # under the host's read lock: one whole option
 
-    def option(self):
-        return self.chooser.last_option
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.chooser.held_bytes
-
 
 class NativeSaved(_OnNative):
     def __init__(self, lm):
@@ -75,17 +68,13 @@ class NativeSaved(_OnNative):
     def step(self, ids, all_logits: bool = False):
         return self.native.forward(ids, all_logits)
 
-    @property
-    def weight_bytes(self) -> int:
-        return self.native.weight_bytes
-
 
 class TorchElastic(Hosted):
     """The torch host (transformers' forward over packed layers), stepped with its own KV cache."""
     engine = "torch"
 
     def __init__(self, host):
-        self.chooser, self.cache, self._option = host, None, None
+        self.chooser, self.cache = host, None
         cfg, path = host.model.config, Path(host.artifact.path)
         if not (path / "tokenizer.json").is_file():
             raise InputError(f"{path} has no tokenizer.json: a server needs the model's tokenizer")
@@ -99,19 +88,12 @@ class TorchElastic(Hosted):
 
         with torch.no_grad():
             out = self.chooser.model(torch.tensor([list(ids)]), cache=self.cache, use_cache=True)
-        self.cache, self._option = out.cache, self.chooser.option
+        self.cache = out.cache
         logits = out.logits[0].float().numpy()
         return logits if all_logits else logits[-1]
 
     def reset(self) -> None:
         self.cache = None
-
-    def option(self):
-        return self._option
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.chooser.held_bytes
 
 
 def open_hosted(path, engine: str = "auto", threads: int | None = None, warn=print) -> Hosted:
