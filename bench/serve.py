@@ -9,7 +9,10 @@ hosted) on the native runtime, and llama.cpp's server (`python -m llama_cpp.serv
 llama-cpp-python) on the GGUF file the built-in model ships as (Q4_1). Where llama.cpp's
 repacked weights (its "extra buffer types", AMX tiles on CPUs that have them) crash a
 prompt of more than one token, which a probe in a child process checks first, its server
-runs with them off, and the results say so. Both are found
+runs with them off, and the results say so. Its server interrupts the stream in flight
+when a new request comes (`interrupt_requests`, on by default), which truncates every
+stream but the last under concurrent clients; it runs with that off, so that it queues
+requests as elastiq does (--llama-interrupts: as it comes). Both are found
 through GET /v1/models and driven by the official `openai` client: each client streams
 chat completions (greedy, --max-tokens new tokens, prompts in turn) back to back for
 --seconds. Per client count and server: requests/s, new tokens/s (content chunks), time
@@ -184,6 +187,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--trace-step", type=float, default=2.0, help="seconds between the trace's budget changes")
+    ap.add_argument("--llama-interrupts", action="store_true",
+                    help="run llama.cpp's server as it comes: a new request interrupts the stream in flight")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     a = ap.parse_args()
     if not (a.artifact / "elastic.json").is_file():
@@ -203,7 +208,8 @@ def main() -> None:
     try:
         peer, peer_id = start([sys.executable, __file__, "--_llama_server", str(int(extra_bufts)), "--model", str(gguf), "--host", "127.0.0.1",
                                "--port", str(peer_port), "--n_ctx", "2048", "--n_threads", str(a.threads),
-                               "--n_threads_batch", str(a.threads), "--verbose", "False"],
+                               "--n_threads_batch", str(a.threads), "--verbose", "False",
+                               "--interrupt_requests", str(a.llama_interrupts)],  # False: queue, as elastiq does
                               peer_port, logs / "llama_cpp.log")
     except Exception:
         ours.terminate()
@@ -233,7 +239,7 @@ def main() -> None:
                     "artifact": a.artifact.name, "elastiq_option": status["option"],
                     "elastiq_weight_bytes": status["weight_bytes"], "options": status["options"],
                     "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "llama_cpp_python": llama_cpp.__version__,
-                    "llama_cpp_extra_bufts": extra_bufts,
+                    "llama_cpp_extra_bufts": extra_bufts, "llama_cpp_interrupts": a.llama_interrupts,
                     "command": "python bench/serve.py " + " ".join(sys.argv[1:])},
            "clients": rows, "trace": trace}
     a.out.write_text(json.dumps(res, indent=1))
@@ -251,7 +257,7 @@ def table(res: dict) -> str:
            f"({m['elastiq_weight_bytes'] / 2**20:.1f} MiB of weights, the largest of {m['options']}); llama.cpp "
            f"(llama-cpp-python {m['llama_cpp_python']}): `{m['gguf']}` ({m['gguf_bytes'] / 2**20:.1f} MiB)"
            + ("" if m["llama_cpp_extra_bufts"] else ", its repacked weights off (they crash a many-token prompt on "
-              "this machine)") + ". "
+              "this machine)") + (", interrupting" if m.get("llama_cpp_interrupts") else ", queueing requests") + ". "
            f"Command: `{m['command'].strip()}`.", "",
            "| clients | server | requests/s | tokens/s | TTFT p50 s | TTFT p99 s | errors |", "|---|---|---|---|---|---|---|"]
     for row in res["clients"]:
