@@ -121,20 +121,30 @@ def prune(
     show_family(Artifact(path), title=f"pruned family -> {path}")
 
 
+# the options of a budget and an engine, shared by `host` and `serve` (read by budget_options)
+BUDGET = typer.Option(None, help="a fixed weight budget (e.g. 90MiB)")
+AVAILABLE = typer.Option(False, help="budget: this machine's available memory minus --reserve")
+CGROUP = typer.Option(False, help="budget: this cgroup's memory limit minus its use and --reserve")
+TRACE = typer.Option(None, help="replay a memory trace: a file of 'seconds,bytes' lines")
+RESERVE = typer.Option("0", help="memory kept free for everything but the weights (with --available/--cgroup)")
+SPEED = typer.Option(1.0, help="trace replay speed (2: twice as fast)")
+ENGINE = typer.Option("auto", help="native (the native runtime, no torch), torch, or auto (native where it runs the model)")
+THREADS = typer.Option(None, help="threads for the forward pass (default: every core)")
+
+
 def host(
     artifact: Path = typer.Argument(..., help="an artifact written by `elastiq build`"),
-    budget: Optional[str] = typer.Option(None, help="a fixed weight budget (e.g. 90MiB)"),
-    available: bool = typer.Option(False, help="budget: this machine's available memory minus --reserve"),
-    cgroup: bool = typer.Option(False, help="budget: this cgroup's memory limit minus its use and --reserve"),
-    trace: Optional[Path] = typer.Option(None, help="replay a memory trace: a file of 'seconds,bytes' lines"),
-    reserve: str = typer.Option("0", help="memory kept free for everything but the weights (with --available/--cgroup)"),
-    speed: float = typer.Option(1.0, help="trace replay speed (2: twice as fast)"),
+    budget: Optional[str] = BUDGET,
+    available: bool = AVAILABLE,
+    cgroup: bool = CGROUP,
+    trace: Optional[Path] = TRACE,
+    reserve: str = RESERVE,
+    speed: float = SPEED,
     prompt: Optional[str] = typer.Option(None, help="generate a reply to this prompt while hosting"),
     max_new_tokens: int = typer.Option(48, help="tokens to generate"),
     options: bool = typer.Option(False, "--options", help="list the artifact's options and exit"),
-    engine: str = typer.Option("auto", help="native (the native runtime, no torch), torch, or auto (native where it "
-                                            "runs the model)"),
-    threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
+    engine: str = ENGINE,
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Host ARTIFACT under a memory budget: run the best option that fits, swap as it moves."""
     from elastiq.elastic import check_max_new_tokens, open_host

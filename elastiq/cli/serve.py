@@ -8,24 +8,25 @@ from typing import Optional
 import typer
 
 from .common import console, fail, mib
+from . import elastic as E
 from .elastic import budget_options
 
 
 def serve(
     artifact: Path = typer.Argument(..., help="an artifact written by `elastiq build`, or a model saved by "
                                               "`elastiq quantize --out`"),
-    budget: Optional[str] = typer.Option(None, help="a fixed weight budget (e.g. 90MiB)"),
-    available: bool = typer.Option(False, help="budget: this machine's available memory minus --reserve, followed"),
-    cgroup: bool = typer.Option(False, help="budget: this cgroup's memory limit minus its use and --reserve, followed"),
-    trace: Optional[Path] = typer.Option(None, help="replay a memory trace from the start: 'seconds,bytes' lines"),
-    reserve: str = typer.Option("0", help="memory kept free for everything but the weights (with --available/--cgroup)"),
-    speed: float = typer.Option(1.0, help="trace replay speed (2: twice as fast)"),
+    budget: Optional[str] = E.BUDGET,
+    available: bool = E.AVAILABLE,
+    cgroup: bool = E.CGROUP,
+    trace: Optional[Path] = E.TRACE,
+    reserve: str = E.RESERVE,
+    speed: float = E.SPEED,
     host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)"),
     port: int = typer.Option(8000, help="port to listen on"),
     api_key: Optional[str] = typer.Option(None, envvar="ELASTIQ_API_KEY",
                                           help="require 'Authorization: Bearer KEY' on every endpoint but /health"),
-    engine: str = typer.Option("auto", help="native (no torch), torch, or auto (native where it runs the model)"),
-    threads: Optional[int] = typer.Option(None, help="threads for the forward pass (default: every core)"),
+    engine: str = E.ENGINE,
+    threads: Optional[int] = E.THREADS,
 ) -> None:
     """Serve ARTIFACT over OpenAI's API (/v1/chat/completions, /v1/completions) with a live status page."""
     if not 0 <= port < 65536:
