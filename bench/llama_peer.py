@@ -31,9 +31,9 @@ def child_env(gguf: str) -> dict:
     return {**os.environ, PLAIN_BUFFERS: "0" if extra_buffers_work(gguf) else "1"}
 
 
-def open_llama(**kwargs):
-    """``llama_cpp.Llama(**kwargs)``, with plain weight buffers where PLAIN_BUFFERS asks for them."""
-    import llama_cpp
+def plain_buffers_if_asked() -> None:
+    """Where PLAIN_BUFFERS asks for them, every ``llama_cpp.Llama`` made from now on in this
+    process loads its weights into plain buffers (llama.cpp's server makes its own)."""
     import llama_cpp.llama_cpp as lib
 
     if os.environ.get(PLAIN_BUFFERS) == "1":
@@ -45,4 +45,11 @@ def open_llama(**kwargs):
             return params
 
         lib.llama_model_default_params = plain
+
+
+def open_llama(**kwargs):
+    """``llama_cpp.Llama(**kwargs)``, with plain weight buffers where PLAIN_BUFFERS asks for them."""
+    import llama_cpp
+
+    plain_buffers_if_asked()
     return llama_cpp.Llama(**kwargs)

@@ -7,9 +7,9 @@ Servers, each in its own process with the same threads: `elastiq serve` on the d
 elastic artifact of the built-in model (scripts/demo.sh builds it; the largest option is
 hosted) on the native runtime, and llama.cpp's server (`python -m llama_cpp.server`,
 llama-cpp-python) on the GGUF file the built-in model ships as (Q4_1). Where llama.cpp's
-repacked weights (its "extra buffer types", AMX tiles on CPUs that have them) crash a
-prompt of more than one token, which a probe in a child process checks first, its server
-runs with them off, and the results say so. Its server interrupts the stream in flight
+extra weight buffers (AMX tiles on CPUs that report them) crash a prompt of more than one
+token, which bench/llama_peer.py's probe checks first, its server runs with plain buffers,
+and the results say so. Its server interrupts the stream in flight
 when a new request comes (`interrupt_requests`, on by default), which truncates every
 stream but the last under concurrent clients; it runs with that off, so that it queues
 requests as elastiq does (--llama-interrupts: as it comes). Both are found
@@ -59,10 +59,10 @@ def get(url: str, body=None) -> dict:
         return json.loads(r.read())
 
 
-def start(cmd: list[str], port: int, log: Path, wait_s: float = 300) -> tuple[subprocess.Popen, str]:
+def start(cmd: list[str], port: int, log: Path, wait_s: float = 300, env=None) -> tuple[subprocess.Popen, str]:
     """Start a server; return it and the model id its /v1/models names."""
     p = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**(env or os.environ), "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])})
     t0 = time.time()
     while time.time() - t0 < wait_s:
         if p.poll() is not None:
@@ -76,30 +76,15 @@ def start(cmd: list[str], port: int, log: Path, wait_s: float = 300) -> tuple[su
 
 
 # ---- llama.cpp's server --------------------------------------------------------------------------
-def llama_server_main(extra_bufts: bool, argv: list[str]) -> None:
-    """``python -m llama_cpp.server ARGV``, with llama.cpp's extra buffer types on or off."""
-    from llama_cpp import llama_cpp as lib  # where llama_cpp.Llama finds its default parameters
+def llama_server_main(argv: list[str]) -> None:
+    """``python -m llama_cpp.server ARGV``, with plain weight buffers where llama_peer asks for them."""
+    from llama_peer import plain_buffers_if_asked
 
-    default = lib.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = extra_bufts
-        return p
-
-    lib.llama_model_default_params = params
+    plain_buffers_if_asked()
     from llama_cpp.server.__main__ import main as server
 
     sys.argv = ["llama_cpp.server", *argv]
     server()
-
-
-def llama_extra_bufts_work(gguf: Path) -> bool:
-    """Whether llama.cpp's default (repacked) weights run a many-token prompt here: a child tries."""
-    code = ("from llama_cpp import Llama\n"
-            f"m = Llama(model_path={str(gguf)!r}, n_ctx=256, n_threads=1, verbose=False)\n"
-            "m.create_completion('The quick brown fox jumps over the lazy dog and then', max_tokens=2)\n")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300).returncode == 0
 
 
 # ---- the client script ------------------------------------------------------------------------
@@ -199,18 +184,22 @@ def main() -> None:
     counts = [int(x) for x in a.clients.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="elastiq-bench-serve-"))  # the servers' output, for when one fails
-    extra_bufts = llama_extra_bufts_work(gguf)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from llama_peer import PLAIN_BUFFERS, child_env
+
+    llama_env = child_env(gguf)
+    extra_bufts = llama_env[PLAIN_BUFFERS] == "0"
     if not extra_bufts:
-        print("llama.cpp's repacked weights crash a many-token prompt here: its server runs with them off", flush=True)
+        print("llama.cpp's extra weight buffers crash a many-token prompt here: its server loads plain ones", flush=True)
     ours_port, peer_port = free_port(), free_port()
     ours, ours_id = start([sys.executable, "-m", "elastiq", "serve", str(a.artifact), "--port", str(ours_port),
                            "--engine", "native", "--threads", str(a.threads)], ours_port, logs / "elastiq.log")
     try:
-        peer, peer_id = start([sys.executable, __file__, "--_llama_server", str(int(extra_bufts)), "--model", str(gguf), "--host", "127.0.0.1",
+        peer, peer_id = start([sys.executable, __file__, "--_llama_server", "--model", str(gguf), "--host", "127.0.0.1",
                                "--port", str(peer_port), "--n_ctx", "2048", "--n_threads", str(a.threads),
                                "--n_threads_batch", str(a.threads), "--verbose", "False",
                                "--interrupt_requests", str(a.llama_interrupts)],  # False: queue, as elastiq does
-                              peer_port, logs / "llama_cpp.log")
+                              peer_port, logs / "llama_cpp.log", env=llama_env)
     except Exception:
         ours.terminate()
         raise
@@ -256,7 +245,7 @@ def table(res: dict) -> str:
            f"{m['max_tokens']} new tokens per request, greedy. elastiq: `{m['artifact']}`, option {m['elastiq_option']} "
            f"({m['elastiq_weight_bytes'] / 2**20:.1f} MiB of weights, the largest of {m['options']}); llama.cpp "
            f"(llama-cpp-python {m['llama_cpp_python']}): `{m['gguf']}` ({m['gguf_bytes'] / 2**20:.1f} MiB)"
-           + ("" if m["llama_cpp_extra_bufts"] else ", its repacked weights off (they crash a many-token prompt on "
+           + ("" if m["llama_cpp_extra_bufts"] else ", plain weight buffers (its extra ones crash a many-token prompt on "
               "this machine)") + (", interrupting" if m.get("llama_cpp_interrupts") else ", queueing requests") + ". "
            f"Command: `{m['command'].strip()}`.", "",
            "| clients | server | requests/s | tokens/s | TTFT p50 s | TTFT p99 s | errors |", "|---|---|---|---|---|---|---|"]
@@ -282,7 +271,7 @@ def write_docs(res: dict) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--_llama_server":
-        llama_server_main(sys.argv[2] == "1", sys.argv[3:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--_llama_server":
+        llama_server_main(sys.argv[2:])
     else:
         main()
