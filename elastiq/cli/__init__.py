@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import analysis, elastic, formats, lrec, models, planning
+from . import analysis, elastic, formats, interop, lrec, models, planning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="elastiq: low-bit formats and elastic model hosting.")
 
@@ -36,6 +36,7 @@ COMMANDS = [
 ]
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
+app.add_typer(interop.export_app, name="export")
 
 if __name__ == "__main__":
     app()

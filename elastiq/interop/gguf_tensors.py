@@ -146,7 +146,10 @@ def packed_tensor(packed: F.Packed, fallback: str | None, name: str) -> GgufTens
     if fallback is None:
         raise InputError(f"{name} is in {packed.fmt.name}, which no GGUF type holds exactly ({why}): export a model "
                          f"in int4, int5, int8 or mxfp4, or pass --fallback q8_0|f16 to convert it (with a KL cost)")
-    return fallback_tensor(F.dequantize(packed, torch.float32), fallback, name)
+    w = F.dequantize(packed, torch.float32)
+    t = fallback_tensor(w, fallback, name)
+    t.exact = bool(torch.equal(gguf_values(t, w.shape), w))  # the fallback type may happen to hold it after all
+    return t
 
 
 def fallback_tensor(w: torch.Tensor, fallback: str, name: str) -> GgufTensor:
