@@ -37,6 +37,8 @@ COMMANDS = [
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
 app.add_typer(interop.export_app, name="export")
+app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False)(interop.lm_eval)
 
 if __name__ == "__main__":
     app()

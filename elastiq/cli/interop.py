@@ -59,3 +59,17 @@ def gguf(
             table.add_row(c["tensor"], c["format"], c["type"])
         console.print(table)
     write_json(report, r)
+
+
+def lm_eval(ctx: typer.Context) -> None:
+    """lm-evaluation-harness's command line (lm-eval 0.4) with the ``elastiq`` model registered:
+    elastiq lm-eval run --model elastiq --model_args pretrained=MODEL,format=nxfp4 --tasks ..."""
+    import sys
+
+    try:
+        import elastiq.interop.lm_eval_model  # noqa: F401  registers the model
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError as e:
+        fail(ImportError(f"elastiq lm-eval needs lm-evaluation-harness: pip install lm-eval==0.4.13 ({e})"))
+    sys.argv = ["lm-eval", *ctx.args]
+    cli_evaluate()

@@ -113,9 +113,10 @@ class ElastiqHfQuantizer(HfQuantizer):
 def untie(model, modules: dict) -> None:
     """Drop transformers' weight ties that name a packed module: it has no ``weight`` to tie,
     and a packed head shares the embedding's buffers already."""
-    ties = getattr(model, "all_tied_weights_keys", None) or {}
     packed = tuple(f"{m}." for m in modules)
-    model.all_tied_weights_keys = {k: v for k, v in ties.items() if not (k.startswith(packed) or v.startswith(packed))}
+    for attr in ("all_tied_weights_keys", "_tied_weights_keys"):  # the mapping, and what it is recomputed from
+        ties = getattr(model, attr, None) or {}
+        setattr(model, attr, {k: v for k, v in ties.items() if not (k.startswith(packed) or v.startswith(packed))})
 
 
 if METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:  # importing twice (a reload) registers once
