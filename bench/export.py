@@ -28,7 +28,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs/interop.md"
-BEGIN, END = "<!-- export:begin -->", "<!-- export:end -->"
 
 
 def without_extra_buffers() -> None:
@@ -127,13 +126,6 @@ def table(data: dict) -> str:
     return "\n".join(out)
 
 
-def write_docs(data: dict) -> None:
-    text = DOC.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(f"{head}{BEGIN}\n{table(data)}\n{END}{tail}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -153,8 +145,13 @@ def main() -> None:
                          "llama.cpp's barriers and decode 50x slower than 1")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/export.json")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/interop.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite the docs table from an existing --out file")
     ap.add_argument("--extra-buffers", action="store_true", help="let llama.cpp use its AMX/repacked weight layouts")
     args = ap.parse_args()
+    if args.render:
+        from markdown import write_section  # bench/markdown.py (bench/ is this script's folder)
+
+        return write_section(DOC, "export", table(json.loads(args.out.read_text())))
 
     import llama_cpp
 
@@ -204,7 +201,9 @@ def main() -> None:
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(table(data))
     if not args.no_docs:
-        write_docs(data)
+        from markdown import write_section  # bench/markdown.py (bench/ is this script's folder)
+
+        write_section(DOC, "export", table(data))
         print(f"wrote {args.out} and the table in {DOC}")
 
 
