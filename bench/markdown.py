@@ -355,6 +355,16 @@ def runtime_table(data: dict) -> str:
     return "\n".join(out)
 
 
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Replace what stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``doc``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = doc.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} has no {begin} ... {end} section")
+    head, _, rest = text.partition(begin)
+    doc.write_text(f"{head}{begin}\n{body}\n{end}{rest.partition(end)[2]}")
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,

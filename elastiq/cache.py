@@ -73,14 +73,17 @@ def write_error(path: Path, error: BaseException) -> InputError | None:
     return InputError(f"cannot write {path}: {reason}; nothing was written. Free space or choose another place")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: Path):
+    """Yield a temporary path beside ``path`` to write; it is renamed to ``path`` when the
+    block ends, and removed if the block fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -88,6 +91,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if friendly is not None:
             raise friendly from None
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -46,6 +46,7 @@ import torch
 x = torch.randn(64, 256)
 """,
     "docs/lrec.md": TINY_LLAMA,
+    "docs/interop.md": TINY_LLAMA,
     "docs/models.md": TINY_LLAMA + """
 import os
 from elastiq.models import BUILTIN

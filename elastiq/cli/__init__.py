@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import analysis, elastic, formats, lrec, models, planning, serve
+from . import analysis, elastic, formats, interop, lrec, models, planning, serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="elastiq: low-bit formats and elastic model hosting.")
 
@@ -37,6 +37,9 @@ COMMANDS = [
 ]
 for _name, _command in COMMANDS:
     app.command(_name)(_command)
+app.add_typer(interop.export_app, name="export")
+app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False)(interop.lm_eval)
 
 if __name__ == "__main__":
     app()

@@ -35,17 +35,7 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    ties = tied_heads(model)
-    modules = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (QuantLinear, QuantEmbedding)):
-            modules[name] = {"kind": "embedding" if isinstance(m, QuantEmbedding) else "linear",
-                             "format": F.spec(m.fmt), "shape": list(m.packed().shape),
-                             "dtype": str(m.weight_dtype).removeprefix("torch.")}
-            if isinstance(m, QuantLinear):
-                modules[name]["act_format"] = F.spec(m.act_format) if m.act_format is not None else None
-            if name in ties:
-                modules[name]["tied_to"] = ties[name]
+    modules = module_entries(model)
     with atomic_dir(directory, overwrite=overwrite, owner=MANIFEST) as tmp:
         model.config.to_json_file(str(tmp / "config.json"))
         save_model(model, str(tmp / WEIGHTS))
@@ -58,6 +48,23 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
         manifest = {"elastiq": VERSION, "architecture": type(model).__name__, "modules": modules, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return directory
+
+
+def module_entries(model: nn.Module) -> dict[str, dict]:
+    """{module: kind, format, shape, dtype, act_format (linear), tied_to (a tied head)} of
+    every packed module: what a load needs to build the packed skeleton before reading."""
+    ties = tied_heads(model)
+    modules = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantEmbedding)):
+            modules[name] = {"kind": "embedding" if isinstance(m, QuantEmbedding) else "linear",
+                             "format": F.spec(m.fmt), "shape": list(m.packed().shape),
+                             "dtype": str(m.weight_dtype).removeprefix("torch.")}
+            if isinstance(m, QuantLinear):
+                modules[name]["act_format"] = F.spec(m.act_format) if m.act_format is not None else None
+            if name in ties:
+                modules[name]["tied_to"] = ties[name]
+    return modules
 
 
 def is_saved_model(path) -> bool:

@@ -57,6 +57,12 @@ class PackedWeight(nn.Module):
         return F.Packed(self.fmt, self.weight_shape, self.weight_dtype,
                         self.codes, self.scales, self.selectors, self.tensor_scale)
 
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The packed codes, under the name by which peft (as for GPTQ layers) finds a
+        quantized layer's device."""
+        return self.codes
+
     def kernel(self):
         """The native kernels' view of the weight; None on the torch path, or on the auto
         path where they cannot serve it. On the native path that case raises."""
