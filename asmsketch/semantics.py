@@ -337,6 +337,22 @@ def arm_logical_ok(value: int, width: int = 64) -> bool:
     return False
 
 
+def arm_logical_domain(v, width: int):
+    """z3: `v` (a `width`-bit term) is an AArch64 bitmask immediate. For some element size e, v repeats
+    every e bits and each element holds one cyclic run of ones: the run starts (bits set whose lower
+    neighbour, cyclically, is clear) of one element are a single bit. Cheaper for z3 than a set of values."""
+    ones = (1 << width) - 1
+    starts = v & ~z3.RotateLeft(v, 1)
+    sizes = []
+    for e in (2, 4, 8, 16, 32, 64):
+        if e > width:
+            break
+        low = z3.Extract(e - 1, 0, starts)
+        periodic = z3.BoolVal(True) if e == width else v == z3.RotateLeft(v, e)
+        sizes.append(z3.And(periodic, low != 0, low & (low - 1) == 0))
+    return z3.And(v != 0, v != ones, z3.Or(sizes))
+
+
 def hole_domain(isa: str, ins: Instr, index: int, h):
     """z3 constraint on hole `h` (64-bit, signed value) at operand `index` so it can be encoded."""
     op, a = ins.op, ins.args
@@ -361,7 +377,10 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
         if op in ("lsl", "lsr", "asr", "ror"):
             return rng(0, 63 if wide else 31)
         if op in ("and", "ands", "orr", "eor"):
-            return z3.BoolVal(True) if wide else rng(0, (1 << 32) - 1)  # encodability checked after solving
+            # the exact encodable set, so that CEGIS never proposes a value the assembler rejects
+            if wide:
+                return arm_logical_domain(h, 64)
+            return z3.And(z3.Extract(63, 32, h) == 0, arm_logical_domain(z3.Extract(31, 0, h), 32))
         if op in ("ubfx", "sbfx", "ubfiz", "sbfiz"):
             w = 64 if wide else 32
             if index == 2:
