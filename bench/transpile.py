@@ -5,6 +5,7 @@ section of docs/asmsketch.md.
     python bench/asmsketch_train.py --minutes 30      # once: corpus + model (cached)
     python bench/transpile.py                         # all phases
     python bench/transpile.py --phase eval --functions 50   # one phase (results are merged)
+    python bench/transpile.py --phase eval --direction riscv_to_arm   # one direction of it
 """
 
 from __future__ import annotations
@@ -123,13 +124,16 @@ def phase_eval(res, args):
         return [baseline.transpile(parse_body(s, body))]
 
     extra = {"rule_based": rule_based}
-    bar = Progress(2 * len(pairs), "eval")
+    bar = Progress((2 if args.direction is None else 1) * len(pairs), "eval")
     t0 = time.time()
+    dirs = [d for d in evaluate.DIRECTIONS if args.direction in (None, f"{d[0]}_to_{d[1]}")]
     out = evaluate.evaluate(guesser, pairs, k=5, threshold=args.threshold, extra_methods=extra,
-                            progress=bar.update)
+                            progress=bar.update, directions=dirs)
     bar.close()
     res["threshold"] = args.threshold
-    res["eval_seconds"] = round(time.time() - t0, 1)
+    prev = load_results().get("eval_seconds")
+    res["eval_seconds"] = {**(prev if isinstance(prev, dict) else {}),
+                           **{f"{d[0]}_to_{d[1]}": round(time.time() - t0, 1) for d in dirs}}
     res["test_functions"] = len(pairs)
     res["test_levels"] = {f"O{o}": sum(p.opt == o for p in pairs) for o in corpus.OPT_LEVELS}
     res["directions"] = out
@@ -235,6 +239,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "smollm", "doc", "all"], default="all")
     ap.add_argument("--functions", type=int, default=200)
+    ap.add_argument("--direction", choices=["arm_to_riscv", "riscv_to_arm"],
+                    help="eval one direction (two processes can share the work; results are merged)")
     ap.add_argument("--smollm-functions", type=int, default=10)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--sem-instances", type=int, default=10)
