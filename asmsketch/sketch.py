@@ -145,8 +145,10 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
     cegis = _Cegis(tgt, holes, hv, reg_holes, inputs, domain, max_iters, timeout_ms * RLIMIT_PER_MS)
     abstract = _abstract_products([src_out[s] for _, s in outputs], [tgt_out[t] for t, _ in outputs], spec)
     it = 0
-    if abstract:  # products matched operand for operand: no multiplier for z3 to bit-blast
-        vals, it, why = cegis.run(*abstract, list(examples), block_failures=True)
+    if abstract:  # products matched operand for operand: no multiplier for z3 to bit-blast, so large
+        # random inputs are cheap (they make the products large, which pins the holes after them)
+        wide = examples[:2] + [[rng.getrandbits(64) for _ in inputs] for _ in range(n_examples)]
+        vals, it, why = cegis.run(*abstract, wide, fresh=rng)
         if vals is not None:
             return SolveResult(cegis.named(vals, options), time.perf_counter() - t0, it, why, examples)
     vals, it2, why = cegis.run(spec, spec, examples)
@@ -205,9 +207,10 @@ class _Cegis:
             vals[h] = options[vals[h]]
         return vals
 
-    def run(self, synth_spec, verify_spec, examples, block_failures=False):
-        """(values or None, iterations, reason). block_failures: a fill that fails verification is
-        excluded outright (an abstract counterexample need not rule it out)."""
+    def run(self, synth_spec, verify_spec, examples, fresh: random.Random | None = None):
+        """(values or None, iterations, reason). fresh: the verification spec abstracts the products, so
+        its counterexample need not be one: a fill that fails is excluded outright, and a random input
+        is added with the counterexample."""
         synth = z3.Solver()
         # z3's resource limit, not wall time: the same answer on a busy or an idle machine
         synth.set("rlimit", self.rlimit)
@@ -239,7 +242,8 @@ class _Cegis:
             ex = [cm.eval(x, model_completion=True).as_long() for x in self.inputs]
             examples.append(ex)
             synth.add(self._at(synth_spec, ex))
-            if block_failures:
+            if fresh is not None:
+                synth.add(self._at(synth_spec, [fresh.getrandbits(64) for _ in self.inputs]))
                 synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in self.holes]))
         return None, self.max_iters, "iteration budget spent"
 
