@@ -41,7 +41,19 @@ def load_results() -> dict:
 
 
 def save_results(new: dict) -> None:
-    """Merge one phase's keys into the results file (per method under directions), atomically."""
+    """Merge one phase's keys into the results file (per method under directions), atomically; a lock
+    lets phases run as separate processes."""
+    import fcntl
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    fd = os.open(os.path.dirname(RESULTS), os.O_RDONLY)  # the folder is the lock: no stray file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _merge(new)
+    finally:
+        os.close(fd)
+
+
+def _merge(new: dict) -> None:
     res = load_results()
     for k, v in new.items():
         if k == "directions":
@@ -49,7 +61,6 @@ def save_results(new: dict) -> None:
                 res.setdefault("directions", {}).setdefault(d, {}).update(rows)
         else:
             res[k] = v
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     tmp = RESULTS + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh, indent=1)
@@ -85,7 +96,8 @@ def phase_corpus(res, args):
 
 def phase_solver(res, args):
     pool = corpus.build_pairs(range(400_000, 400_000 + args.solver_functions))
-    ts = trials.make_trials(pool, n=args.solver_blocks, seed=0)
+    left_out = {}
+    ts = trials.make_trials(pool, n=args.solver_blocks, seed=0, stats=left_out)
     bar = Progress(len(ts), "solver: corrupted immediates")
     s = trials.summarize(ts, progress=bar.update)
     bar.close()
@@ -95,6 +107,7 @@ def phase_solver(res, args):
     bar.close()
     res["solver"] = {"fixed_share": s["fixed_share"], "median_s": s["median_s"], "p90_s": s["p90_s"],
                      "blocks": s["n"], "fill_found": s["fill_found"], "fill_fails_execution": s["fill_fails_execution"],
+                     "no_fix_reasons": s["no_fix_reasons"], "blocks_not_agreeing_left_out": left_out.get("blocks_not_agreeing", 0),
                      "opcode": {"blocks": o["n"], "no_fix": o["n"] - o["fill_found"],
                                 "fill_found_and_passes": o["fill_passes_execution"],
                                 "fill_fails_execution": o["fill_fails_execution"]}}
