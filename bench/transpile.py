@@ -236,6 +236,12 @@ def write_doc(res):
                   f"{s['p90_s']:.3f} | {s['fill_fails_execution']} |",
                   f"| corrupted opcode (+ immediate holes) | {s['opcode']['blocks']} | no fix: {s['opcode']['no_fix']}, "
                   f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | {s['opcode']['fill_fails_execution']} |", ""]
+        if "no_fix_reasons" in s:
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(s["no_fix_reasons"].items(), key=lambda kv: -kv[1]))
+            lines += [f"Corrupted-immediate blocks with no fix, by the solver's reason: {reasons or 'none'}. "
+                      f"Left out before sampling: {s['blocks_not_agreeing_left_out']} blocks whose uncorrupted target "
+                      "does not compute what its source block computes (the two functions' pure blocks need not "
+                      "correspond), so no fill could be right.", ""]
     block = "\n".join(lines)
     with open(DOC) as fh:
         doc = fh.read()
