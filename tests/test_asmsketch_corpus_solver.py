@@ -67,6 +67,6 @@ def test_products_of_holes_are_solved_by_matching_operands():
                               "\tmul a0, a0, a0\n\tslli a0, a0, 20\n")
     tgt = parse_body("arm", "\tubfiz x8, x0, #2, #40\n\tsub x8, x8, #7\n\tmul x8, x8, x8\n\tlsl x0, x8, #9\n")
     holes = [Hole(0, 2), Hole(0, 3), Hole(1, 2), Hole(3, 2)]
-    res = solve_block(src, (0, 5), tgt, (0, 4), holes, {"x0": "a0"}, [("x0", "a0")], timeout_ms=300)
+    res = solve_block(src, (0, 5), tgt, (0, 4), holes, {"x0": "a0"}, [("x0", "a0")], timeout_ms=1000)
     assert res.values == {Hole(0, 2): 1, Hole(0, 3): 44, Hole(1, 2): 3, Hole(3, 2): 20}
     assert res.reason == "equivalent"
