@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -53,8 +54,34 @@ def save_results(new: dict) -> None:
         os.close(fd)
 
 
+def _combine_shards(shards: list[dict]) -> dict:
+    """One direction's rows from the rows of its shards (disjoint sets of functions)."""
+    out = {}
+    for m in shards[0]:
+        if m == "_sketch":
+            times = [t for sh in shards for t in sh[m]["solver_times"]]
+            out[m] = {"blocks_sketched": sum(sh[m]["blocks_sketched"] for sh in shards),
+                      "blocks_solved": sum(sh[m]["blocks_solved"] for sh in shards),
+                      "solver_median_s": statistics.median(times) if times else None}
+            continue
+        n = sum(sh[m]["n"] for sh in shards)
+        out[m] = {k: sum(sh[m][k] * sh[m]["n"] for sh in shards) / max(1, n) for k in ("pass_at_1", "pass_at_5")}
+        out[m].update(false_passes=sum(sh[m]["false_passes"] for sh in shards), n=n)
+    return out
+
+
 def _merge(new: dict) -> None:
     res = load_results()
+    for d, (k, n_shards, rows) in new.pop("eval_shard", {}).items():  # complete shards become the direction
+        got = res.setdefault("eval_shards", {}).setdefault(d, {})
+        got[f"{k}/{n_shards}"] = rows
+        if len(got) == n_shards:
+            res.setdefault("directions", {}).setdefault(d, {}).update(_combine_shards(list(got.values())))
+            del res["eval_shards"][d]
+            if not res["eval_shards"]:
+                del res["eval_shards"]
+    for d, rows in new.get("directions", {}).items():
+        rows.get("_sketch", {}).pop("solver_times", None)
     for k, v in new.items():
         if k == "directions":
             for d, rows in v.items():
@@ -131,7 +158,9 @@ def phase_eval(res, args):
     from asmsketch.model import load
     torch.set_num_threads(1)
     guesser = load(data.model_dir())
-    pairs = _test_pairs(args.functions)
+    all_pairs = _test_pairs(args.functions)
+    k, n_shards = map(int, args.shard.split("/")) if args.shard else (0, 1)
+    pairs = all_pairs[k::n_shards]
 
     def rule_based(body, s, t):
         return [baseline.transpile(parse_body(s, body))]
@@ -143,13 +172,18 @@ def phase_eval(res, args):
     out = evaluate.evaluate(guesser, pairs, k=5, threshold=args.threshold, extra_methods=extra,
                             progress=bar.update, directions=dirs)
     bar.close()
+    if n_shards > 1:
+        res["eval_shard"] = {d: (k, n_shards, rows) for d, rows in out.items()}
+        out = {}
     res["threshold"] = args.threshold
     prev = load_results().get("eval_seconds")
     res["eval_seconds"] = {**(prev if isinstance(prev, dict) else {}),
-                           **{f"{d[0]}_to_{d[1]}": round(time.time() - t0, 1) for d in dirs}}
-    res["test_functions"] = len(pairs)
-    res["test_levels"] = {f"O{o}": sum(p.opt == o for p in pairs) for o in corpus.OPT_LEVELS}
-    res["directions"] = out
+                           **{f"{d[0]}_to_{d[1]}" + (f" shard {args.shard}" if args.shard else ""):
+                              round(time.time() - t0, 1) for d in dirs}}
+    res["test_functions"] = args.functions
+    res["test_levels"] = {f"O{o}": sum(p.opt == o for p in all_pairs) for o in corpus.OPT_LEVELS}
+    if out:
+        res["directions"] = out
 
 
 def phase_smollm(res, args):
@@ -260,6 +294,8 @@ def main():
     ap.add_argument("--functions", type=int, default=200)
     ap.add_argument("--direction", choices=["arm_to_riscv", "riscv_to_arm"],
                     help="eval one direction (two processes can share the work; results are merged)")
+    ap.add_argument("--shard", help="K/N: eval functions K, K+N, ... only; the N shards' rows are combined "
+                    "when the last one is saved (N processes share a long run)")
     ap.add_argument("--smollm-functions", type=int, default=10)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--sem-instances", type=int, default=10)
