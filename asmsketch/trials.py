@@ -104,26 +104,27 @@ def make_trials(pairs, n: int, seed: int = 0, opcode: bool = False, stats: dict 
 
 
 def run_trial(trial: Trial, n_inputs: int = 50):
-    """(fill found, fill passes execution, seconds, the solver's reason)."""
+    """(fill found, fill passes execution, seconds, CPU seconds, the solver's reason)."""
     s_isa, t_isa = trial.src.isa, trial.tgt.isa
     in_map, outs = block_spec(trial.src, trial.tgt, trial.tspan)
     res = solve_block(trial.src, trial.sspan, trial.tgt, trial.tspan, trial.holes, in_map, outs)
     if res.values is None:
-        return False, False, res.seconds, res.reason
+        return False, False, res.seconds, res.cpu_seconds, res.reason
     fixed = fill(trial.tgt, res.values).text(with_header=False)
     nargs = 8
     ok = verify(s_isa, trial.src.text(with_header=False), t_isa, [fixed], nargs, n_inputs)[0]
-    return True, ok, res.seconds, res.reason
+    return True, ok, res.seconds, res.cpu_seconds, res.reason
 
 
 def summarize(trials, progress=None) -> dict:
     found = passed = 0
-    times, no_fix = [], {}
+    times, cpu, no_fix = [], [], {}
     for tr in trials:
-        f, ok, sec, why = run_trial(tr)
+        f, ok, sec, cpu_sec, why = run_trial(tr)
         found += f
         passed += ok
         times.append(sec)
+        cpu.append(cpu_sec)
         if not f:  # why the solver gave up: budget spent, no fill exists, ...
             key = f"{why} ({tr.tgt.isa} target, {'with' if _multiplies(tr) else 'no'} multiply)"
             no_fix[key] = no_fix.get(key, 0) + 1
@@ -133,6 +134,7 @@ def summarize(trials, progress=None) -> dict:
     return {"n": len(trials), "fill_found": found, "fill_passes_execution": passed,
             "fill_fails_execution": found - passed, "fixed_share": passed / n, "no_fix_share": (len(trials) - found) / n,
             "median_s": statistics.median(times) if times else None,
+            "median_cpu_s": statistics.median(cpu) if cpu else None,
             "p90_s": sorted(times)[int(0.9 * (len(times) - 1))] if times else None, "no_fix_reasons": no_fix}
 
 

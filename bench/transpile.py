@@ -133,6 +133,7 @@ def phase_solver(res, args):
     o = trials.summarize(to, progress=bar.update)
     bar.close()
     res["solver"] = {"fixed_share": s["fixed_share"], "median_s": s["median_s"], "p90_s": s["p90_s"],
+                     "median_cpu_s": s["median_cpu_s"], "load_average": os.getloadavg(), "cores": os.cpu_count(),
                      "blocks": s["n"], "fill_found": s["fill_found"], "fill_fails_execution": s["fill_fails_execution"],
                      "no_fix_reasons": s["no_fix_reasons"], "blocks_not_agreeing_left_out": left_out.get("blocks_not_agreeing", 0),
                      "opcode": {"blocks": o["n"], "no_fix": o["n"] - o["fill_found"],
@@ -264,12 +265,18 @@ def write_doc(res):
                   f"**{c['disagreements']} disagreements**.", ""]
     if "solver" in res:
         s = res["solver"]
-        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s | p90 s | fill found but fails execution |",
-                  "|---|---:|---:|---:|---:|---:|",
+        cpu = s.get("median_cpu_s")
+        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s, wall | median s, CPU | p90 s, wall "
+                  "| fill found but fails execution |",
+                  "|---|---:|---:|---:|---:|---:|---:|",
                   f"| 1–3 corrupted immediates | {s['blocks']} | {pct(s['fixed_share'])} % | {s['median_s']:.3f} | "
-                  f"{s['p90_s']:.3f} | {s['fill_fails_execution']} |",
+                  f"{'–' if cpu is None else f'{cpu:.3f}'} | {s['p90_s']:.3f} | {s['fill_fails_execution']} |",
                   f"| corrupted opcode (+ immediate holes) | {s['opcode']['blocks']} | no fix: {s['opcode']['no_fix']}, "
-                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | {s['opcode']['fill_fails_execution']} |", ""]
+                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | | {s['opcode']['fill_fails_execution']} |",
+                  ""]
+        if "load_average" in s:
+            lines += [f"Wall times on {s['cores']} cores shared with other jobs (load average at the end "
+                      f"{', '.join(f'{x:.1f}' for x in s['load_average'])}); CPU time is the solver process's own.", ""]
         if "no_fix_reasons" in s:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(s["no_fix_reasons"].items(), key=lambda kv: -kv[1]))
             lines += [f"Corrupted-immediate blocks with no fix, by the solver's reason: {reasons or 'none'}. "
