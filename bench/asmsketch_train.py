@@ -1,7 +1,7 @@
 """Builds the tier A training corpus and trains the asmsketch guess model (cached).
 
     python bench/asmsketch_train.py --minutes 30
-    python bench/asmsketch_train.py --copy-task --minutes 1
+    python bench/asmsketch_train.py --copy-task --steps 400
 
 Writes the model to .cache/asmsketch/model (or $ASMSKETCH_CACHE/model) and
 bench/results/asmsketch_train.json (corpus size, parameters, steps, loss curve summary).
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--copy-task", action="store_true", help="train on copying random lines instead (a check)")
+    ap.add_argument("--steps", type=int, help="a step budget instead of --minutes (load-independent)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(data.cache_dir(), exist_ok=True)
@@ -53,7 +54,7 @@ def main() -> None:
         corpus.save_pairs(pairs, path)
     bar = Progress(1.0, "training")
     t0 = time.time()
-    guesser, log = train.train(pairs, config={"dropout": 0.0}, seconds=args.minutes * 60,
+    guesser, log = train.train(pairs, config={"dropout": 0.0}, seconds=args.minutes * 60, max_steps=args.steps,
                                max_tokens=args.batch_tokens, lr=args.lr, max_example_tokens=args.max_example_tokens,
                                progress=lambda f, loss, step: bar.set(f, f"step {step} loss {loss:.3f}"))
     bar.close()
