@@ -187,6 +187,13 @@ def phase_eval(res, args):
         res["directions"] = out
 
 
+def phase_shards(res, args):
+    """Combine the eval shards saved so far, complete or not (a run cut short); n says how many."""
+    for d, got in load_results().get("eval_shards", {}).items():
+        res.setdefault("directions", {})[d] = _combine_shards(list(got.values()))
+        res.setdefault("partial_shards", {})[d] = sorted(got)
+
+
 def phase_smollm(res, args):
     from asmsketch import fewshot
     torch.set_num_threads(1)
@@ -297,7 +304,8 @@ def write_doc(res):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "smollm", "doc", "all"], default="all")
+    ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "shards", "smollm", "doc", "all"],
+                    default="all")
     ap.add_argument("--functions", type=int, default=200)
     ap.add_argument("--direction", choices=["arm_to_riscv", "riscv_to_arm"],
                     help="eval one direction (two processes can share the work; results are merged)")
