@@ -96,5 +96,6 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
         out[name] = {m: {"pass_at_1": r["p1"] / max(1, r["n"]), f"pass_at_{k}": r["pk"] / max(1, r["n"]),
                          "false_passes": r["false"], "n": r["n"]} for m, r in rows.items()}
         out[name]["_sketch"] = {"blocks_sketched": sketched, "blocks_solved": solved,
-                                "solver_median_s": statistics.median(solver_times) if solver_times else None}
+                                "solver_median_s": statistics.median(solver_times) if solver_times else None,
+                                "solver_times": [round(t, 4) for t in solver_times]}
     return out

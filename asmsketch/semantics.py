@@ -337,8 +337,37 @@ def arm_logical_ok(value: int, width: int = 64) -> bool:
     return False
 
 
+def arm_logical_domain(v, width: int):
+    """z3: `v` (a `width`-bit term) is an AArch64 bitmask immediate. For some element size e, v repeats
+    every e bits and each element holds one cyclic run of ones: the run starts (bits set whose lower
+    neighbour, cyclically, is clear) of one element are a single bit. Cheaper for z3 than a set of values."""
+    ones = (1 << width) - 1
+    starts = v & ~z3.RotateLeft(v, 1)
+    sizes = []
+    for e in (2, 4, 8, 16, 32, 64):
+        if e > width:
+            break
+        low = z3.Extract(e - 1, 0, starts)
+        periodic = z3.BoolVal(True) if e == width else v == z3.RotateLeft(v, e)
+        sizes.append(z3.And(periodic, low != 0, low & (low - 1) == 0))
+    return z3.And(v != 0, v != ones, z3.Or(sizes))
+
+
+def arm_mov_domain(h, wide: bool):
+    """z3: `mov` can encode `h`: a 16-bit chunk at a 16-bit boundary (movz), the complement of one
+    (movn), or a bitmask immediate (orr); for w registers as a 32-bit value, written signed or not."""
+    w = 64 if wide else 32
+    v = h if wide else z3.Extract(31, 0, h)
+    full = (1 << w) - 1
+    chunk = [z3.Or(v & (full ^ (0xFFFF << s)) == 0, ~v & (full ^ (0xFFFF << s)) == 0) for s in range(0, w, 16)]
+    dom = z3.Or(*chunk, arm_logical_domain(v, w))
+    return dom if wide else z3.And(h >= -(1 << 31), h <= full, dom)
+
+
 def hole_domain(isa: str, ins: Instr, index: int, h):
-    """z3 constraint on hole `h` (64-bit, signed value) at operand `index` so it can be encoded."""
+    """z3 constraint on hole `h` (64-bit, signed value) at operand `index` so it can be encoded.
+    `ins` is the instruction with its holes as terms, so that operands constrained together (a
+    bit-field's lsb and width) stay correct when both are holes."""
     op, a = ins.op, ins.args
     arg = a[index]
     wide = not (isinstance(a[0], Reg) and a[0].name.startswith("w"))
@@ -356,18 +385,19 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
             return rng(0, 4095)
         if op in ("movz", "movk", "movn"):
             return rng(0, 65535)
-        if op == "mov":  # one movz/movn: a 16-bit value or its complement
-            return rng(-65536, 65535)
+        if op == "mov":  # the aliases the assembler takes: one movz, one movn, or an orr bitmask immediate
+            return arm_mov_domain(h, wide)
         if op in ("lsl", "lsr", "asr", "ror"):
             return rng(0, 63 if wide else 31)
         if op in ("and", "ands", "orr", "eor"):
-            return z3.BoolVal(True) if wide else rng(0, (1 << 32) - 1)  # encodability checked after solving
-        if op in ("ubfx", "sbfx", "ubfiz", "sbfiz"):
+            # the exact encodable set, so that CEGIS never proposes a value the assembler rejects
+            if wide:
+                return arm_logical_domain(h, 64)
+            return z3.And(z3.Extract(63, 32, h) == 0, arm_logical_domain(z3.Extract(31, 0, h), 32))
+        if op in ("ubfx", "sbfx", "ubfiz", "sbfiz"):  # lsb + width <= w; the other may be a hole (a term)
             w = 64 if wide else 32
-            if index == 2:
-                return rng(0, w - 1)
-            lsb = a[2].value if isinstance(a[2], Imm) and not z3.is_expr(a[2].value) else 0
-            return rng(1, w - lsb)
+            lsb, width = (h, a[3].value) if index == 2 else (a[2].value, h)
+            return z3.And(lsb >= 0, width >= 1, lsb + width <= w, lsb < w, width <= w)
         return None
     if op in ("addi", "andi", "ori", "xori", "slti", "sltiu", "addiw"):
         return rng(-2048, 2047)
@@ -384,8 +414,6 @@ def hole_domain(isa: str, ins: Instr, index: int, h):
 
 def value_ok(isa: str, ins: Instr, index: int, value: int) -> bool:
     """Encodability checks z3 does not express (AArch64 bitmask immediates, bit-field bounds)."""
-    if isa == ARM and ins.op in ("ubfx", "sbfx") and index == 2 and isinstance(ins.args[3].value, int):
-        return value + ins.args[3].value <= (32 if ins.args[0].name.startswith("w") else 64)
     if isa == ARM and ins.op in ("and", "ands", "orr", "eor") and isinstance(ins.args[index], Imm):
         wide = not ins.args[0].name.startswith("w")
         return arm_logical_ok(value, 64 if wide else 32)

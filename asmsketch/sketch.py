@@ -34,6 +34,7 @@ class SolveResult:
     iterations: int
     reason: str = ""
     examples: list = field(default_factory=list)
+    cpu_seconds: float = 0.0  # this process's CPU time (z3 runs in it): what the solve costs on a busy machine
 
 
 def block_inputs(isa: str, instrs) -> list[str]:
@@ -87,9 +88,17 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
-def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_span: tuple[int, int],
-                holes: list[Hole], reg_map: dict[str, str], outputs: list[tuple[str, str]],
-                seed: int = 0, n_examples: int = 4, max_iters: int = 24, timeout_ms: int = 3000) -> SolveResult:
+def solve_block(*args, **kwargs) -> SolveResult:
+    """CEGIS for the holes of a target block (see _solve_block), with its CPU time."""
+    c0 = time.process_time()
+    res = _solve_block(*args, **kwargs)
+    res.cpu_seconds = time.process_time() - c0
+    return res
+
+
+def _solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_span: tuple[int, int],
+                 holes: list[Hole], reg_map: dict[str, str], outputs: list[tuple[str, str]],
+                 seed: int = 0, n_examples: int = 4, max_iters: int = 24, timeout_ms: int = 3000) -> SolveResult:
     """CEGIS: find hole values with tgt_block(x) == src_block(x) on the mapped outputs, for all x.
 
     reg_map: target live-in register -> source register it carries (unmapped inputs are free);
@@ -120,7 +129,8 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
     for r in options:  # a register chosen for a hole that nothing else reads is a free input
         tgt_state.setdefault(r, z3.BitVec(f"free_{r}", 64))
     try:
-        tgt_out = run_block(tgt.isa, _holed(tgt.isa, tgt_ins, local, options), tgt_state)
+        holed = _holed(tgt.isa, tgt_ins, local, options)
+        tgt_out = run_block(tgt.isa, holed, tgt_state)
         src_out = run_block(src.isa, src_ins, src_state)
     except (Unsupported, KeyError) as e:
         return SolveResult(None, time.perf_counter() - t0, 0, f"unsupported: {e}")
@@ -132,7 +142,7 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
         if h in reg_holes:
             domain.append(z3.ULT(v, len(options)))
             continue
-        d = hole_domain(tgt.isa, tgt.body[h.line], h.operand, v)
+        d = hole_domain(tgt.isa, holed[h.line - tgt_span[0]], h.operand, v)
         if d is None:
             return SolveResult(None, time.perf_counter() - t0, 0, f"no hole domain for '{tgt.body[h.line].op}'")
         domain.append(d)
@@ -141,38 +151,110 @@ def solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_spa
     examples = [[1] * len(inputs), [2] * len(inputs)] + [
         [rng.choice((rng.getrandbits(64), rng.randrange(-50, 50) & MASK)) for _ in inputs]
         for _ in range(max(0, n_examples - 2))]
-    synth = z3.Solver()
-    # z3's resource limit, not wall time: the same answer on a busy or an idle machine
-    synth.set("rlimit", timeout_ms * RLIMIT_PER_MS)
-    synth.add(*domain)
-    for ex in examples:
-        synth.add(z3.simplify(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)])))
-    for it in range(1, max_iters + 1):
-        res = synth.check()
-        if res != z3.sat:
-            why = "no fill satisfies the examples" if res == z3.unsat else "synthesis timed out"
-            return SolveResult(None, time.perf_counter() - t0, it, why, examples)
-        m = synth.model()
-        vals = {h: _signed(m.eval(v, model_completion=True).as_long()) for h, v in hv.items()}
-        bad = [h for h in holes if h not in reg_holes and not value_ok(tgt.isa, tgt.body[h.line], h.operand, vals[h])]
-        if bad:
-            synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in bad]))
-            continue
-        verify = z3.Solver()
-        verify.set("rlimit", timeout_ms * RLIMIT_PER_MS)
-        verify.add(z3.Not(z3.substitute(spec, *[(hv[h], z3.BitVecVal(vals[h] & MASK, 64)) for h in holes])))
-        res = verify.check()
-        if res == z3.unsat:
-            for h in reg_holes:  # an index into the options -> the register's name
-                vals[h] = options[vals[h]]
-            return SolveResult(vals, time.perf_counter() - t0, it, "equivalent", examples)
-        if res != z3.sat:
-            return SolveResult(None, time.perf_counter() - t0, it, "verification timed out", examples)
-        cm = verify.model()
-        ex = [cm.eval(x, model_completion=True).as_long() for x in inputs]
-        examples.append(ex)
-        synth.add(z3.simplify(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(inputs, ex)])))
-    return SolveResult(None, time.perf_counter() - t0, max_iters, "iteration budget spent", examples)
+    cegis = _Cegis(tgt, holes, hv, reg_holes, inputs, domain, max_iters, timeout_ms * RLIMIT_PER_MS)
+    abstract = _abstract_products([src_out[s] for _, s in outputs], [tgt_out[t] for t, _ in outputs], spec)
+    it = 0
+    if abstract:  # products matched operand for operand: no multiplier for z3 to bit-blast, so large
+        # random inputs are cheap (they make the products large, which pins the holes after them)
+        wide = examples[:2] + [[rng.getrandbits(64) for _ in inputs] for _ in range(n_examples)]
+        vals, it, why = cegis.run(*abstract, wide, fresh=rng)
+        if vals is not None:
+            return SolveResult(cegis.named(vals, options), time.perf_counter() - t0, it, why, examples)
+    vals, it2, why = cegis.run(spec, spec, examples)
+    if vals is None:
+        return SolveResult(None, time.perf_counter() - t0, it + it2, why, examples)
+    return SolveResult(cegis.named(vals, options), time.perf_counter() - t0, it + it2, why, examples)
+
+
+def _products(exprs) -> list:
+    """The multiplications in terms, inner ones first (each shared subterm once)."""
+    seen, out = set(), []
+
+    def walk(e):
+        if e.get_id() in seen:
+            return
+        seen.add(e.get_id())
+        for c in e.children():
+            walk(c)
+        if z3.is_app_of(e, z3.Z3_OP_BMUL) and e.num_args() == 2:
+            out.append(e)
+    for e in exprs:
+        walk(e)
+    return out
+
+
+def _abstract_products(src_terms, tgt_terms, spec):
+    """When both blocks multiply the same number of times, pair the products in order and require
+    equal operands (either order). Returns (synthesis spec: the target's products replaced by the
+    source's, which inputs make constant; verification spec: each pair replaced by one free value,
+    which implies equivalence once the operands are proven equal), or None."""
+    sp, tp = _products(src_terms), _products(tgt_terms)
+    if not sp or len(sp) != len(tp) or any(a.size() != b.size() for a, b in zip(sp, tp)):
+        return None
+    same = [z3.Or(z3.And(t.arg(0) == s.arg(0), t.arg(1) == s.arg(1)),
+                  z3.And(t.arg(0) == s.arg(1), t.arg(1) == s.arg(0))) for s, t in zip(sp, tp)]
+    full = z3.And(*same, spec)
+    synth = z3.substitute(full, *[(t, s) for s, t in zip(sp, tp)])
+    free = [z3.BitVec(f"product_{k}", s.size()) for k, s in enumerate(sp)]
+    verify = z3.substitute(full, *[(t, f) for t, f in zip(tp, free)], *[(s, f) for s, f in zip(sp, free)])
+    return synth, verify
+
+
+class _Cegis:
+    """Counterexample-guided search for hole values: z3 fits them to examples, then checks them for
+    all inputs; a counterexample becomes an example."""
+
+    def __init__(self, tgt, holes, hv, reg_holes, inputs, domain, max_iters, rlimit):
+        self.tgt, self.holes, self.hv, self.reg_holes = tgt, holes, hv, reg_holes
+        self.inputs, self.domain, self.max_iters, self.rlimit = inputs, domain, max_iters, rlimit
+
+    def _at(self, spec, ex):
+        return z3.simplify(z3.substitute(spec, *[(x, z3.BitVecVal(v, 64)) for x, v in zip(self.inputs, ex)]))
+
+    def named(self, vals, options):
+        for h in self.reg_holes:  # an index into the options -> the register's name
+            vals[h] = options[vals[h]]
+        return vals
+
+    def run(self, synth_spec, verify_spec, examples, fresh: random.Random | None = None):
+        """(values or None, iterations, reason). fresh: the verification spec abstracts the products, so
+        its counterexample need not be one: a fill that fails is excluded outright, and a random input
+        is added with the counterexample."""
+        synth = z3.Solver()
+        # z3's resource limit, not wall time: the same answer on a busy or an idle machine
+        synth.set("rlimit", self.rlimit)
+        synth.add(*self.domain)
+        for ex in examples:
+            synth.add(self._at(synth_spec, ex))
+        hv = self.hv
+        for it in range(1, self.max_iters + 1):
+            res = synth.check()
+            if res != z3.sat:
+                return None, it, "no fill satisfies the examples" if res == z3.unsat else "synthesis timed out"
+            m = synth.model()
+            vals = {h: _signed(m.eval(v, model_completion=True).as_long()) for h, v in hv.items()}
+            bad = [h for h in self.holes
+                   if h not in self.reg_holes and not value_ok(self.tgt.isa, self.tgt.body[h.line], h.operand, vals[h])]
+            if bad:
+                synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in bad]))
+                continue
+            verify = z3.Solver()
+            verify.set("rlimit", self.rlimit)
+            verify.add(z3.Not(z3.substitute(verify_spec, *[(hv[h], z3.BitVecVal(vals[h] & MASK, 64))
+                                                           for h in self.holes])))
+            res = verify.check()
+            if res == z3.unsat:
+                return vals, it, "equivalent"
+            if res != z3.sat:
+                return None, it, "verification timed out"
+            cm = verify.model()
+            ex = [cm.eval(x, model_completion=True).as_long() for x in self.inputs]
+            examples.append(ex)
+            synth.add(self._at(synth_spec, ex))
+            if fresh is not None:
+                synth.add(self._at(synth_spec, [fresh.getrandbits(64) for _ in self.inputs]))
+                synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in self.holes]))
+        return None, self.max_iters, "iteration budget spent"
 
 
 def fill(func: Function, values: dict) -> Function:

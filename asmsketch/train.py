@@ -9,9 +9,23 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .corpus import Pair
 from .isa import ARM, RISCV
 from .model import Config, Guesser, Seq2Seq
 from .tokens import BOS, EOS, PAD, TO, Vocab, tokenize_text
+
+
+def copy_pairs(n: int, seed: int = 0, lines: tuple[int, int] = (2, 6)) -> list[Pair]:
+    """Pairs whose two sides are the same random AArch64-like lines: a model that learns to copy them
+    conditions on its source (the check for the bug that made the guess ignore its input)."""
+    rng = random.Random(seed)
+    ops, regs = ("add", "sub", "mul", "and", "orr", "eor"), [f"x{i}" for i in range(10)]
+    out = []
+    for i in range(n):
+        text = "".join(f"\t{rng.choice(ops)} {rng.choice(regs)}, {rng.choice(regs)}, #{rng.randrange(1000)}\n"
+                       for _ in range(rng.randint(*lines)))
+        out.append(Pair(f"copy{i}", i, 0, 0, "", text, text))
+    return out
 
 
 def examples(pairs, vocab: Vocab, max_len: int):

@@ -5,6 +5,7 @@ section of docs/asmsketch.md.
     python bench/asmsketch_train.py --minutes 30      # once: corpus + model (cached)
     python bench/transpile.py                         # all phases
     python bench/transpile.py --phase eval --functions 50   # one phase (results are merged)
+    python bench/transpile.py --phase eval --direction riscv_to_arm   # one direction of it
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -40,15 +42,52 @@ def load_results() -> dict:
 
 
 def save_results(new: dict) -> None:
-    """Merge one phase's keys into the results file (per method under directions), atomically."""
+    """Merge one phase's keys into the results file (per method under directions), atomically; a lock
+    lets phases run as separate processes."""
+    import fcntl
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    fd = os.open(os.path.dirname(RESULTS), os.O_RDONLY)  # the folder is the lock: no stray file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _merge(new)
+    finally:
+        os.close(fd)
+
+
+def _combine_shards(shards: list[dict]) -> dict:
+    """One direction's rows from the rows of its shards (disjoint sets of functions)."""
+    out = {}
+    for m in shards[0]:
+        if m == "_sketch":
+            times = [t for sh in shards for t in sh[m]["solver_times"]]
+            out[m] = {"blocks_sketched": sum(sh[m]["blocks_sketched"] for sh in shards),
+                      "blocks_solved": sum(sh[m]["blocks_solved"] for sh in shards),
+                      "solver_median_s": statistics.median(times) if times else None}
+            continue
+        n = sum(sh[m]["n"] for sh in shards)
+        out[m] = {k: sum(sh[m][k] * sh[m]["n"] for sh in shards) / max(1, n) for k in ("pass_at_1", "pass_at_5")}
+        out[m].update(false_passes=sum(sh[m]["false_passes"] for sh in shards), n=n)
+    return out
+
+
+def _merge(new: dict) -> None:
     res = load_results()
+    for d, (k, n_shards, rows) in new.pop("eval_shard", {}).items():  # complete shards become the direction
+        got = res.setdefault("eval_shards", {}).setdefault(d, {})
+        got[f"{k}/{n_shards}"] = rows
+        if len(got) == n_shards:
+            res.setdefault("directions", {}).setdefault(d, {}).update(_combine_shards(list(got.values())))
+            del res["eval_shards"][d]
+            if not res["eval_shards"]:
+                del res["eval_shards"]
+    for d, rows in new.get("directions", {}).items():
+        rows.get("_sketch", {}).pop("solver_times", None)
     for k, v in new.items():
         if k == "directions":
             for d, rows in v.items():
                 res.setdefault("directions", {}).setdefault(d, {}).update(rows)
         else:
             res[k] = v
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     tmp = RESULTS + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(res, fh, indent=1)
@@ -84,7 +123,8 @@ def phase_corpus(res, args):
 
 def phase_solver(res, args):
     pool = corpus.build_pairs(range(400_000, 400_000 + args.solver_functions))
-    ts = trials.make_trials(pool, n=args.solver_blocks, seed=0)
+    left_out = {}
+    ts = trials.make_trials(pool, n=args.solver_blocks, seed=0, stats=left_out)
     bar = Progress(len(ts), "solver: corrupted immediates")
     s = trials.summarize(ts, progress=bar.update)
     bar.close()
@@ -93,7 +133,9 @@ def phase_solver(res, args):
     o = trials.summarize(to, progress=bar.update)
     bar.close()
     res["solver"] = {"fixed_share": s["fixed_share"], "median_s": s["median_s"], "p90_s": s["p90_s"],
+                     "median_cpu_s": s["median_cpu_s"], "load_average": os.getloadavg(), "cores": os.cpu_count(),
                      "blocks": s["n"], "fill_found": s["fill_found"], "fill_fails_execution": s["fill_fails_execution"],
+                     "no_fix_reasons": s["no_fix_reasons"], "blocks_not_agreeing_left_out": left_out.get("blocks_not_agreeing", 0),
                      "opcode": {"blocks": o["n"], "no_fix": o["n"] - o["fill_found"],
                                 "fill_found_and_passes": o["fill_passes_execution"],
                                 "fill_fails_execution": o["fill_fails_execution"]}}
@@ -117,22 +159,39 @@ def phase_eval(res, args):
     from asmsketch.model import load
     torch.set_num_threads(1)
     guesser = load(data.model_dir())
-    pairs = _test_pairs(args.functions)
+    all_pairs = _test_pairs(args.functions)
+    k, n_shards = map(int, args.shard.split("/")) if args.shard else (0, 1)
+    pairs = all_pairs[k::n_shards]
 
     def rule_based(body, s, t):
         return [baseline.transpile(parse_body(s, body))]
 
     extra = {"rule_based": rule_based}
-    bar = Progress(2 * len(pairs), "eval")
+    bar = Progress((2 if args.direction is None else 1) * len(pairs), "eval")
     t0 = time.time()
+    dirs = [d for d in evaluate.DIRECTIONS if args.direction in (None, f"{d[0]}_to_{d[1]}")]
     out = evaluate.evaluate(guesser, pairs, k=5, threshold=args.threshold, extra_methods=extra,
-                            progress=bar.update)
+                            progress=bar.update, directions=dirs)
     bar.close()
+    if n_shards > 1:
+        res["eval_shard"] = {d: (k, n_shards, rows) for d, rows in out.items()}
+        out = {}
     res["threshold"] = args.threshold
-    res["eval_seconds"] = round(time.time() - t0, 1)
-    res["test_functions"] = len(pairs)
-    res["test_levels"] = {f"O{o}": sum(p.opt == o for p in pairs) for o in corpus.OPT_LEVELS}
-    res["directions"] = out
+    prev = load_results().get("eval_seconds")
+    res["eval_seconds"] = {**(prev if isinstance(prev, dict) else {}),
+                           **{f"{d[0]}_to_{d[1]}" + (f" shard {args.shard}" if args.shard else ""):
+                              round(time.time() - t0, 1) for d in dirs}}
+    res["test_functions"] = args.functions
+    res["test_levels"] = {f"O{o}": sum(p.opt == o for p in all_pairs) for o in corpus.OPT_LEVELS}
+    if out:
+        res["directions"] = out
+
+
+def phase_shards(res, args):
+    """Combine the eval shards saved so far, complete or not (a run cut short); n says how many."""
+    for d, got in load_results().get("eval_shards", {}).items():
+        res.setdefault("directions", {})[d] = _combine_shards(list(got.values()))
+        res.setdefault("partial_shards", {})[d] = sorted(got)
 
 
 def phase_smollm(res, args):
@@ -213,12 +272,24 @@ def write_doc(res):
                   f"**{c['disagreements']} disagreements**.", ""]
     if "solver" in res:
         s = res["solver"]
-        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s | p90 s | fill found but fails execution |",
-                  "|---|---:|---:|---:|---:|---:|",
+        cpu = s.get("median_cpu_s")
+        lines += ["| solver trial | blocks | fixed (fill passes execution) | median s, wall | median s, CPU | p90 s, wall "
+                  "| fill found but fails execution |",
+                  "|---|---:|---:|---:|---:|---:|---:|",
                   f"| 1–3 corrupted immediates | {s['blocks']} | {pct(s['fixed_share'])} % | {s['median_s']:.3f} | "
-                  f"{s['p90_s']:.3f} | {s['fill_fails_execution']} |",
+                  f"{'–' if cpu is None else f'{cpu:.3f}'} | {s['p90_s']:.3f} | {s['fill_fails_execution']} |",
                   f"| corrupted opcode (+ immediate holes) | {s['opcode']['blocks']} | no fix: {s['opcode']['no_fix']}, "
-                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | {s['opcode']['fill_fails_execution']} |", ""]
+                  f"equivalent fill: {s['opcode']['fill_found_and_passes']} | | | | {s['opcode']['fill_fails_execution']} |",
+                  ""]
+        if "load_average" in s:
+            lines += [f"Wall times on {s['cores']} cores shared with other jobs (load average at the end "
+                      f"{', '.join(f'{x:.1f}' for x in s['load_average'])}); CPU time is the solver process's own.", ""]
+        if "no_fix_reasons" in s:
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(s["no_fix_reasons"].items(), key=lambda kv: -kv[1]))
+            lines += [f"Corrupted-immediate blocks with no fix, by the solver's reason: {reasons or 'none'}. "
+                      f"Left out before sampling: {s['blocks_not_agreeing_left_out']} blocks whose uncorrupted target "
+                      "does not compute what its source block computes (the two functions' pure blocks need not "
+                      "correspond), so no fill could be right.", ""]
     block = "\n".join(lines)
     with open(DOC) as fh:
         doc = fh.read()
@@ -233,8 +304,13 @@ def write_doc(res):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "smollm", "doc", "all"], default="all")
+    ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "shards", "smollm", "doc", "all"],
+                    default="all")
     ap.add_argument("--functions", type=int, default=200)
+    ap.add_argument("--direction", choices=["arm_to_riscv", "riscv_to_arm"],
+                    help="eval one direction (two processes can share the work; results are merged)")
+    ap.add_argument("--shard", help="K/N: eval functions K, K+N, ... only; the N shards' rows are combined "
+                    "when the last one is saved (N processes share a long run)")
     ap.add_argument("--smollm-functions", type=int, default=10)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--sem-instances", type=int, default=10)

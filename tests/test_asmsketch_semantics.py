@@ -38,3 +38,39 @@ def test_bitmask_immediates():
     assert not semantics.arm_logical_ok(2 ** 64 - 1)
     assert not semantics.arm_logical_ok(0x1234)
     assert semantics.arm_logical_ok(0xF0, 32) and not semantics.arm_logical_ok(0xFFFFFFFF, 32)
+
+
+@pytest.mark.parametrize("width", [64, 32])
+def test_bitmask_domain_in_z3_is_the_bitmask_rule(width):
+    import random
+    import z3
+    v = z3.BitVec("v", width)
+    dom = semantics.arm_logical_domain(v, width)
+    rng = random.Random(width)
+    values = [rng.getrandbits(width) for _ in range(150)]
+    for e in (2, 4, 8, 16, 32, 64)[: 5 if width == 32 else 6]:  # replicated elements: mostly immediates
+        values += [sum(el << k for k in range(0, width, e)) for el in (rng.getrandbits(e) for _ in range(25))]
+        values += [sum(((1 << rng.randint(1, e - 1)) - 1) << k for k in range(0, width, e)) for _ in range(10)]
+    assert sum(semantics.arm_logical_ok(x, width) for x in values) > 50
+    for x in values:
+        got = z3.is_true(z3.simplify(z3.substitute(dom, (v, z3.BitVecVal(x, width)))))
+        assert got == semantics.arm_logical_ok(x, width), hex(x)
+
+
+@needs_llvm
+@pytest.mark.parametrize("wide", [True, False])
+def test_mov_hole_domain_values_assemble(wide):
+    """Values z3 picks inside the mov domain (pushed towards odd corners) are ones llvm-mc encodes."""
+    import random
+    import z3
+    from asmsketch.toolchain import assemble
+    h = z3.BitVec("h", 64)
+    rng = random.Random(int(wide))
+    lines = []
+    for _ in range(12):
+        s = z3.Solver()
+        s.add(semantics.arm_mov_domain(h, wide), z3.Extract(7, 0, h) == rng.getrandbits(8) | 1)
+        assert s.check() == z3.sat
+        lines.append(f"\tmov {'x' if wide else 'w'}9, #{s.model()[h].as_signed_long()}")
+    code = assemble("\n".join(lines) + "\n", "arm")
+    assert len(code.data) == 4 * len(lines)  # each a single instruction: movz, movn or orr
