@@ -30,23 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs/interop.md"
 
 
-def without_extra_buffers() -> None:
-    """Make every Llama load its weights without llama.cpp's extra buffer types (the AMX and
-    repacked-Q4_0 layouts): on this machine the AMX matmul of the llama-cpp-python 0.3.36
-    build crashes (SIGSEGV in ggml_backend_amx_mul_mat, on the built-in Q4_1 file too).
-    llama_cpp.Llama has no argument for it, so its default model parameters are wrapped."""
-    from llama_cpp import llama_cpp as lowlevel
-
-    default = lowlevel.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    lowlevel.llama_model_default_params = params
-
-
 def llama_cpp_perplexity(path: Path, wins, context: int, threads: int) -> float:
     """Perplexity in llama.cpp over elastiq's windows: each window evaluated from a fresh
     context with logits for every position, the scored positions' log-softmax."""
@@ -155,8 +138,10 @@ def main() -> None:
 
     import llama_cpp
 
-    if not args.extra_buffers:
-        without_extra_buffers()
+    if not args.extra_buffers:  # llama.cpp's AMX buffers crash on this machine (bench/llama_peer.py)
+        from llama_peer import plain_buffers  # bench/ is this script's folder
+
+        plain_buffers()
 
     import elastiq
     from elastiq.data import load_text, tokenize, windows

@@ -31,20 +31,26 @@ def child_env(gguf: str) -> dict:
     return {**os.environ, PLAIN_BUFFERS: "0" if extra_buffers_work(gguf) else "1"}
 
 
-def plain_buffers_if_asked() -> None:
-    """Where PLAIN_BUFFERS asks for them, every ``llama_cpp.Llama`` made from now on in this
-    process loads its weights into plain buffers (llama.cpp's server makes its own)."""
+def plain_buffers() -> None:
+    """Every ``llama_cpp.Llama`` made from now on in this process loads its weights into plain
+    buffers (llama.cpp's server makes its own; Llama has no argument for it, so its default
+    model parameters are wrapped)."""
     import llama_cpp.llama_cpp as lib
 
+    defaults = lib.llama_model_default_params
+
+    def plain():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = plain
+
+
+def plain_buffers_if_asked() -> None:
+    """plain_buffers(), where PLAIN_BUFFERS asks for them."""
     if os.environ.get(PLAIN_BUFFERS) == "1":
-        defaults = lib.llama_model_default_params
-
-        def plain():
-            params = defaults()
-            params.use_extra_bufts = False
-            return params
-
-        lib.llama_model_default_params = plain
+        plain_buffers()
 
 
 def open_llama(**kwargs):

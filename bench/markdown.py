@@ -355,14 +355,18 @@ def runtime_table(data: dict) -> str:
     return "\n".join(out)
 
 
-def write_section(doc: Path, name: str, body: str) -> None:
-    """Replace what stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``doc``."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+def replace_between(doc: Path, begin: str, end: str, body: str) -> None:
+    """Replace what stands between the markers ``begin`` and ``end`` in ``doc`` with ``body``."""
     text = doc.read_text()
     if begin not in text or end not in text:
         raise SystemExit(f"{doc} has no {begin} ... {end} section")
     head, _, rest = text.partition(begin)
     doc.write_text(f"{head}{begin}\n{body}\n{end}{rest.partition(end)[2]}")
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Replace what stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``doc``."""
+    replace_between(doc, f"<!-- {name}:begin -->", f"<!-- {name}:end -->", body)
 
 
 def main() -> None:

@@ -347,13 +347,9 @@ def child_host(art: str, gguf: str, repeats: int) -> None:
 def write_docs(res: dict) -> None:
     """The tables of docs/runtime.md, between its markers."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from markdown import runtime_table
+    from markdown import replace_between, runtime_table
 
-    doc = ROOT / "docs" / "runtime.md"
-    text = doc.read_text()
-    start, end = "<!-- runtime-table -->", "<!-- /runtime-table -->"
-    i, j = text.index(start) + len(start), text.index(end)
-    doc.write_text(text[:i] + "\n" + runtime_table(res) + "\n" + text[j:])
+    replace_between(ROOT / "docs" / "runtime.md", "<!-- runtime-table -->", "<!-- /runtime-table -->", runtime_table(res))
 
 
 if __name__ == "__main__":

@@ -263,11 +263,9 @@ def table(res: dict) -> str:
 
 
 def write_docs(res: dict) -> None:
-    doc = ROOT / "docs" / "serve.md"
-    text = doc.read_text()
-    start, end = "<!-- serve-table -->", "<!-- /serve-table -->"
-    i, j = text.index(start) + len(start), text.index(end)
-    doc.write_text(text[:i] + "\n" + table(res) + "\n" + text[j:])
+    from markdown import replace_between  # bench/markdown.py (bench/ is this script's folder)
+
+    replace_between(ROOT / "docs" / "serve.md", "<!-- serve-table -->", "<!-- /serve-table -->", table(res))
 
 
 if __name__ == "__main__":
