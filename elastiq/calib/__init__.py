@@ -6,8 +6,8 @@ the layer streamer itself (``LayerStream``), which LREC's set-up shares.
     model, report = quantize_stream(float_checkpoint_dir("smollm2-135m"), "int3", tok, text)
 """
 from .hessian import Hessians
-from .quantize import calibration_windows, pack_linear, quantize_in_memory, quantize_stream
+from .quantize import calibration_windows, pack_linear, quantize_in_memory, quantize_source, quantize_stream
 from .stream import LayerStream, StreamUnsupported
 
 __all__ = ["Hessians", "LayerStream", "StreamUnsupported", "calibration_windows", "pack_linear", "quantize_in_memory",
-           "quantize_stream"]
+           "quantize_source", "quantize_stream"]

@@ -24,7 +24,7 @@ from elastiq.quant.gptq import gptq, rtn_cast, search_scales
 from elastiq.quant.model import QuantReport, planned_modules
 
 from .hessian import Hessians
-from .stream import LayerStream
+from .stream import LayerStream, StreamUnsupported
 
 
 def calibration_windows(tokenizer, text: str, tokens: int | None, context: int) -> list[torch.Tensor]:
@@ -128,3 +128,30 @@ def quantize_stream(directory, plan, tokenizer, text: str, options: CalibOptions
     st.check_filled()
     st.model.elastiq_calibration = record(o, text_name, sum(len(w) for w in wins), time.perf_counter() - t0)
     return st.model, report
+
+
+def quantize_source(model: str, plan, text: str, options: CalibOptions | None = None, embedding=None,
+                    text_name: str | None = None, on_fallback=None, progress: bool = True):
+    """(packed model, tokenizer) for ``model`` (a built-in name, a Hugging Face directory or
+    a .gguf file): streamed from its float checkpoint where it can be, else in memory after
+    telling ``on_fallback`` why. The model's ``elastiq_report`` says what was packed."""
+    from transformers import AutoTokenizer
+
+    from elastiq.errors import InputError
+    from elastiq.models import float_checkpoint_dir, load
+    from elastiq.quant.io import is_saved_model
+
+    if is_saved_model(model):
+        raise InputError(f"{model} is already packed: calibrate from the float model it came from")
+    source = float_checkpoint_dir(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+        packed, report = quantize_stream(source, plan, tok, text, options, embedding, progress, text_name)
+        packed.elastiq_report = report
+        return packed, tok
+    except StreamUnsupported as e:
+        if on_fallback is not None:
+            on_fallback(e)
+    fp, tok = load(model)
+    fp.elastiq_report = quantize_in_memory(fp, with_embedding(fp, plan, embedding), tok, text, options, progress, text_name)
+    return fp, tok

@@ -21,9 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from torch import nn
 
 from elastiq import formats as F
-from elastiq.options import BuildOptions
+from elastiq.calib import Hessians, calibration_windows, pack_linear
+from elastiq.options import BuildOptions, CalibOptions
 from elastiq.progress import progress_bar
-from elastiq.quant import QuantEmbedding, QuantLinear, weight_bytes
+from elastiq.quant import QuantEmbedding, weight_bytes
 
 from . import artifact
 from .chain import build_chain, estimate_cost, family_of, prune
@@ -65,10 +66,23 @@ def calibration_ids(tokenizer, text: str, tokens: int, context: int) -> tuple[to
     return ids[:n].reshape(-1, context), ids[n : 2 * n].reshape(-1, context)
 
 
-def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
+def pack(module: nn.Module, fmt: F.Format, method: str = "rtn", hessian: torch.Tensor | None = None) -> nn.Module:
+    """A unit's module packed as a base: embeddings round to nearest, linear layers by ``method``."""
     if isinstance(module, nn.Embedding):
         return QuantEmbedding.from_embedding(module, fmt)
-    return QuantLinear.from_linear(module, fmt)
+    return pack_linear(module, fmt, method, hessian)
+
+
+def _hessians(model, units, tokenizer, text: str, method: str):
+    """The input Hessians of the units' linear layers on the calibration text (None for RTN bases)."""
+    if method == "rtn":
+        return None
+    o = CalibOptions(method=method)
+    linears = {m: model.get_submodule(m) for u in units for m in u.modules if isinstance(model.get_submodule(m), nn.Linear)}
+    with Hessians(linears) as hs:
+        for w in calibration_windows(tokenizer, text, o.tokens, o.context):
+            model(w[None], use_cache=False)
+    return hs
 
 
 @torch.no_grad()
@@ -135,6 +149,7 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
     from elastiq.data import load_text
 
     o = BuildOptions.of(options, **overrides)
+    own_text = calib_text is not None
     fmts = check_formats(o.formats)
     out = Path(out)
     if out.exists() and not overwrite:
@@ -146,15 +161,18 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
         if o.embedding and f.axis % 2 != 1:
             raise ValueError(f"format {f.name} blocks along axis {f.axis} and cannot pack an embedding: "
                              "build with embedding=False (--no-embedding)")
-    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), o.calib_tokens, o.context)
+    calib_text = calib_text or load_text("wiki-calib")
+    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text, o.calib_tokens, o.context)
     rest, aliases, rest_bytes = _rest(model, units)
-    copies, unit_bytes, unit_cost = _pack_and_probe(model, units, fmts, probe_ids, o.seed, progress)
+    hessians = _hessians(model, units, tokenizer, calib_text, o.method)
+    copies, unit_bytes, unit_cost = _pack_and_probe(model, units, fmts, probe_ids, o.seed, progress, o.method, hessians)
+    del hessians
     chain = build_chain([F.spec(f) for f in fmts], [u.name for u in units], unit_bytes, unit_cost, rest_bytes)
     measured, bases = _measure_along(chain, _Quality(model, measure_ids, units, copies), len(fmts), o.measure, progress)
     est = estimate_cost(chain, measured)
     family = _family(chain, est, o.max_kl, o.storage_limit)
     metas = {m: artifact.module_meta(q) for (u, i), mods in copies.items() if i == 0 for m, q in mods.items()}
-    info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": o.unit,
+    info = {"source": source, "calib": calib_name or (None if own_text else "wiki-calib"), "unit": o.unit, "method": o.method,
             "embedding": o.embedding, "calib_tokens": int(probe_ids.numel()), "context": o.context, "seed": o.seed,
             "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl}
     qual = {"measure": "KL(float || option) per token, nats, on calibration windows not used to probe",
@@ -166,7 +184,7 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
                           modules=metas, rest=rest, rest_aliases=aliases, quality=qual, info=info, overwrite=overwrite)
 
 
-def _pack_and_probe(model, units, fmts, probe_ids, seed: int, progress: bool):
+def _pack_and_probe(model, units, fmts, probe_ids, seed: int, progress: bool, method: str = "rtn", hessians=None):
     """Steps 1 and 2: every unit packed in every base format ({(unit, base): {module: packed}}),
     the bytes of each (units x bases), and each one's estimated quality cost from one probe pass."""
     probed = [m for u in units for m in u.modules + u.tied]
@@ -178,7 +196,8 @@ def _pack_and_probe(model, units, fmts, probe_ids, seed: int, progress: bool):
         task = prog.add_task("packing and probing", total=len(units) * len(fmts))
         for u, un in enumerate(units):
             for i, f in enumerate(fmts):
-                copies[(u, i)] = {m: pack(model.get_submodule(m), f) for m in un.modules}
+                copies[(u, i)] = {m: pack(model.get_submodule(m), f, method, hessians[m] if hessians and m in hessians else None)
+                                  for m in un.modules}
                 for m, q in copies[(u, i)].items():
                     w = model.get_submodule(m).weight.detach().float()
                     delta = q.weight().float() - w
