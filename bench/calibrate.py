@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,8 @@ def run_peer(args, model_name: str, calib_wins) -> dict | None:
         torch.save({"calib": calib_wins, "eval": evals}, data)
         cmd = [args.peer_python, str(ROOT / "bench/peer_gptqmodel.py"), str(float_checkpoint_dir(model_name)), str(data),
                str(Path(tmp) / "quantized"), "--threads", str(args.threads)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(args.threads)}  # its default, half the cores, fails on 2
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if r.returncode or not lines:
             print(f"peer failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")

@@ -209,3 +209,17 @@ def test_dead_inputs_and_bad_hessians():
         gptq(w, torch.eye(10), "int4")
     with pytest.raises(ValueError, match="axis"):
         gptq(w, x.T @ x, "int4,axis=0")
+
+
+def test_an_elastic_build_can_calibrate_its_bases(tmp_path, byte_tokenizer):
+    from elastiq.elastic import Artifact, build
+
+    fp = make_tiny_llama(1)
+    kw = dict(formats=["int8", "int3"], calib_text=TEXT * 8, calib_tokens=64, context=32, measure=2, progress=False)
+    a = Artifact(build(copy.deepcopy(fp), byte_tokenizer, tmp_path / "g.elastic", method="gptq", **kw))
+    assert a.manifest["info"]["method"] == "gptq"
+    u = next(i for i, unit in enumerate(a.units) if unit.name.endswith("mlp.down_proj") or "down_proj" in unit.modules[0])
+    name = a.units[u].modules[0]
+    packed = a.load_copy(u, 1)[name].packed()
+    rtn = F.quantize(fp.get_submodule(name).weight, "int3")
+    assert packed.fmt.name == "int3" and not torch.equal(packed.codes, rtn.codes) and _on_grid(packed)
