@@ -51,6 +51,24 @@ def gather_hessians(model, tok, args):
     return hs, time.perf_counter() - t0, sum(len(w) for w in wins), wins
 
 
+def hessians(model, tok, args):
+    """``gather_hessians``, or what an earlier run saved to --hessians (so that formats can run
+    in parallel processes on one pass)."""
+    from elastiq.calib import Hessians
+
+    if args.hessians and args.hessians.is_file():
+        saved = torch.load(args.hessians)
+        hs = Hessians({})
+        hs.owner, hs.sums, hs.tokens = saved["owner"], saved["sums"], saved["tokens"]
+        return hs, saved["seconds"], saved["tokens_seen"]
+    hs, sec, tokens, _ = gather_hessians(model, tok, args)
+    if args.hessians:
+        tmp = args.hessians.with_suffix(".partial")
+        torch.save({"owner": hs.owner, "sums": hs.sums, "tokens": hs.tokens, "seconds": sec, "tokens_seen": tokens}, tmp)
+        tmp.rename(args.hessians)
+    return hs, sec, tokens
+
+
 def packed_copy(model, fmt: str, method: str, hessians):
     """A copy of ``model`` with every decoder linear layer packed by ``method``; seconds of packing."""
     from elastiq.calib import pack_linear
@@ -140,6 +158,7 @@ def main() -> None:
     ap.add_argument("--lrec-calib-tokens", type=int, default=16384)
     ap.add_argument("--rtn-from", type=Path, default=None,
                     help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
+    ap.add_argument("--hessians", type=Path, default=None, help="save the Hessians here, or read them if it exists")
     ap.add_argument("--merge", type=Path, nargs="*", default=None, help="combine these partial results into --out, then stop")
     ap.add_argument("--update", action="store_true", help="merge what is measured now into the existing --out file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/calibrate.json")
@@ -166,7 +185,7 @@ def main() -> None:
         print(f"float {out['float_ppl']:.3f}", flush=True)
     extra = [tuple(e.split(":")) for e in args.extra.split(",") if e and e.split(":")[0] in keys]
     if keys:
-        hs, h_sec, h_tokens, calib_wins = gather_hessians(model, tok, args)
+        hs, h_sec, h_tokens = hessians(model, tok, args)
         out["hessian_seconds"], out["calib_tokens_seen"] = h_sec, h_tokens
         print(f"Hessians of {len(hs.owner)} layers from {h_tokens} tokens in {h_sec:.0f} s", flush=True)
     for key in keys:
