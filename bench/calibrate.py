@@ -107,7 +107,7 @@ def run_peer(args, model_name: str, calib_wins) -> dict | None:
         data = Path(tmp) / "windows.pt"
         torch.save({"calib": calib_wins, "eval": evals}, data)
         cmd = [args.peer_python, str(ROOT / "bench/peer_gptqmodel.py"), str(float_checkpoint_dir(model_name)), str(data),
-               str(Path(tmp) / "quantized"), "--threads", str(args.threads)]
+               str(args.peer_out or Path(tmp) / "quantized"), "--threads", str(args.threads)]
         env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(args.threads)}  # its default, half the cores, fails on 2
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -129,7 +129,8 @@ def run_lrec(args, model_name: str, text_eval: str) -> dict:
     t0 = time.perf_counter()
     q, tok, targets = setup(model_name, FORMATS["int2"], load_text("wiki-calib"), o, progress=False)
     t_setup = time.perf_counter() - t0
-    base = evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
+    base = (evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
+            if args.lrec_before else None)
     t1 = time.perf_counter()
     log = correct(q, targets, o, progress=False)
     t_train = time.perf_counter() - t1
@@ -152,10 +153,13 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--peer-python", default=str(Path("/work/wt/peer-venv/bin/python")),
                     help="python of the environment GPTQModel is installed in (see docs/calibrate.md)")
+    ap.add_argument("--peer-out", type=Path, default=None, help="keep the peer's quantized model here")
     ap.add_argument("--lrec-steps", type=int, default=40, help="LREC steps on the int2 GPTQ base (0: skip)")
     ap.add_argument("--lrec-rank", type=int, default=16)
     ap.add_argument("--lrec-method", default="gptq")
     ap.add_argument("--lrec-calib-tokens", type=int, default=16384)
+    ap.add_argument("--lrec-before", action=argparse.BooleanOptionalAction, default=True,
+                    help="also score the GPTQ base with its SVD-started adapters before training")
     ap.add_argument("--rtn-from", type=Path, default=None,
                     help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
     ap.add_argument("--hessians", type=Path, default=None, help="save the Hessians here, or read them if it exists")
@@ -192,7 +196,7 @@ def main() -> None:
         fmt = FORMATS[key]
         row = {"format": fmt}
         if fmt in quality:
-            row["ppl_rtn"], row["rtn_from"] = quality[fmt], str(args.rtn_from.relative_to(ROOT))
+            row["ppl_rtn"], row["rtn_from"] = quality[fmt], str(args.rtn_from)
         else:
             q, _ = packed_copy(model, fmt, "rtn", None)
             row["ppl_rtn"] = ppl(q, tok, text, args)

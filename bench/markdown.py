@@ -373,7 +373,7 @@ def calibrate_table(data: dict) -> str:
         out += ["", "| int2 + LREC | format | base | rank | steps | calibration tokens | perplexity before training | after | after / float | set-up s | training s |",
                 "|---|---|---|---|---|---|---|---|---|---|---|",
                 f"| `int2` | `{lr['format']}` | {lr['method']} | {lr['rank']} | {lr['steps']} | {lr['calib_tokens']} | "
-                f"{lr['ppl_base_with_svd_adapters']:,.1f} | {lr['ppl']:,.2f} | {lr['ppl'] / f:.2f}x | {lr['setup_seconds']:.0f} | "
+                f"{_num(lr['ppl_base_with_svd_adapters'], ',.1f')} | {lr['ppl']:,.2f} | {lr['ppl'] / f:.2f}x | {lr['setup_seconds']:.0f} | "
                 f"{lr['train_seconds']:.0f} |"]
     return "\n".join(x for x in out if x is not None)
 
