@@ -9,6 +9,7 @@
     .venv/bin/python bench/markdown.py lrec       # from bench/results/lrec.json
     .venv/bin/python bench/markdown.py lrec_setup # from bench/results/lrec_setup.json
     .venv/bin/python bench/markdown.py runtime    # from bench/results/runtime.json
+    .venv/bin/python bench/markdown.py calibrate  # from bench/results/calibrate.json
     .venv/bin/python bench/markdown.py NAME FILE  # the same table from another results file
 """
 from __future__ import annotations
@@ -369,13 +370,47 @@ def write_section(doc: Path, name: str, body: str) -> None:
     replace_between(doc, f"<!-- {name}:begin -->", f"<!-- {name}:end -->", body)
 
 
+def calibrate_table(data: dict) -> str:
+    m, f = data["meta"], data["float_ppl"]
+    out = [f"{m['model']}, {m['max_tokens']} tokens of {m['text']}, context {m['context']}; calibration: "
+           f"{data.get('calib_tokens_seen', m['calib_tokens'])} tokens of {m['calib_text']} in windows of "
+           f"{m['calib_context']}; torch {m['torch']}, {m['threads']} threads, {m['date']}. Float perplexity {f:.3f}.", "",
+           "| key | format | RTN perplexity | GPTQ perplexity | GPTQ / float | GPTQ seconds (Hessians + GPTQ) |",
+           "|---|---|---|---|---|---|"]
+    for key in ("int2", "int3", "int4", "nxfp4", "nvfp4"):
+        r = data.get(key)
+        if r:
+            out.append(f"| `{key}` | `{r['format']}` | {r['ppl_rtn']:,.3f} | {r['ppl_gptq']:,.3f} | "
+                       f"{r['ppl_gptq'] / f:.2f}x | {r['seconds']:.0f} ({data['hessian_seconds']:.0f} + {r['gptq_seconds']:.0f}) |")
+    extra = [(k, mk, v) for k, r in data.items() if isinstance(r, dict) and "ppl_rtn" in r
+             for mk, v in r.items() if mk.startswith("ppl_") and mk not in ("ppl_rtn", "ppl_gptq")]
+    if extra:
+        out += ["", "| key | method | perplexity |", "|---|---|---|"]
+        out += [f"| `{k}` | {mk[4:].replace('_', '+', 1)} | {v:,.3f} |" for k, mk, v in extra]
+    p = data.get("peer")
+    if p and "ppl" in p:
+        out += ["", "| int4 g128 | perplexity | calibration seconds |", "|---|---|---|",
+                f"| elastiq GPTQ (`int4`) | {data['int4']['ppl_gptq']:.3f} | {data['int4']['seconds']:.0f} |" if "int4" in data else "",
+                f"| {p['name']} | {p['ppl']:.3f} | {p['seconds']:.0f} |"]
+    elif p:
+        out += ["", f"Peer {p.get('name')}: did not run ({p.get('error', '')[-200:]!r})."]
+    lr = data.get("int2_lrec")
+    if lr:
+        out += ["", "| int2 + LREC | format | base | rank | steps | calibration tokens | perplexity before training | after | after / float | set-up s | training s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+                f"| `int2` | `{lr['format']}` | {lr['method']} | {lr['rank']} | {lr['steps']} | {lr['calib_tokens']} | "
+                f"{_num(lr['ppl_base_with_svd_adapters'], ',.1f')} | {lr['ppl']:,.2f} | {lr['ppl'] / f:.2f}x | {lr['setup_seconds']:.0f} | "
+                f"{lr['train_seconds']:.0f} |"]
+    return "\n".join(x for x in out if x is not None)
+
+
 def main() -> None:
     which = sys.argv[1] if len(sys.argv) > 1 else ""
     render = {"formats": formats_table, "nxfp": nxfp_table, "quality": quality_table, "kernels": kernels_table,
               "profile": profile_table, "lrec": lrec_table, "elastic": elastic_table, "lrec_setup": lrec_setup_table,
-              "runtime": runtime_table}.get(which)
+              "runtime": runtime_table, "calibrate": calibrate_table}.get(which)
     if render is None:
-        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|lrec_setup|elastic|runtime [RESULTS.json]")
+        sys.exit("usage: bench/markdown.py formats|nxfp|quality|kernels|profile|lrec|lrec_setup|elastic|runtime|calibrate [RESULTS.json]")
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / f"{which}.json"
     print(render(json.loads(path.read_text())))
 

@@ -40,15 +40,36 @@ def load(name_or_path, **kw):
     return load_float(name_or_path, **kw)
 
 
-def quantize(model, fmt_or_plan, act_format=None, progress: bool = True, embedding=None):
+def quantize(model, fmt_or_plan, act_format=None, progress: bool = True, embedding=None, method: str | None = None,
+             tokenizer=None, calib_text: str | None = None, calibration=None):
     """Pack ``model``'s linear layers in place by a format or a plan; returns the model
     (its ``elastiq_report`` says what was quantized and what was kept). ``embedding`` (a
     format, or "same") packs the token embedding too, and an output head tied to it.
+    ``method``: "rtn" (round to nearest, the default), "gptq", "search" (scale search) or
+    "gptq+search", calibrated on ``calib_text`` (default: the built-in wiki-calib)
+    tokenized by ``tokenizer``; ``calibration`` (:class:`elastiq.options.CalibOptions`)
+    sets the rest. ``save`` records the method in the manifest.
     (``elastiq.formats.quantize`` is the one-tensor cast underneath: it returns packed bytes.)"""
+    from .options import CalibOptions
     from .quant import quantize_model, with_embedding
 
+    options = calibration if calibration is not None else CalibOptions(method="rtn")
+    options = CalibOptions.of(options, method=method) if method is not None else options
     plan = with_embedding(model, fmt_or_plan, embedding)
-    model.elastiq_report = quantize_model(model, plan, act_format=act_format, progress=progress)
+    if options.method == "rtn":
+        model.elastiq_report = quantize_model(model, plan, act_format=act_format, progress=progress)
+        model.elastiq_calibration = {"method": "rtn"}
+        return model
+    from .calib import quantize_in_memory
+    from .data import load_text
+
+    if act_format is not None:
+        raise ValueError("act_format is for round-to-nearest packing: calibrated methods do not take it")
+    if tokenizer is None:
+        raise ValueError(f"method {options.method} calibrates on a text: pass the model's tokenizer")
+    name = "wiki-calib" if calib_text is None else None
+    text = load_text("wiki-calib") if calib_text is None else calib_text
+    model.elastiq_report = quantize_in_memory(model, plan, tokenizer, text, options, progress, text_name=name)
     return model
 
 

@@ -1,5 +1,6 @@
 """The options of elastiq's long jobs, each with its one set of defaults: LREC set-up and
-training (``LrecOptions``) and the elastic build (``BuildOptions``). The Python API, the
+training (``LrecOptions``), the elastic build (``BuildOptions``) and calibrated
+quantization (``CalibOptions``). The Python API, the
 command line and the benches all take them from here, so a default cannot differ by route.
 
 Plain data, no torch: the command line reads its defaults from these classes at start-up.
@@ -15,6 +16,7 @@ DTYPES = ("float32", "bfloat16")  # adapter weights and AdamW moments
 INITS = ("svd", "zero")  # svd: from the quantization error (LoftQ-style); zero: standard LoRA
 HEAD_MODES = ("fused", "chunked", "whole")  # how the output head and the loss run (lrec.train.window_loss)
 UNITS = ("linear", "layer")  # what one step of the elastic chain moves
+METHODS = ("rtn", "gptq", "search", "gptq+search")  # how a base is cast (elastiq.calib)
 
 
 class _Options:
@@ -55,6 +57,7 @@ class LrecOptions(_Options):
     embedding: str | None = None  # also pack the token embedding in this format ("same": the model's format)
     context: int = 256  # tokens per calibration window
     calib_tokens: int | None = 16384  # calibration tokens the teacher scores (None: the whole text)
+    method: str = "rtn"  # how the base is cast, see METHODS (calibrated on the teacher's windows)
     top_k: int = 64  # teacher log-probabilities kept per position
     # training
     steps: int = 200  # optimizer steps
@@ -75,6 +78,7 @@ class LrecOptions(_Options):
         _one_of("adapter dtype", self.adapter_dtype, DTYPES)
         _one_of("optimizer state dtype", self.optimizer_state, DTYPES)
         _one_of("head", self.head, HEAD_MODES)
+        _one_of("method", self.method, METHODS)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
 
@@ -92,6 +96,7 @@ class BuildOptions(_Options):
     storage_limit: int | None = None  # prune the family to this many bytes
     max_kl: float | None = None  # leave out options whose KL from the float model exceeds this
     seed: int = 0
+    method: str = "rtn"  # how the bases are cast, see METHODS (calibrated with CalibOptions' defaults)
 
     def __post_init__(self):
         object.__setattr__(self, "formats", tuple(self.formats))
@@ -102,3 +107,24 @@ class BuildOptions(_Options):
             _positive(name, getattr(self, name))
         if self.storage_limit is not None and self.storage_limit <= 0:
             raise ValueError(f"storage limit must be positive, got {self.storage_limit}")
+        _one_of("method", self.method, METHODS)
+
+
+@dataclass(frozen=True)
+class CalibOptions(_Options):
+    """Calibrated quantization: GPTQ and scale search on the input Hessians of each linear layer."""
+
+    method: str = "gptq"  # see METHODS
+    tokens: int | None = 16384  # calibration tokens from the start of the text (None: all of it)
+    context: int = 512  # tokens per calibration window
+    damp: float = 0.01  # fraction of the Hessian's mean diagonal added to it
+    act_order: bool = False  # GPTQ visits columns by decreasing Hessian diagonal
+    batch: int = 128  # GPTQ columns per lazy update
+
+    def __post_init__(self):
+        _one_of("method", self.method, METHODS)
+        for name in ("context", "batch"):
+            _positive(name, getattr(self, name))
+        _positive("tokens", self.tokens, none_ok=True)
+        if not 0 <= self.damp < 1:
+            raise ValueError(f"damp must be in [0, 1), got {self.damp!r}")

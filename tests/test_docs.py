@@ -36,6 +36,7 @@ ids = torch.randint(0, 256, (2, 16))
 net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
 images = torch.randn(20, 1, 8, 8)
 """,
+    "docs/calibrate.md": TINY_LLAMA,
     "docs/data.md": """
 from conftest import make_byte_tokenizer
 tokenizer = make_byte_tokenizer()
@@ -74,6 +75,8 @@ x, t, e = torch.randn(1, 4, 8, 8), torch.tensor(10), torch.randn(1, 4, 32)
 
 SMOKE = {  # (page, text in the block) -> what runs instead
     ("README.md", "max_tokens=4096"): "max_tokens=256",
+    ("docs/calibrate.md", 'elastiq.load("smollm2-135m")'): 'elastiq.load("tiny")',
+    ("docs/calibrate.md", "CalibOptions(tokens=8192)"): "CalibOptions(tokens=256, context=64)",
     ("docs/elastic.md", 'elastiq.load("smollm2-135m")'): 'elastiq.load("tiny")',
     ("docs/elastic.md", 'build(model, tok, "smollm2.elastic")'): 'build(model, tok, "smollm2.elastic", calib_tokens=64, '
                                                                  'context=32, measure=2, progress=False)',

@@ -26,6 +26,7 @@ def build(
     calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
     calib_tokens: int = typer.Option(B.calib_tokens, help="tokens to probe sensitivity with (as many again are used to measure KL)"),
     context: int = typer.Option(B.context, help="tokens per calibration window"),
+    method: str = typer.Option(B.method, help="how to cast the base formats: rtn, gptq, search or gptq+search"),
     measure: int = typer.Option(B.measure, help="options along the chain at which the real KL is measured"),
     storage_limit: Optional[str] = typer.Option(None, help="prune the family to this much storage (e.g. 300MiB)"),
     max_kl: Optional[float] = typer.Option(None, help="quality floor: leave out options whose KL from the float model "
@@ -54,7 +55,7 @@ def build(
         fail(e)
     try:
         options = BuildOptions(formats=[f.strip() for f in formats.split(",") if f.strip()], unit=unit,
-                               embedding=embedding, calib_tokens=calib_tokens, context=context, measure=measure,
+                               embedding=embedding, calib_tokens=calib_tokens, context=context, measure=measure, method=method,
                                storage_limit=parse_size(storage_limit) if storage_limit else None, max_kl=max_kl)
         check_formats(options.formats)
     except ValueError as e:

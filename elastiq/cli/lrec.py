@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from elastiq.options import DTYPES, LrecOptions
+from elastiq.options import DTYPES, METHODS, LrecOptions
 
 from .common import EMBEDDING_HELP, MODEL_HELP, check_format, console, fail, load_model, load_text
 
@@ -37,6 +37,7 @@ def correct(
     context: int = typer.Option(L.context, help="tokens per training window"),
     calib: str = typer.Option("wiki-calib", help="calibration text (never the evaluation text)"),
     calib_tokens: int = typer.Option(L.calib_tokens, help="calibration tokens the teacher scores"),
+    method: str = typer.Option(L.method, help=f"how to cast the base: {', '.join(METHODS)} (calibrated on the teacher's windows)"),
     lm_weight: float = typer.Option(L.lm_weight, help="weight of the next-token loss added to the KL"),
     embedding: Optional[str] = typer.Option(L.embedding, help=EMBEDDING_HELP),
     adapter_dtype: str = typer.Option(L.adapter_dtype, help=DTYPE_HELP),
@@ -50,7 +51,7 @@ def correct(
     from elastiq.lrec.train import release_freed_memory
 
     options = _options(rank=rank, steps=steps, init=init, lr=lr, context=context, calib_tokens=calib_tokens,
-                       lm_weight=lm_weight, embedding=embedding, adapter_dtype=adapter_dtype,
+                       method=method, lm_weight=lm_weight, embedding=embedding, adapter_dtype=adapter_dtype,
                        optimizer_state=optimizer_state)
     _check_request(fmt, out, calib, overwrite)
     release_freed_memory()  # before anything loads, so that memory freed later goes back

@@ -8,7 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from elastiq.options import METHODS, CalibOptions
+
 from .common import EMBEDDING_HELP, MODEL_HELP, TEXT_HELP, check_format, console, fail, load_model, load_text, write_json
+
+C = CalibOptions  # the calibration defaults below are its defaults
 
 
 def quantize(
@@ -17,6 +21,12 @@ def quantize(
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the packed model to"),
     act_format: Optional[str] = typer.Option(None, help="also round each linear layer's input onto this format"),
     embedding: Optional[str] = typer.Option(None, help=EMBEDDING_HELP),
+    method: str = typer.Option("rtn", help=f"how to cast the weights: {', '.join(METHODS)} (calibrated, one decoder "
+                                           f"layer at a time where the model allows)"),
+    calib: str = typer.Option("wiki-calib", help="calibration text for the calibrated methods (never the evaluation text)"),
+    calib_tokens: int = typer.Option(C.tokens, help="calibration tokens"),
+    context: int = typer.Option(C.context, help="tokens per calibration window"),
+    act_order: bool = typer.Option(C.act_order, help="GPTQ: visit the input columns by decreasing Hessian diagonal"),
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
     """Pack MODEL's linear layers (and optionally its embedding) in a format and save it."""
@@ -25,17 +35,40 @@ def quantize(
 
     try:
         check_output(out, overwrite, owner="elastiq.json")  # before the model loads
+        options = CalibOptions(method=method, tokens=calib_tokens, context=context, act_order=act_order)
     except (ValueError, FileExistsError) as e:
         fail(e)
-    m, tok = load_model(model)
+    check_format(fmt, embedding if embedding != "same" else None)
+    if method != "rtn":
+        m, tok = _calibrated(model, fmt, calib, options, embedding, act_format)
+    else:
+        m, tok = load_model(model)
     try:
-        elastiq.quantize(m, fmt, act_format=act_format, embedding=embedding)
+        if method == "rtn":
+            elastiq.quantize(m, fmt, act_format=act_format, embedding=embedding)
         elastiq.save(m, out, tokenizer=tok, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         fail(e)
     report = m.elastiq_report
-    console.print(f"{report.summary()}; kept in float: {', '.join(sorted(report.kept)) or 'nothing'}")
+    console.print(f"{report.summary()} ({method}); kept in float: {', '.join(sorted(report.kept)) or 'nothing'}")
     console.print(f"wrote {out} ({elastiq.weight_bytes(m) / 2**20:.1f} MiB of weights)")
+
+
+def _calibrated(model: str, fmt: str, calib: str, options, embedding, act_format):
+    """(packed model, tokenizer) by a calibrated method: elastiq.calib.quantize_source."""
+    from elastiq.calib import quantize_source
+
+    if act_format is not None:
+        fail(ValueError("--act-format is for round-to-nearest packing: use --method rtn with it"))
+    if calib == "wiki-eval":
+        fail(ValueError("calibrating on the evaluation text would tune the model on what it is scored on: "
+                        "use wiki-calib or your own file"))
+    text = load_text(calib)
+    try:
+        return quantize_source(model, fmt, text, options, embedding, text_name=calib, on_fallback=lambda e: console.print(
+            f"[yellow]{e}: calibrating with the whole float model in memory instead"))
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        fail(e)
 
 
 def eval_(

@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from torch import nn
 
 from elastiq import formats as F
+from elastiq.calib import Hessians, calibration_windows
 from elastiq.executors import Executor, JobCache
-from elastiq.options import BuildOptions
+from elastiq.options import BuildOptions, CalibOptions
 from elastiq.progress import progress_bar
 from elastiq.quant import weight_bytes
 
@@ -77,6 +78,18 @@ def calibration_ids(tokenizer, text: str, tokens: int, context: int) -> tuple[to
     return ids[:n].reshape(-1, context), ids[n : 2 * n].reshape(-1, context)
 
 
+def _hessians(model, units, tokenizer, text: str, method: str):
+    """The input Hessians of the units' linear layers on the calibration text (None for RTN bases)."""
+    if method == "rtn":
+        return None
+    o = CalibOptions(method=method)
+    linears = {m: model.get_submodule(m) for u in units for m in u.modules if isinstance(model.get_submodule(m), nn.Linear)}
+    with Hessians(linears) as hs:
+        for w in calibration_windows(tokenizer, text, o.tokens, o.context):
+            model(w[None], use_cache=False)
+    return hs
+
+
 def measure_windows(artifact, tokenizer) -> torch.Tensor:
     """The windows an artifact's quality was measured on (to measure a new option alike)."""
     from elastiq.data import load_text
@@ -109,6 +122,7 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
     from elastiq.data import load_text
 
     o = BuildOptions.of(options, **overrides)
+    own_text = calib_text is not None
     fmts = check_formats(o.formats)
     out = Path(out)
     if out.exists() and not overwrite:
@@ -120,12 +134,15 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
         if o.embedding and f.axis % 2 != 1:
             raise ValueError(f"format {f.name} blocks along axis {f.axis} and cannot pack an embedding: "
                              "build with embedding=False (--no-embedding)")
-    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text or load_text("wiki-calib"), o.calib_tokens, o.context)
+    calib_text = calib_text or load_text("wiki-calib")
+    probe_ids, measure_ids = calibration_ids(tokenizer, calib_text, o.calib_tokens, o.context)
     rest, aliases, rest_bytes = _rest(model, units)
     ex = executor or Executor()
+    hessians = _hessians(model, units, tokenizer, calib_text, o.method)  # None for RTN bases
     cache = JobCache(jobs_dir) if jobs_dir is not None else None
     with _progress(progress, ex):
-        encoded, copy_keys = _pack_and_probe(model, units, fmts, probe_ids, o.seed, ex, cache)
+        encoded, copy_keys = _pack_and_probe(model, units, fmts, probe_ids, o.seed, ex, cache, o.method, hessians)
+        del hessians
         unit_bytes = np.array([[encoded[(u, i)][1]["bytes"] for i in range(len(fmts))] for u in range(len(units))],
                               dtype=np.int64)
         unit_cost = np.array([[encoded[(u, i)][1]["cost"] for i in range(len(fmts))] for u in range(len(units))])
@@ -135,7 +152,7 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
     est = estimate_cost(chain, measured)
     family = _family(chain, est, o.max_kl, o.storage_limit)
     metas = {m: meta for (u, i), (_, info) in encoded.items() if i == 0 for m, meta in info["modules"].items()}
-    info = {"source": source, "calib": calib_name or (None if calib_text else "wiki-calib"), "unit": o.unit,
+    info = {"source": source, "calib": calib_name or (None if own_text else "wiki-calib"), "unit": o.unit, "method": o.method,
             "embedding": o.embedding, "calib_tokens": int(probe_ids.numel()), "context": o.context, "seed": o.seed,
             "build_seconds": None, "storage_limit": o.storage_limit, "max_kl": o.max_kl,
             "job_threads": ex.threads}  # the numbers depend on it (see elastiq.executors), not on the executor
@@ -157,13 +174,14 @@ def build(model, tokenizer, out, options: BuildOptions | None = None, calib_text
     return path
 
 
-def _pack_and_probe(model, units, fmts, probe_ids, seed: int, ex: Executor, cache):
+def _pack_and_probe(model, units, fmts, probe_ids, seed: int, ex: Executor, cache, method: str = "rtn",
+                    hessians=None):
     """Steps 1 and 2: one probe pass here, then one job per (unit, base) wherever ``ex``
-    runs jobs: the unit packed, its bytes and its estimated quality cost. Returns
+    runs jobs: the unit packed (by ``method``, with its layers' input Hessians), its bytes and its estimated quality cost. Returns
     {(unit, base): (encoded copy, its metadata)} and each job's key."""
     probed = [m for u in units for m in u.modules + u.tied]
     probes = record_probes(model, probed, probe_ids, seed=seed)
-    inputs = [unit_inputs(model, un, probes) for un in units]
+    inputs = [unit_inputs(model, un, probes, method, hessians) for un in units]
     del probes
     pairs = [(u, i) for u in range(len(units)) for i in range(len(fmts))]
     keys = pack_keys(units, inputs, fmts, ex.threads) if cache is not None else None

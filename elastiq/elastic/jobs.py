@@ -22,7 +22,8 @@ from torch import nn
 
 from elastiq import formats as F
 from elastiq.executors import inputs_key
-from elastiq.quant import QuantEmbedding, QuantLinear
+from elastiq.calib import pack_linear
+from elastiq.quant import QuantEmbedding
 
 from . import artifact
 from .sensitivity import Probe, output_cost
@@ -30,10 +31,11 @@ from .sensitivity import Probe, output_cost
 JOB_VERSION = 1  # bump when a job's arithmetic changes: cached results of older builds no longer match
 
 
-def pack(module: nn.Module, fmt: F.Format) -> nn.Module:
+def pack(module: nn.Module, fmt: F.Format, method: str = "rtn", hessian: torch.Tensor | None = None) -> nn.Module:
+    """A unit's module packed as a base: embeddings round to nearest, linear layers by ``method``."""
     if isinstance(module, nn.Embedding):
         return QuantEmbedding.from_embedding(module, fmt)
-    return QuantLinear.from_linear(module, fmt)
+    return pack_linear(module, fmt, method, hessian)
 
 
 @torch.no_grad()
@@ -76,22 +78,26 @@ class Quality:
 
 @dataclass
 class UnitInputs:
-    """What the jobs of one unit read: its float modules and the probes of them and their tied heads."""
+    """What the jobs of one unit read: its float modules, the probes of them and their tied
+    heads, and how its linear layers are packed (``method``, with their input Hessians)."""
     modules: dict[str, nn.Module]
     probes: dict[str, Probe]
     tied: tuple[str, ...]
+    method: str = "rtn"
+    hessians: dict[str, torch.Tensor] | None = None
 
 
-def unit_inputs(model: nn.Module, unit, probes: dict[str, Probe]) -> UnitInputs:
+def unit_inputs(model: nn.Module, unit, probes: dict[str, Probe], method: str = "rtn", hessians=None) -> UnitInputs:
+    mine = None if hessians is None else {m: hessians[m] for m in unit.modules if m in hessians}
     return UnitInputs({m: model.get_submodule(m) for m in unit.modules},
-                      {m: probes[m] for m in unit.modules + unit.tied}, tuple(unit.tied))
+                      {m: probes[m] for m in unit.modules + unit.tied}, tuple(unit.tied), method, mine)
 
 
 def pack_job(inputs: UnitInputs, fmt: F.Format) -> bytes:
     """Pack the unit in ``fmt``; its stored tensors, bytes and estimated cost, encoded."""
     tensors, metas, nbytes, cost = {}, {}, 0, 0.0
     for m, module in inputs.modules.items():
-        q = pack(module, fmt)
+        q = pack(module, fmt, inputs.method, (inputs.hessians or {}).get(m))
         delta = q.weight().float() - module.weight.detach().float()
         kind = "embedding" if isinstance(q, QuantEmbedding) else "linear"
         cost += output_cost(inputs.probes[m], delta, kind)
@@ -149,7 +155,8 @@ def pack_keys(units, inputs: list[UnitInputs], fmts, threads: int) -> list[str]:
     for un, inp in zip(units, inputs):
         state = {m: mod.state_dict() for m, mod in inp.modules.items()}
         probes = {m: (p.inputs, p.grads) for m, p in inp.probes.items()}
-        unit_key = inputs_key("pack", JOB_VERSION, torch.__version__, threads, un.name, list(inp.tied), state, probes)
+        unit_key = inputs_key("pack", JOB_VERSION, torch.__version__, threads, un.name, list(inp.tied), state, probes,
+                              inp.method, inp.hessians)
         keys += [inputs_key(unit_key, F.spec(f)) for f in fmts]
     return keys
 

@@ -134,14 +134,17 @@ def _unblock(xb: torch.Tensor, geo: Geometry, nrows: int) -> torch.Tensor:
     return xb.reshape(nrows, geo.per_row * geo.block)[:, : geo.row]
 
 
-def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: torch.Tensor | None = None):
-    """Codes (blocked), scale codes, selectors (or None), dequantized values (or None).
+def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: torch.Tensor | None = None,
+                  amax: torch.Tensor | None = None):
+    """Codes (blocked), scale codes, selectors (or None), dequantized values (or None),
+    and each block's dequantize and quantize multipliers.
 
     With several candidate grids each block keeps the one with the least squared
     error. Candidates that differ only in their recycled level share the scale and the
     cast onto their base grid; only the recycling step is redone. A single plain grid
-    writes its values into ``out`` when given."""
-    amax = xb.abs().amax(1)
+    writes its values into ``out`` when given. ``amax`` replaces the blocks' largest
+    magnitudes as the scale target (a searched clip: larger values saturate)."""
+    amax = xb.abs().amax(1) if amax is None else amax
     if fmt.scale.special == "none" and torch.isnan(amax).any():
         raise ValueError(f"input contains NaN, and the scale grid of {fmt.name} has no NaN code to mark the block")
     single = len(fmt.grids) == 1
@@ -163,28 +166,31 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: tor
             if g.recycle is not None:  # -0 now means the extra level: clear it once per base grid
                 codes = without_redundant(codes, g)
                 vals = vals + 0.0 if vals is not None else None  # -0.0 + 0.0 = +0.0, as code 0 decodes
-            shared[bg] = (scode, deq, y, codes, vals)
-        scode, deq, y, codes, vals = shared[bg]
+            shared[bg] = (scode, deq, qmul, y, codes, vals)
+        scode, deq, qmul, y, codes, vals = shared[bg]
         if g.recycle is not None:
             take = recycle_mask(y, g)
             codes = torch.where(take, g.redundant_code, codes)
             if need_values:
                 vals = torch.where(take, deq[:, None] * g.recycle, vals)
         if single:
-            return codes, scode, None, vals
+            return codes, scode, None, vals, deq, qmul
         d = vals - xb
-        cands.append((codes, scode, vals, torch.nan_to_num((d * d).sum(1), nan=0.0, posinf=math.inf)))
+        cands.append((codes, scode, vals, torch.nan_to_num((d * d).sum(1), nan=0.0, posinf=math.inf), deq, qmul))
     sel = torch.stack([c[3] for c in cands], 1).argmin(1)  # first of equals wins
     codes = torch.empty(xb.shape, dtype=torch.int32, device=xb.device)
     scode = torch.empty_like(cands[0][1])
     vals = torch.empty_like(xb) if want_values else None
-    for i, (c, s, v, _) in enumerate(cands):  # copy each candidate's winning blocks only
+    deq, qmul = torch.empty_like(cands[0][4]), torch.empty_like(cands[0][5])
+    for i, (c, s, v, _, dq, qm) in enumerate(cands):  # copy each candidate's winning blocks only
         rows = (sel == i).nonzero().squeeze(1)
         codes.index_copy_(0, rows, c.index_select(0, rows).to(torch.int32))
         scode.index_copy_(0, rows, s.index_select(0, rows))
+        deq.index_copy_(0, rows, dq.index_select(0, rows))
+        qmul.index_copy_(0, rows, qm.index_select(0, rows))
         if want_values:
             vals.index_copy_(0, rows, v.index_select(0, rows))
-    return codes, scode, sel, vals
+    return codes, scode, sel, vals, deq, qmul
 
 
 def _prepare(x, fmt):
@@ -203,7 +209,7 @@ def quantize(x: torch.Tensor, fmt) -> Packed:
     codes, scodes, sels = [], [], []
     for r0, r1 in geo.chunks():
         xb = _blocks(rows[r0:r1].to(torch.float32), geo)
-        c, s, sel, _ = _encode_chunk(xb, fmt, ts, want_values=False)
+        c, s, sel = _encode_chunk(xb, fmt, ts, want_values=False)[:3]
         codes.append(pack_bits(_unblock(c, geo, r1 - r0).reshape(-1), fmt.element_bits))
         scodes.append(s)
         if sel is not None:

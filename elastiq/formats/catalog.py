@@ -60,8 +60,10 @@ FP16 = Grid("float", 16, ebits=5, mbits=10, bias=15, special="ieee", name="fp16"
 BF16 = Grid("float", 16, ebits=8, mbits=7, bias=127, special="ieee", name="bf16")
 FP32 = Grid("float", 32, ebits=8, mbits=23, bias=127, special="ieee", name="fp32")
 NF4 = Grid("codebook", 4, levels=_nf4_levels(), name="nf4")
+# all four 2-bit codes, evenly spaced, no zero (intN grids are symmetric: int2 is ternary)
+UNIFORM2 = Grid("codebook", 2, levels=(-1.5, -0.5, 0.5, 1.5), name="uniform2")
 
-_NAMED_GRIDS = {"e8m0": E8M0, "fp16": FP16, "bf16": BF16, "fp32": FP32, "nf4": NF4}
+_NAMED_GRIDS = {"e8m0": E8M0, "fp16": FP16, "bf16": BF16, "fp32": FP32, "nf4": NF4, "uniform2": UNIFORM2}
 
 
 @lru_cache(maxsize=None)
@@ -109,6 +111,9 @@ def _presets() -> dict[str, Format]:
         add(Format(f"int{bits}", (int_grid(bits),), FP16, block=128, rounding="even",
                    description=f"symmetric INT{bits}, groups of 128, FP16 scale = amax/{2 ** (bits - 1) - 1}"))
     add(Format("int4-g64", (int_grid(4),), FP16, block=64, rounding="even", description="symmetric INT4, groups of 64"))
+    for block in (64, 32):
+        add(Format(f"int2x4-g{block}", (UNIFORM2,), FP16, block=block, rounding="even",
+                   description=f"2 bits, 4 evenly spaced levels (±0.5, ±1.5), groups of {block}, FP16 scale = amax/1.5"))
     add(Format("int8-channel", (int_grid(8),), FP16, block=None, rounding="even", description="symmetric INT8, one FP16 scale per row"))
     add(Format("nf4", (NF4,), FP16, block=64, rounding="even", description="QLoRA NormalFloat-4, groups of 64, FP16 absmax scale"))
     add(Format("mxint8", (int_grid(8, step=2.0**-6),), E8M0, block=32, description="OCP MXINT8: int8 x 2^-6, E8M0 scale"))

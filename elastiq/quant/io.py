@@ -46,6 +46,8 @@ def save(model: nn.Module, directory, tokenizer=None, overwrite: bool = False) -
             write_native(tmp, model.config, [m.fmt for m in packed], getattr(model, "generation_config", None))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"elastiq": VERSION, "architecture": type(model).__name__, "modules": modules, "files": files}
+        if getattr(model, "elastiq_calibration", None):  # how the packed weights were cast (elastiq.calib)
+            manifest["calibration"] = model.elastiq_calibration
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return directory
 

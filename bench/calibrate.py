@@ -1,0 +1,236 @@
+"""Calibrated quantization on SmolLM2-135M: round-to-nearest against GPTQ (and scale search)
+per format, a GPTQ peer on the same tokens, and int2 GPTQ + LREC.
+
+    nice .venv/bin/python bench/calibrate.py                           # everything (~40 minutes on 2 cores)
+    nice .venv/bin/python bench/calibrate.py --formats int4 --no-peer --lrec-steps 0
+    nice .venv/bin/python bench/calibrate.py --update --formats '' --lrec-steps 0    # only the peer row again
+    .venv/bin/python bench/markdown.py calibrate                       # docs/calibrate.md's tables
+
+Protocol as bench/quality.py: the first --max-tokens tokens of wiki-eval, windows of
+--context tokens, perplexity over every token after the first. Calibration: the first
+--calib-tokens tokens of wiki-calib in windows of --calib-context. The input Hessians of
+every linear layer are gathered once from the float model (``hessian_seconds``) and serve
+every format; a format's ``seconds`` is that plus its own GPTQ time. The peer
+(GPTQModel, run by bench/peer_gptqmodel.py in its own virtual environment, --peer-python)
+quantizes int4 g128 on the same calibration windows and is scored on the same windows.
+Writes bench/results/calibrate.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FORMATS = {"int2": "int2x4-g64", "int3": "int3", "int4": "int4", "nxfp4": "nxfp4", "nvfp4": "nvfp4"}
+EXTRA = "int2:gptq+search,int3:gptq+search,int3:search"  # more methods on some rows
+
+
+def gather_hessians(model, tok, args):
+    """The input Hessians of every decoder linear layer, the seconds and tokens it took, the windows."""
+    from torch import nn
+
+    from elastiq.calib import Hessians, calibration_windows
+    from elastiq.data import load_text
+
+    wins = calibration_windows(tok, load_text("wiki-calib"), args.calib_tokens, args.calib_context)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n}
+    t0 = time.perf_counter()
+    with torch.no_grad(), Hessians(linears) as hs:
+        for w in wins:
+            model.base_model(w[None], use_cache=False)  # the head is not packed: no need to run it
+    return hs, time.perf_counter() - t0, sum(len(w) for w in wins), wins
+
+
+def hessians(model, tok, args):
+    """``gather_hessians``, or what an earlier run saved to --hessians (so that formats can run
+    in parallel processes on one pass)."""
+    from elastiq.calib import Hessians
+
+    if args.hessians and args.hessians.is_file():
+        saved = torch.load(args.hessians)
+        hs = Hessians({})
+        hs.owner, hs.sums, hs.tokens = saved["owner"], saved["sums"], saved["tokens"]
+        return hs, saved["seconds"], saved["tokens_seen"]
+    hs, sec, tokens, _ = gather_hessians(model, tok, args)
+    if args.hessians:
+        tmp = args.hessians.with_suffix(".partial")
+        torch.save({"owner": hs.owner, "sums": hs.sums, "tokens": hs.tokens, "seconds": sec, "tokens_seen": tokens}, tmp)
+        tmp.rename(args.hessians)
+    return hs, sec, tokens
+
+
+def packed_copy(model, fmt: str, method: str, hessians):
+    """A copy of ``model`` with every decoder linear layer packed by ``method``; seconds of packing."""
+    from elastiq.calib import pack_linear
+    from elastiq.options import CalibOptions
+    from elastiq.quant import quantize_model, replace_module
+
+    q = copy.deepcopy(model)
+    t0 = time.perf_counter()
+    if method == "rtn":
+        quantize_model(q, fmt, progress=False)
+    else:
+        for name in [n for n in hessians.owner]:
+            replace_module(q, name, pack_linear(q.get_submodule(name), fmt, method, hessians[name], CalibOptions(method=method)))
+        quantize_model(q, fmt, progress=False)  # anything left (nothing, for this model)
+    return q, time.perf_counter() - t0
+
+
+def ppl(model, tok, text, args) -> float:
+    from elastiq.evaluate import evaluate
+
+    return evaluate(model, tok, text, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
+
+
+def run_peer(args, model_name: str, calib_wins) -> dict | None:
+    """GPTQModel int4 g128 in its own environment, on our calibration and evaluation windows."""
+    from elastiq.data import load_text, tokenize, windows
+    from elastiq.models import float_checkpoint_dir, load
+
+    if not Path(args.peer_python).is_file():
+        print(f"no peer environment at {args.peer_python}: no peer row")
+        return None
+    _, tok = load(model_name)
+    ids = tokenize(tok, load_text("wiki-eval"), args.max_tokens)
+    evals = [(w, n) for w, n in windows(ids, context=args.context, max_tokens=args.max_tokens)]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "windows.pt"
+        torch.save({"calib": calib_wins, "eval": evals}, data)
+        cmd = [args.peer_python, str(ROOT / "bench/peer_gptqmodel.py"), str(float_checkpoint_dir(model_name)), str(data),
+               str(args.peer_out or Path(tmp) / "quantized"), "--threads", str(args.threads)]
+        env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(args.threads)}  # its default, half the cores, fails on 2
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode or not lines:
+            print(f"peer failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+            return {"name": "GPTQModel", "error": (r.stderr or r.stdout)[-1500:]}
+        return json.loads(lines[-1])
+
+
+def run_lrec(args, model_name: str, text_eval: str) -> dict:
+    """int2 from a GPTQ base, then LREC (elastiq.lrec) as `elastiq correct --method gptq` runs it."""
+    from elastiq.data import load_text
+    from elastiq.evaluate import evaluate
+    from elastiq.lrec import correct
+    from elastiq.lrec.stream import setup
+    from elastiq.options import LrecOptions
+
+    o = LrecOptions(method=args.lrec_method, rank=args.lrec_rank, steps=args.lrec_steps, calib_tokens=args.lrec_calib_tokens)
+    t0 = time.perf_counter()
+    q, tok, targets = setup(model_name, FORMATS["int2"], load_text("wiki-calib"), o, progress=False)
+    t_setup = time.perf_counter() - t0
+    base = (evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
+            if args.lrec_before else None)
+    t1 = time.perf_counter()
+    log = correct(q, targets, o, progress=False)
+    t_train = time.perf_counter() - t1
+    after = evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
+    return {"format": FORMATS["int2"], "method": args.lrec_method, "rank": args.lrec_rank, "steps": args.lrec_steps,
+            "calib_tokens": args.lrec_calib_tokens, "ppl_base_with_svd_adapters": base, "ppl": after,
+            "setup_seconds": t_setup, "train_seconds": t_train, "kl_first_last": [log.losses[0], log.losses[-1]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--formats", default=",".join(FORMATS), help=f"keys of {FORMATS}")
+    ap.add_argument("--extra", default=EXTRA, help="more key:method rows ('' for none)")
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--calib-tokens", type=int, default=16384)
+    ap.add_argument("--calib-context", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--peer-python", default=str(Path("/work/wt/peer-venv/bin/python")),
+                    help="python of the environment GPTQModel is installed in (see docs/calibrate.md)")
+    ap.add_argument("--peer-out", type=Path, default=None, help="keep the peer's quantized model here")
+    ap.add_argument("--lrec-steps", type=int, default=40, help="LREC steps on the int2 GPTQ base (0: skip)")
+    ap.add_argument("--lrec-rank", type=int, default=16)
+    ap.add_argument("--lrec-method", default="gptq")
+    ap.add_argument("--lrec-calib-tokens", type=int, default=16384)
+    ap.add_argument("--lrec-before", action=argparse.BooleanOptionalAction, default=True,
+                    help="also score the GPTQ base with its SVD-started adapters before training")
+    ap.add_argument("--rtn-from", type=Path, default=None,
+                    help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
+    ap.add_argument("--hessians", type=Path, default=None, help="save the Hessians here, or read them if it exists")
+    ap.add_argument("--merge", type=Path, nargs="*", default=None, help="combine these partial results into --out, then stop")
+    ap.add_argument("--update", action="store_true", help="merge what is measured now into the existing --out file")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/calibrate.json")
+    args = ap.parse_args()
+
+    if args.merge:
+        out = {}
+        for part in args.merge:
+            out.update({k: v for k, v in json.loads(part.read_text()).items() if v is not None})
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        return print(f"wrote {args.out} from {len(args.merge)} parts")
+    import elastiq
+    from elastiq.data import load_text
+
+    torch.set_num_threads(args.threads)
+    quality = {r["format"]: r["perplexity"] for r in json.loads(args.rtn_from.read_text())["results"]} if args.rtn_from else {}
+    out = json.loads(args.out.read_text()) if args.update and args.out.is_file() else {}
+    model, tok = elastiq.load(args.model)
+    model.eval()
+    text = load_text("wiki-eval")
+    keys = [k for k in args.formats.split(",") if k]
+    if "float_ppl" not in out and (keys or args.lrec_steps):
+        out["float_ppl"] = quality["float"] if "float" in quality else ppl(model, tok, text, args)
+        print(f"float {out['float_ppl']:.3f}", flush=True)
+    extra = [tuple(e.split(":")) for e in args.extra.split(",") if e and e.split(":")[0] in keys]
+    if keys:
+        hs, h_sec, h_tokens = hessians(model, tok, args)
+        out["hessian_seconds"], out["calib_tokens_seen"] = h_sec, h_tokens
+        print(f"Hessians of {len(hs.owner)} layers from {h_tokens} tokens in {h_sec:.0f} s", flush=True)
+    for key in keys:
+        fmt = FORMATS[key]
+        row = {"format": fmt}
+        if fmt in quality:
+            row["ppl_rtn"], row["rtn_from"] = quality[fmt], str(args.rtn_from)
+        else:
+            q, _ = packed_copy(model, fmt, "rtn", None)
+            row["ppl_rtn"] = ppl(q, tok, text, args)
+            del q
+        for method in ["gptq"] + [m for k, m in extra if k == key]:
+            q, sec = packed_copy(model, fmt, method, hs)
+            suffix = "" if method == "gptq" else "_" + method.replace("+", "_")
+            row[f"ppl_{method.replace('+', '_')}"] = ppl(q, tok, text, args)
+            row[f"{method.replace('+', '_')}_seconds" if suffix else "gptq_seconds"] = sec
+            del q
+        row["seconds"] = out["hessian_seconds"] + row["gptq_seconds"]
+        out[key] = row
+        print(key, row, flush=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    if not args.no_peer:
+        from elastiq.calib import calibration_windows
+
+        calib_wins = calibration_windows(tok, load_text("wiki-calib"), args.calib_tokens, args.calib_context)
+        out["peer"] = run_peer(args, args.model, calib_wins)
+        print("peer", out["peer"], flush=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    if args.lrec_steps:
+        del model
+        out["int2_lrec"] = run_lrec(args, args.model, text)
+        out["int2_gptq_lrec_ppl"] = out["int2_lrec"]["ppl"]
+        print("int2 + LREC", out["int2_lrec"], flush=True)
+    out["meta"] = {"model": args.model, "text": "wiki-eval", "max_tokens": args.max_tokens, "context": args.context,
+                   "calib_text": "wiki-calib", "calib_tokens": args.calib_tokens, "calib_context": args.calib_context,
+                   "threads": args.threads, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                   "formats": FORMATS, "gptq": {"damp": 0.01, "act_order": False, "batch": 128}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
