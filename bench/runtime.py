@@ -288,7 +288,7 @@ def engines(a, work: Path, console) -> dict:
 
 
 WAIT_POLICIES = {"spin": {"GOMP_SPINCOUNT": "300000"},  # libgomp's default when nothing is set
-                 "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}  # the native runtime's default (runtime.build.load_shared)
+                 "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 
 def busy(a, work: Path, console) -> list[dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from elastiq import formats as F
-from elastiq.runtime.build import VARIANTS, BuildFailed, build_shared, load_shared, variant_flags  # one builder and loader
+from elastiq.runtime.build import VARIANTS, BuildFailed, build_shared, variant_flags  # one builder, one set of variants
 
 SOURCE = Path(__file__).with_name("lut_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
@@ -58,7 +58,7 @@ def library(extra_flags: tuple[str, ...] = ()):
         warnings.warn(f"elastiq: building the packed-weight kernels failed ({e}); packed layers use the slower "
                       "torch path", stacklevel=2)
         return None
-    lib = load_shared(path)
+    lib = ctypes.CDLL(str(path))
     problem = _layout_problem(lib)
     if problem:
         warnings.warn(f"elastiq: the packed-weight kernels' struct does not match its ctypes mirror ({problem}); "

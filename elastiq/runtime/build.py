@@ -77,22 +77,11 @@ def build_shared(sources: tuple[Path, ...], name: str, flags) -> Path:
     return path
 
 
-def load_shared(path: Path) -> ctypes.CDLL:
-    """A library built here, loaded with OpenMP told to wait passively at its barriers unless
-    the user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT set). Threads that spin while waiting
-    collapse on a busy machine: on 2 cores at load 20, decoding SmolLM2 fell to 0.4-0.7
-    tokens/s spinning, against 54-59 waiting passively (bench/runtime.py, its busy part). libgomp reads
-    the variable once, when it loads, so it is set before the first library is."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return ctypes.CDLL(str(path))
-
-
 @lru_cache(maxsize=None)
 def library(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """The loaded runtime library; raises NativeUnavailable (saying why) where it cannot be had."""
     flags = [*FLAGS, *variant_flags(), *extra_flags, f"-I{SOURCES[1].parent}"]
     try:
-        return load_shared(build_shared(SOURCES, "runtime", flags))
+        return ctypes.CDLL(str(build_shared(SOURCES, "runtime", flags)))
     except BuildFailed as e:
         raise NativeUnavailable(f"building the native runtime failed ({e}); use --engine torch") from None
