@@ -77,6 +77,10 @@ def test_three_dims_and_scalars_and_empty():
 def test_all_zero_blocks_stay_zero_in_every_format():
     for name in ALL:
         z = torch.zeros(2, 256)
+        if all(0.0 not in g.values().tolist() for g in F.get(name).grids):
+            # a grid without a zero level (int2x4's +-0.5, +-1.5) gives the smallest value it has
+            assert F.fake_quantize(z, name).abs().max() <= 1e-4, name
+            continue
         assert torch.equal(F.fake_quantize(z, name), z), name
 
 
