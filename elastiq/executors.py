@@ -324,7 +324,13 @@ class ProcessExecutor(Executor):
 
     def _shutdown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:  # a worker killed while it held the job queue's lock leaves the others waiting forever
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
             self._pool = None
 
     def close(self) -> None:
