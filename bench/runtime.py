@@ -16,6 +16,9 @@ and after a shrink (freed copies go back to the system). The host part times the
 `elastiq host` command (start to exit, peak memory) for a 32-token answer on the
 smallest option, for both engines, beside llama.cpp answering the same prompt.
 
+The busy part measures decode with OpenMP's threads spinning and waiting passively, on the
+quiet machine and beside --burners processes that keep the cores busy.
+
 Writes bench/results/runtime.json, bench/results/runtime.png and the tables of docs/runtime.md.
 """
 from __future__ import annotations
@@ -242,17 +245,17 @@ def main() -> None:
     console.print(f"wrote {out_file.relative_to(ROOT)} and docs/runtime.md")
 
 
-def engines(a, work: Path, console) -> dict:
-    """Build (once) the packed models and the prompt ids, then run every engine."""
+def prepare(work: Path, prompt_tokens: int) -> tuple[Path, dict[str, Path]]:
+    """The prompt ids (a file) and the packed models (built once into ``work``) that the
+    engine and busy parts run."""
     import copy
 
     import elastiq
     from elastiq.data import load_text, tokenize
-    from elastiq.models import BUILTIN
 
     model, tok = elastiq.load("smollm2-135m")
-    ids_file = work / f"prompt-{a.prompt_tokens}.json"
-    ids_file.write_text(json.dumps(tokenize(tok, load_text("wiki-calib"))[:a.prompt_tokens].tolist()))
+    ids_file = work / f"prompt-{prompt_tokens}.json"
+    ids_file.write_text(json.dumps(tokenize(tok, load_text("wiki-calib"))[:prompt_tokens].tolist()))
     dirs = {}
     for name, fmt in [("nxfp4_emb", "nxfp4"), ("int4", "int4")]:
         d = work / f"smollm2-{name}"
@@ -261,7 +264,14 @@ def engines(a, work: Path, console) -> dict:
             elastiq.save(packed, d, tokenizer=tok, overwrite=True)
             del packed
         dirs[name] = d
-    del model
+    return ids_file, dirs
+
+
+def engines(a, work: Path, console) -> dict:
+    """Run every engine on the prepared models and prompt."""
+    from elastiq.models import BUILTIN
+
+    ids_file, dirs = prepare(work, a.prompt_tokens)
     gguf = BUILTIN["smollm2-135m"].gguf_path()
     plan = [("native_nxfp4_emb", "native", dirs["nxfp4_emb"]), ("native_int4", "native", dirs["int4"]),
             ("torch_nxfp4_emb", "torch", dirs["nxfp4_emb"]), ("llama_cpp", "llama", gguf)]
@@ -297,9 +307,8 @@ def busy(a, work: Path, console) -> list[dict]:
     other programs are running). The same environment for both engines."""
     from elastiq.models import BUILTIN
 
-    ids_file = work / "prompt-128.json"
-    ids_file.write_text(json.dumps(json.loads((work / f"prompt-{a.prompt_tokens}.json").read_text())[:128]))
-    engines_ = (("native_nxfp4_emb", "native", work / "smollm2-nxfp4_emb"),
+    ids_file, dirs = prepare(work, 128)
+    engines_ = (("native_nxfp4_emb", "native", dirs["nxfp4_emb"]),
                 ("llama_cpp", "llama", BUILTIN["smollm2-135m"].gguf_path()))
     rows = []
     for burners in (0, a.burners):
