@@ -5,7 +5,9 @@ Protocol: the text is tokenized once (no special tokens), cut into windows of
 token from the second on is scored exactly once, with as much preceding context as its
 window holds. Perplexity = exp(mean negative log-likelihood of the scored tokens).
 KL = mean over scored positions of KL(reference || model) of the next-token
-distributions. Models whose family needs it (Gemma) get a BOS token per window.
+distributions. Models whose family needs it (Gemma) get a BOS token per window; ``bos_id``
+puts a given token before every window instead (then every text token is scored, the first
+from that token: lm-eval's convention for a document, see docs/interop.md).
 """
 from __future__ import annotations
 
@@ -48,11 +50,11 @@ def check_window_args(context: int, max_tokens: int | None = None) -> None:
 
 @torch.no_grad()
 def evaluate(model, tokenizer, text: str, reference=None, max_tokens: int | None = None, context: int = 1024,
-             stride: int | None = None, progress: bool = True) -> Evaluation:
+             stride: int | None = None, progress: bool = True, bos_id: int | None = None) -> Evaluation:
     """Perplexity of ``model`` on ``text`` (and KL from ``reference`` on the same tokens)."""
     check_window_args(context, max_tokens)
     ids = tokenize(tokenizer, text, max_tokens)
-    bos = tokenizer.bos_token_id if _needs_bos(model) else None
+    bos = bos_id if bos_id is not None else tokenizer.bos_token_id if _needs_bos(model) else None
     wins = windows(ids, context=context, stride=stride, max_tokens=max_tokens, bos_id=bos)
     if not wins:
         raise InputError(f"the text is too short to score a single token ({len(ids)} token(s)): give a longer text")

@@ -73,6 +73,23 @@ def text_task(jsonl, name: str = "elastiq_text") -> dict:
             "metric_list": [{"metric": "word_perplexity"}, {"metric": "byte_perplexity"}, {"metric": "bits_per_byte"}]}
 
 
+def documents(tokenizer, ids, size: int) -> list[str]:
+    """Token ids cut into texts of at most ``size`` tokens, each cut where its text tokenizes
+    back to exactly its ids: documents that lm-eval and ``elastiq.perplexity`` score token
+    for token alike (one window each when ``size`` < the context)."""
+    ids = [int(i) for i in ids]
+    out, begin = [], 0
+    while begin < len(ids):
+        end = min(begin + size, len(ids))
+        while tokenizer(text := tokenizer.decode(ids[begin:end]), add_special_tokens=False)["input_ids"] != ids[begin:end]:
+            end -= 1  # a cut inside a word, or a piece that decodes differently: cut earlier
+            if end == begin:
+                raise InputError(f"token {begin} does not decode to text that tokenizes back to it: cannot cut documents here")
+        out.append(text)
+        begin = end
+    return out
+
+
 def token_perplexity(samples: list[dict], tokenizer) -> float:
     """Per-token perplexity of a rolling task's logged samples: their summed log-likelihood
     over the tokens of their documents (lm-eval scores each document's every token, the
