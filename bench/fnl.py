@@ -55,8 +55,8 @@ def table(res: dict) -> str:
              f"{'random pixels' if not s['network'].get('fold_nside') else 'nside-%d patches' % s['network']['fold_nside']}"
              f"; mitigated cases fitted with {calibration_text(s)}. {res['date']}, {res['wall_s'] / 60:.1f} min.", "",
              "| case | true f_NL | mean f_NL | median | scatter | mean posterior sigma (n) | bias / clean scatter "
-             "| without calibration: mean f_NL, bias | " + ("clean calibration: mean f_NL, bias | " if estimated else "")
-             + "selection rms | null-test chi2 |",
+             "| without calibration: mean f_NL, bias | "
+             + ("clean calibration: mean f_NL, bias | " if estimated else "") + "selection rms | null-test chi2 |",
              "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if estimated else "")]
     for r in res["cases"]:
         ms = "-" if r["mean_sigma"] is None else f"{r['mean_sigma']:.1f} ({r['n_mcmc']})"
