@@ -51,7 +51,9 @@ def table(res: dict) -> str:
     lines = [f"nside {s['nside']}, {s['kind']} mocks, {res['cases'][0]['n_mocks']} mocks per case, covariance "
              f"from {res['n_cov_mocks']} clean f_NL = 0 mocks, {res['n_bins']} bins over ell "
              f"{res['ell_edges'][0]}-{res['ell_edges'][-1] - 1}; network: {s['network']['n_folds']} folds, "
-             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, folds of "
+             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, "
+             + (f"weight decay {s['network']['weight_decay']:g}, " if s['network'].get('weight_decay') else "")
+             + "folds of "
              f"{'random pixels' if not s['network'].get('fold_nside') else 'nside-%d patches' % s['network']['fold_nside']}"
              f"; mitigated cases fitted with {calibration_text(s)}. {res['date']}, {res['wall_s'] / 60:.1f} min.", "",
              "| case | true f_NL | mean f_NL | median | scatter | mean posterior sigma (n) | bias / clean scatter "
@@ -158,6 +160,8 @@ def main(argv=None):
                          "or with the selection each mock's mitigation estimated")
     ap.add_argument("--calibration-per-mock", type=int, default=8,
                     help="with 'estimated': calibration mocks per f_NL for each mock's own estimate")
+    ap.add_argument("--nn-epochs", type=int, default=6)
+    ap.add_argument("--nn-weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     ap.add_argument("--jobs", type=int, choices=(1, 2), default=1,
                     help="2: the f_NL values split over two processes")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: the table's)")
@@ -165,7 +169,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS / "fnl.json"),
                     help="the plots and the docs block are written only for the default")
     a = ap.parse_args(argv)
-    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=6, lr=0.05, batch_size=4096)
+    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=a.nn_epochs, lr=0.05, batch_size=4096,
+                         weight_decay=a.nn_weight_decay)
     s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn,
                          n_calibration=a.calibration_mocks, fnl_values=tuple(a.fnl),
                          calibration_contamination=a.calibration_contamination,
