@@ -3,8 +3,12 @@
 Every mock i uses the same random numbers for its density field in every case (clean, contaminated,
 mitigated), so the cases differ only by what the case changes. The covariance of log C_ell and the
 log-transform bias come from the clean f_NL = 0 mocks and are used for every case. With
-n_calibration > 0, each mitigation is also run on that many clean mocks (their own seeds) at each
-calibration f_NL, and its transfer (lrgfnl.transfer) multiplies the model of the mitigated cases.
+n_calibration > 0, each mitigation is also run on that many calibration mocks (their own seeds) at
+each calibration f_NL, and its transfer (lrgfnl.transfer) multiplies the model of the mitigated cases.
+The calibration mocks are clean ("none"), contaminated with the true selection function of the case
+("same": a diagnosis, a real analysis cannot do it), or, for every mock, contaminated with the
+selection function that the mitigation estimated from that mock ("estimated": what a real analysis
+can do with its one data map, see estimated_transfers).
 """
 from __future__ import annotations
 
@@ -64,7 +68,13 @@ class CampaignSettings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     n_calibration: int = 0           # mocks per calibration f_NL for each mitigation's transfer
     calibration_fnl: tuple = (0.0, 100.0)
-    calibration_contamination: str = "none"   # "none": clean calibration mocks; "same": the case's own
+    calibration_contamination: str = "none"   # "none", "same" or "estimated" (module docstring)
+    n_calibration_per_mock: int = 8  # "estimated": calibration mocks per f_NL for each mock's own estimate
+
+    def __post_init__(self):
+        if self.calibration_contamination not in ("none", "same", "estimated"):
+            raise ValueError(f"calibration_contamination {self.calibration_contamination!r}: use 'none', "
+                             f"'same' or 'estimated'")
 
 
 @dataclass
@@ -121,8 +131,13 @@ def mock_density(setup: Setup, fnl: float, index: int, cl_gauss=None):
 
 
 def mock_counts(setup: Setup, delta, index: int, contamination: str):
+    return counts_with_selection(setup, delta, index, setup.selections[contamination])
+
+
+def counts_with_selection(setup: Setup, delta, index: int, selection):
+    """Poisson counts of mock `index` under a given selection map (the same random numbers for any map)."""
     rng = np.random.default_rng([setup.settings.seed, index, 1])
-    return poisson_counts(delta, setup.nbar_pix, setup.mask, setup.selections[contamination], rng)
+    return poisson_counts(delta, setup.nbar_pix, setup.mask, selection, rng)
 
 
 def weights_for(setup: Setup, counts, case: Case):
@@ -136,15 +151,21 @@ def weights_for(setup: Setup, counts, case: Case):
     raise ValueError(f"unknown mitigation {case.mitigation!r}")
 
 
+def gaussian_cl(setup: Setup, fnl: float):
+    """The Gaussian field's C_ell of log-normal mocks at f_NL (None for Gaussian mocks)."""
+    return gaussian_cl_for_lognormal(setup.cl_full(fnl)) if setup.settings.kind == "lognormal" else None
+
+
 def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, n_cross: int = 0,
-                  first_index: int = 0):
-    """Binned C_ell, shot noise (and, for the first n_cross mocks, template cross-spectra) per case."""
-    s = setup.settings
-    cg = gaussian_cl_for_lognormal(setup.cl_full(fnl)) if s.kind == "lognormal" else None
-    out = {c.name: {"cl": [], "noise": [], "full": [], "cross": [], "selection_rms": []} for c in cases}
+                  first_index: int = 0, keep_selection: bool = False):
+    """Binned C_ell, shot noise (and, for the first n_cross mocks, template cross-spectra) per case;
+    keep_selection: also each mitigated mock's estimated selection on the footprint ("selection")."""
+    cg = gaussian_cl(setup, fnl)
+    out = {c.name: {"cl": [], "noise": [], "full": [], "cross": [], "selection_rms": [], "selection": []}
+           for c in cases}
     with one_thread():
         for i in range(first_index, first_index + n_mocks):
-            _measure_one(setup, fnl, cases, i, cg, out, i - first_index < n_cross)
+            _measure_one(setup, fnl, cases, i, cg, out, i - first_index < n_cross, keep_selection)
             if progress is not None:
                 progress(1)
     for rec in out.values():
@@ -153,7 +174,7 @@ def measure_cases(setup: Setup, fnl: float, cases, n_mocks: int, progress=None, 
     return out
 
 
-def _measure_one(setup: Setup, fnl, cases, i, cg, out, cross_templates):
+def _measure_one(setup: Setup, fnl, cases, i, cg, out, cross_templates, keep_selection):
     """Mock i: one density field, counts per contamination, weights and pseudo-C_ell per case."""
     s = setup.settings
     delta = mock_density(setup, fnl, i, cg)
@@ -172,6 +193,8 @@ def _measure_one(setup: Setup, fnl, cases, i, cg, out, cross_templates):
         truth = setup.selections[c.contamination]
         est = np.ones_like(truth) if f is None else f
         rec["selection_rms"].append(float(np.sqrt(np.mean((est[on] - truth[on]) ** 2))))
+        if keep_selection and f is not None:
+            rec["selection"].append(f[on].astype(np.float32))
         if cross_templates:
             d, _ = density_contrast(n, setup.mask, f)
             cross = template_cross_spectra(d, setup.templates, setup.mask, setup.binning.lmax)
@@ -183,8 +206,18 @@ def signal(measured: dict) -> np.ndarray:
     return measured["cl"] - measured["noise"][:, None]
 
 
+CALIBRATION_FIRST_INDEX = 300_000    # the calibration mocks' seeds: apart from every case's mocks
+
+
+def signal_of(setup: Setup, counts, selection) -> np.ndarray:
+    """Binned pseudo-C_ell minus shot noise of one map weighted by 1 / selection."""
+    m = measure(counts, setup.mask, setup.binning.lmax, setup.settings.nside, selection=selection)
+    return setup.binning(m.cl) - m.shot_noise
+
+
 def transfer_key(settings: CampaignSettings, case: Case) -> tuple:
-    """(contamination of the calibration mocks, mitigation, maps) of a mitigated case."""
+    """(contamination of the calibration mocks, mitigation, maps) of a mitigated case; with "estimated"
+    calibration, the key of the clean calibration it is compared with."""
     same = settings.calibration_contamination == "same"
     return (case.contamination if same else "none", case.mitigation, case.maps)
 
@@ -198,20 +231,55 @@ def calibrate_transfers(setup: Setup, cases, progress=None) -> dict:
     calib = [Case("clean")] + [Case(f"{cont}+{m}{k}", cont, m, k) for cont, m, k in keys]
     sig = {c.name: [] for c in calib}
     for fnl in s.calibration_fnl:
-        meas = measure_cases(setup, fnl, calib, s.n_calibration, progress, first_index=300_000)
+        meas = measure_cases(setup, fnl, calib, s.n_calibration, progress, first_index=CALIBRATION_FIRST_INDEX)
         for c in calib:
             sig[c.name].append(signal(meas[c.name]))
     return {(cont, m, k): MitigationTransfer.from_signals(s.calibration_fnl, sig["clean"], sig[f"{cont}+{m}{k}"])
             for cont, m, k in keys}
 
 
+def estimated_transfers(setup: Setup, case: Case, selections, n_mocks: int, progress=None) -> list:
+    """One MitigationTransfer per estimated selection function (footprint values, as the case's
+    mitigation estimated them from a data map): n_mocks calibration mocks per calibration f_NL,
+    contaminated with that estimate, weighted by the same mitigation, against the same mocks clean and
+    unweighted. This is what an analysis of real data can do: it never uses the true selection. The
+    calibration density fields and Poisson draws are the same for every estimate."""
+    s = setup.settings
+    on = setup.mask > 0
+    fields, clean = [], []
+    with one_thread():
+        for fnl in s.calibration_fnl:
+            cg = gaussian_cl(setup, fnl)
+            idx = range(CALIBRATION_FIRST_INDEX, CALIBRATION_FIRST_INDEX + n_mocks)
+            fields.append([(i, mock_density(setup, fnl, i, cg)) for i in idx])
+            clean.append(np.array([signal_of(setup, mock_counts(setup, d, i, "none"), None) for i, d in fields[-1]]))
+        out = []
+        for est in selections:
+            sel = np.ones_like(setup.mask, dtype=float)
+            sel[on] = est
+            mitigated = []
+            for mocks in fields:
+                sig = []
+                for i, d in mocks:
+                    n = counts_with_selection(setup, d, i, sel)
+                    sig.append(signal_of(setup, n, weights_for(setup, n, case)))
+                    if progress is not None:
+                        progress(1)
+                mitigated.append(np.array(sig))
+            out.append(MitigationTransfer.from_signals(s.calibration_fnl, clean, mitigated))
+    return out
+
+
 def fit_mocks(setup: Setup, measured: dict, cov_log, log_bias, n_cov: int, n_mcmc: int, progress=None,
-              transfer: MitigationTransfer | None = None):
-    """Maximum-likelihood f_NL of every mock, and emcee posteriors of the first n_mcmc."""
+              transfer=None):
+    """Maximum-likelihood f_NL of every mock, and emcee posteriors of the first n_mcmc; transfer: one
+    MitigationTransfer for all mocks, or a list with one per mock."""
     best, sigmas, posteriors = [], [], []
+    per_mock = transfer if isinstance(transfer, list) else [transfer] * len(measured["cl"])
     with one_thread():
         for i, (cl, noise) in enumerate(zip(measured["cl"], measured["noise"])):
-            _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, i < n_mcmc, i, best, sigmas, posteriors, transfer)
+            _fit_one(setup, cl, noise, cov_log, log_bias, n_cov, i < n_mcmc, i, best, sigmas, posteriors,
+                     per_mock[i])
             if progress is not None:
                 progress(1)
     return np.asarray(best), np.asarray(sigmas), posteriors
@@ -237,6 +305,14 @@ def summarise(true_fnl, best, sigmas, clean_scatter=None):
             "scatter": scatter, "mean_sigma": float(np.mean(sigmas)) if len(sigmas) else None,
             "n_mocks": int(len(fnl)), "n_mcmc": int(len(sigmas)), "mean_b": float(np.mean(best[:, 1])),
             "bias_over_clean_scatter": float((np.mean(fnl) - true_fnl) / unit)}
+
+
+def _mean_transfer(transfers: list) -> dict:
+    """The mean and spread over mocks of their own transfers (estimated calibration)."""
+    ratios = np.array([t.ratio for t in transfers])
+    return {"fnl_nodes": transfers[0].fnl_nodes.tolist(), "ratio": ratios.mean(axis=0).tolist(),
+            "ratio_std": ratios.std(axis=0, ddof=1).tolist() if len(ratios) > 1 else None,
+            "n_mocks": transfers[0].n_mocks, "n_estimates": len(transfers)}
 
 
 def settings_dict(settings: CampaignSettings) -> dict:
@@ -267,8 +343,11 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
     n_extra = n_cov * sum(1 for f in s.fnl_values if f != 0.0)
     n_mitigated = sum(1 for c in cases if c.mitigation != "none") if s.n_calibration else 0
     n_calib = len(s.calibration_fnl) * s.n_calibration if n_mitigated else 0
-    bar = tqdm(total=n_cov + n_extra + len(s.fnl_values) * s.n_mocks * (1 + len(cases) + n_mitigated) + n_calib,
-               disable=not progress, desc="mocks and fits", unit="step")
+    estimated = s.calibration_contamination == "estimated" and n_calib > 0
+    n_per_mock = (1 + len(s.calibration_fnl) * s.n_calibration_per_mock) if estimated else 0
+    bar = tqdm(total=n_cov + n_extra + n_calib + len(s.fnl_values) * s.n_mocks * (
+               1 + len(cases) + n_mitigated * (1 + n_per_mock)), disable=not progress, desc="mocks and fits",
+               unit="step")
     cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update,
                              first_index=100_000)["clean"]
     cov_log, log_bias = log_statistics(cov_meas["cl"])
@@ -281,7 +360,8 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
               "posterior": {}}
     devs = {}
     for fnl in s.fnl_values:
-        meas = measure_cases(setup, fnl, cases, s.n_mocks, progress=bar.update, n_cross=n_cross)
+        meas = measure_cases(setup, fnl, cases, s.n_mocks, progress=bar.update, n_cross=n_cross,
+                             keep_selection=estimated)
         theory = setup.theory.cl(fnl, s.bias)[0]
         # the theory check uses n_cov clean mocks at every f_NL (cheap: no weights, no fits)
         clean = cov_meas if fnl == 0.0 else measure_cases(setup, fnl, [Case("clean")], n_cov, bar.update,
@@ -298,12 +378,20 @@ def run_campaign(settings: CampaignSettings, cases=DEFAULT_CASES, n_cov: int = 2
         for c in cases:
             m = meas[c.name]
             transfer = transfers.get(transfer_key(s, c))
+            if estimated and transfer is not None:   # each mock calibrated on its own estimated selection
+                own = estimated_transfers(setup, c, m["selection"], s.n_calibration_per_mock, bar.update)
+                result["transfers"][f"{c.mitigation}{c.maps} on its estimate, {c.name} fnl={fnl:g}"] = \
+                    _mean_transfer(own)
+                compared, transfer = transfer, own
             best, sigmas, posts = fit_mocks(setup, m, cov_log, log_bias, n_cov, s.n_mcmc,
                                             progress=bar.update, transfer=transfer)
             row = summarise(fnl, best, sigmas, clean_scatter)
             if transfer is not None:  # the same mocks fitted without the calibration, for comparison
                 raw, _, _ = fit_mocks(setup, m, cov_log, log_bias, n_cov, 0, progress=bar.update)
                 row["uncalibrated"] = summarise(fnl, raw, [], clean_scatter)
+            if estimated and transfer is not None:  # and with the clean calibration
+                cal, _, _ = fit_mocks(setup, m, cov_log, log_bias, n_cov, 0, transfer=compared)
+                row["clean_calibration"] = summarise(fnl, cal, [], clean_scatter)
             if c.name == "clean":
                 clean_scatter = row["scatter"]
                 row["bias_over_clean_scatter"] = float((row["mean_fnl"] - fnl) / clean_scatter)

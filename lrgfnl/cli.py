@@ -35,7 +35,7 @@ def _campaign(a):
     s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, fnl_values=tuple(a.fnl), kind=a.kind, ell_max=a.ell_max,
                          n_mcmc=a.mcmc, mcmc_steps=a.steps, seed=a.seed,
                          network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs),
-                         n_calibration=a.calibration_mocks)
+                         n_calibration=a.calibration_mocks, calibration_contamination=a.calibration_contamination)
     res = run_campaign(s, cases, n_cov=a.cov_mocks, cache_dir=a.cache)
     _write_json(a.out, res)
     for r in res["cases"]:
@@ -71,7 +71,7 @@ def _fit(a):
     res, post = fit_user_maps(maps, mitigation=a.mitigation, n_cov=a.cov_mocks, ell_max=a.ell_max,
                               mcmc_steps=a.steps, pixel_window=not a.no_pixel_window,
                               network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs), cache_dir=a.cache,
-                              n_calibration=a.calibration_mocks)
+                              n_calibration=a.calibration_mocks, calibration_contamination=a.calibration_contamination)
     _write_json(a.out, res)
     if a.plot:
         from .plots import plot_corner
@@ -80,6 +80,12 @@ def _fit(a):
     f = res["posterior"]["fnl"]
     print(f"f_NL = {f['median']:.1f} +{f['hi68'] - f['median']:.1f} -{f['median'] - f['lo68']:.1f} (68%), "
           f"max likelihood {res['max_likelihood']['fnl']:.1f}; wrote {a.out}")
+
+
+CALIBRATION_CHOICES = ("none", "estimated")
+CALIBRATION_HELP = ("calibration mocks clean, or contaminated with the selection function the mitigation "
+                    "estimated from the map (in a campaign: each mock's own estimate, on 8 calibration mocks per "
+                    "f_NL, and --calibration-mocks clean ones for comparison)")
 
 
 def build_parser():
@@ -100,7 +106,9 @@ def build_parser():
     c.add_argument("--nn-epochs", type=int, default=60)
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--calibration-mocks", type=int, default=20,
-                   help="clean mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
+                   help="mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
+    c.add_argument("--calibration-contamination", choices=CALIBRATION_CHOICES, default="none",
+                   help=CALIBRATION_HELP)
     c.add_argument("--out", default="fnl_campaign.json")
     c.set_defaults(func=_campaign)
     m = sub.add_parser("mock", help="write one mock (counts, mask, 9 templates) as FITS maps")
@@ -122,7 +130,9 @@ def build_parser():
     f.add_argument("--nn-chains", type=int, default=3)
     f.add_argument("--nn-epochs", type=int, default=60)
     f.add_argument("--calibration-mocks", type=int, default=20,
-                   help="clean mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
+                   help="mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
+    f.add_argument("--calibration-contamination", choices=CALIBRATION_CHOICES, default="none",
+                   help=CALIBRATION_HELP)
     f.add_argument("--no-pixel-window", action="store_true", help="for maps sampled at pixel centres (mocks)")
     f.add_argument("--out", default="fnl_fit.json")
     f.add_argument("--plot", default=None, help="PNG path for a corner plot of the posterior")

@@ -1,11 +1,13 @@
 """Fit f_NL to a user's map: weights from the templates, pseudo-C_ell, a mock covariance made on the
-user's own mask and density, the mitigation's transfer calibrated on clean mocks with the user's own
-templates (lrgfnl.transfer), maximum likelihood and emcee."""
+user's own mask and density, the mitigation's transfer calibrated on mocks with the user's own
+templates (lrgfnl.transfer; clean, or contaminated with the selection estimated from the map), maximum
+likelihood and emcee."""
 from __future__ import annotations
 
 import numpy as np
 
-from .campaign import CampaignSettings, Case, calibrate_transfers, measure_cases, prepare_for_mask
+from .campaign import (CampaignSettings, Case, calibrate_transfers, estimated_transfers, measure_cases,
+                       prepare_for_mask)
 from .estimator import measure
 from .inputs import UserMaps
 from .likelihood import LogClLikelihood, log_statistics
@@ -17,9 +19,11 @@ from .templates import standardize
 def fit_user_maps(maps: UserMaps, mitigation: str = "linear", n_cov: int = 100, bias_guess: float = 1.43,
                   ell_max: int | None = None, mcmc_steps: int = 3000, pixel_window: bool = True,
                   network: NetworkSettings = NetworkSettings(), cache_dir=None, progress: bool = True,
-                  n_calibration: int = 20):
-    """Returns (JSON-ready dict, posterior). n_calibration: clean mocks per calibration f_NL for the
-    mitigation's transfer (0: the model ignores the over-correction)."""
+                  n_calibration: int = 20, calibration_contamination: str = "none"):
+    """Returns (JSON-ready dict, posterior). n_calibration: calibration mocks per calibration f_NL for
+    the mitigation's transfer (0: the model ignores the over-correction); calibration_contamination:
+    "none" (clean calibration mocks) or "estimated" (contaminated with the selection function the
+    mitigation estimated from the user's map)."""
     from tqdm import tqdm
 
     from .sampling import run_emcee
@@ -44,7 +48,10 @@ def fit_user_maps(maps: UserMaps, mitigation: str = "linear", n_cov: int = 100, 
     if selection is not None and n_calibration:
         setup.features = {len(names): features}   # the calibration mocks are weighted with the user's maps
         case = Case("fit", "none", mitigation, len(names))
-        transfer = calibrate_transfers(setup, [case])[("none", mitigation, len(names))]
+        if calibration_contamination == "estimated":
+            transfer = estimated_transfers(setup, case, [selection[maps.mask > 0]], n_calibration)[0]
+        else:
+            transfer = calibrate_transfers(setup, [case])[("none", mitigation, len(names))]
     data = measure(maps.counts, maps.mask, setup.binning.lmax, maps.nside, selection=selection)
     bar = tqdm(total=n_cov, desc="covariance mocks", disable=not progress)
     cov_meas = measure_cases(setup, 0.0, [Case("clean")], n_cov, progress=bar.update)["clean"]
@@ -61,5 +68,6 @@ def fit_user_maps(maps: UserMaps, mitigation: str = "linear", n_cov: int = 100, 
            "posterior": post.summary(), "converged": post.converged,
            "autocorr_time": [float(t) for t in post.tau], "acceptance": post.acceptance,
            "cl_binned": setup.binning(data.cl).tolist(), "shot_noise": data.shot_noise,
-           "f_sky": float(maps.mask.mean()), "transfer": None if transfer is None else transfer.to_dict()}
+           "f_sky": float(maps.mask.mean()), "transfer": None if transfer is None else transfer.to_dict(),
+           "calibration_contamination": calibration_contamination}
     return out, post

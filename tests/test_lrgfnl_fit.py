@@ -1,13 +1,16 @@
 """lrgfnl likelihood and sampling on nside-64 log-normal mocks: recovery of f_NL = 0 and 100, the
 posterior width against the mocks' scatter, the bias of contaminated mocks and its removal."""
+import copy
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from lrgfnl_shared import N_MOCKS_FNL100, covariance, ml_fnl, mocks, setup64
 from lrgfnl_shared import clean_fits as shared_clean_fits
 
-from lrgfnl.campaign import Case, calibrate_transfers, measure_cases
+from lrgfnl.campaign import (CampaignSettings, Case, calibrate_transfers, estimated_transfers, measure_cases,
+                             mock_counts, mock_density, weights_for)
 from lrgfnl.errors import FnlInputError
 from lrgfnl.likelihood import LogClLikelihood, hartlap_factor
 from lrgfnl.sampling import ChainNotConvergedWarning, run_emcee
@@ -68,6 +71,36 @@ def test_calibration_removes_the_over_correction_of_nine_map_weights(clean_fits)
     assert (raw - clean).mean() < -0.3 * sigma, ((raw - clean).mean(), sigma)
     assert abs((calibrated - clean).mean()) < 0.2 * sigma, ((calibrated - clean).mean(), sigma)
     assert abs(calibrated.mean() - 100.0) <= 0.5 * sigma
+
+
+def test_estimated_calibration_contaminates_its_mocks_with_the_estimate_not_the_truth():
+    """The transfer of calibration mocks contaminated with a given estimate of the selection: with the
+    estimate F = 1 it is the clean calibration's, with the true selection the "same" calibration's
+    (the same mocks and random numbers); with a real estimate, linear weights fitted on a non-linearly
+    contaminated mock, it is neither: a linear estimate is removed whole by linear weights, so it
+    leaves none of the large-scale residual power that the true non-linear selection leaves."""
+    s = copy.copy(setup64())
+    s.settings = replace(s.settings, n_calibration=10)
+    case = Case("nonlin+linear3", "nonlinear", "linear", 3)
+    on = s.mask > 0
+    truth = s.selections["nonlinear"]
+    data = mock_counts(s, mock_density(s, 0.0, 0), 0, "nonlinear")
+    estimate = weights_for(s, data, case)
+    assert 0.03 < np.sqrt(np.mean((estimate[on] - truth[on]) ** 2)) < 0.08   # an estimate, not the truth
+    ones, true, est = estimated_transfers(s, case, [np.ones(on.sum()), truth[on], estimate[on]], 10)
+    clean = calibrate_transfers(s, [case])[("none", "linear", 3)]
+    s.settings = replace(s.settings, calibration_contamination="same")
+    same = calibrate_transfers(s, [case])[("nonlinear", "linear", 3)]
+    np.testing.assert_array_equal(ones.ratio, clean.ratio)
+    np.testing.assert_array_equal(true.ratio, same.ratio)
+    assert np.all(same.ratio[0, :4] > 2)        # f_NL = 0, ell 2-9: the true selection's residual power
+    assert not np.array_equal(est.ratio, clean.ratio)
+    assert np.all(np.abs(est.ratio[:, :4] - clean.ratio[:, :4]) < 0.1), (est.ratio[:, :4], clean.ratio[:, :4])
+
+
+def test_an_unknown_calibration_contamination_is_refused():
+    with pytest.raises(ValueError, match="calibration_contamination 'truth': use 'none', 'same' or 'estimated'"):
+        CampaignSettings(calibration_contamination="truth")
 
 
 def test_transfer_interpolates_in_fnl_and_the_likelihood_uses_it():
