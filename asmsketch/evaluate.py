@@ -49,10 +49,11 @@ class Runner:
 
 def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int = 20, audit_inputs: int = 300,
              extra_methods: dict | None = None, progress=None, directions=DIRECTIONS, seed: int = 0,
-             budget_s: float | None = None) -> dict:
+             budget_s: float | None = None, stop_at: float | None = None) -> dict:
     """extra_methods: name -> f(src_body, src_isa, tgt_isa) -> list of candidate bodies (best first).
     With guesser None only the extra methods run. budget_s: solver wall time per function and sketch
-    method; past it the remaining blocks keep the guess (counted in `_sketch.functions_over_budget`)."""
+    method; past it the remaining blocks keep the guess (counted in `_sketch.functions_over_budget`).
+    stop_at: a time.time() after which no new function starts (each row's n says how many ran)."""
     runner = Runner(n_inputs, audit_inputs, seed)
     out = {}
     for src_isa, tgt_isa in directions:
@@ -62,6 +63,8 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
         rows = {m: {"p1": 0, "pk": 0, "false": 0, "n": 0} for m in methods}
         solver_times, sketched, solved, over = [], 0, 0, {}
         for p in pairs:
+            if stop_at is not None and time.time() > stop_at:
+                break
             src_body = p.text(src_isa)
             src_func = parse_body(src_isa, src_body)
             cands = {}

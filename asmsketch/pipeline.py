@@ -59,7 +59,7 @@ def _line_span_of_tokens(rls, lo, hi):
     return [i for i, r in enumerate(rls) if lo <= r.line < hi]
 
 
-def _aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
+def aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
     """Source spans for a target block, best first: the lines its tokens attend to (argmax per token),
     clipped to the pure block that gets most attention, then that whole pure block."""
     votes, lines = Counter(), []
@@ -81,7 +81,7 @@ def _aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
     return [tight, best] if tight != best else [best]
 
 
-def _positional_source_spans(tgt_func, span, src_func, src_blocks):
+def positional_source_spans(tgt_func, span, src_func, src_blocks):
     """Without alignment: the source pure block at the same relative position."""
     mid = (span[0] + span[1]) / 2 / max(1, len(tgt_func.body))
     return [min(src_blocks, key=lambda b: abs((b[0] + b[1]) / 2 / max(1, len(src_func.body)) - mid))] \
@@ -190,9 +190,9 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
             continue
         tok_idx = _line_span_of_tokens(tgt_roles, *span)
         if mode == NO_ALIGN:
-            sspans = _positional_source_spans(tgt_func, span, src_func, src_blocks)
+            sspans = positional_source_spans(tgt_func, span, src_func, src_blocks)
         else:
-            sspans = _aligned_source_spans(hyp, tok_idx, src_roles, src_blocks)
+            sspans = aligned_source_spans(hyp, tok_idx, src_roles, src_blocks)
         rep = SketchReport(span, None, [(h.line, h.operand) for h in stages[0]], "skipped: no aligned source block")
         cand.sketches.append(rep)
         t_in = block_inputs(tgt_isa, tgt_func.body[span[0]:span[1]])
@@ -295,5 +295,6 @@ def verify_many(src_isa, src_bodies, tgt_isa, cand_lists, nargs_list, n_inputs=2
     return out
 
 
-__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "confidence_holes",
+__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "aligned_source_spans", "confidence_holes",
+           "positional_source_spans",
            "sketch_candidate", "solver_checked_first", "verify", "verify_many", "parse_body"]

@@ -28,8 +28,9 @@ from asmsketch import data, evaluate  # noqa: E402
 from asmsketch.asm import Imm, Reg, Shift  # noqa: E402
 from asmsketch.errors import AsmSketchError  # noqa: E402
 from asmsketch.isa import REGS, canonical_reg  # noqa: E402
-from asmsketch.pipeline import (ALIGN, NO_ALIGN, RANDOM_HOLES, confidence_holes, parse_body,  # noqa: E402
-                                sketch_candidate, solver_checked_first)
+from asmsketch.pipeline import (ALIGN, NO_ALIGN, RANDOM_HOLES, aligned_source_spans,  # noqa: E402
+                                confidence_holes, parse_body, positional_source_spans, sketch_candidate,
+                                solver_checked_first)
 from asmsketch.progress import Progress  # noqa: E402
 from asmsketch.semantics import pure_blocks  # noqa: E402
 from asmsketch.sketch import immediate_operands, register_operands  # noqa: E402
@@ -70,7 +71,8 @@ def diagnose(pairs, got, thresholds, seed=0):
     out = {}
     for s, t in evaluate.DIRECTIONS:
         d = f"{s}_to_{t}"
-        rows = {"candidates": 0, "unparsable": 0, "skeleton_differs": 0, "skeleton_same": 0, "exact": 0,
+        rows = {"candidates": 0, "unparsable": 0, "skeleton_differs": 0, "line_count_differs": 0,
+                "skeleton_same": 0, "exact": 0,
                 "wrong_imm": 0, "wrong_reg_read": 0, "wrong_other": 0, "wrong_outside_pure": 0,
                 "all_wrong_holeable": 0, "by_threshold": {}}
         per_lam = {lam: {"holes_imm": 0, "holes_reg": 0, "covered_conf": 0, "covered_random": 0,
@@ -86,9 +88,9 @@ def diagnose(pairs, got, thresholds, seed=0):
                 except AsmSketchError:
                     rows["unparsable"] += 1
                     continue
-                if [i.op for i in f.body] != [i.op for i in ref.body] or \
-                        [len(i.args) for i in f.body] != [len(i.args) for i in ref.body]:
+                if [(i.op, len(i.args)) for i in f.body] != [(i.op, len(i.args)) for i in ref.body]:
                     rows["skeleton_differs"] += 1
+                    rows["line_count_differs"] += len(f.body) != len(ref.body)
                     continue
                 rows["skeleton_same"] += 1
                 blocks = pure_blocks(f)
@@ -119,8 +121,45 @@ def diagnose(pairs, got, thresholds, seed=0):
                     q["cands_all_covered_conf"] += wl <= conf
                     q["cands_all_covered_random"] += wl <= rand
         rows["by_threshold"] = {str(k): v for k, v in per_lam.items()}
+        rows["sketched_blocks"] = _block_stats(pairs, got, s, t, 0.9)
         out[d] = rows
     return out
+
+
+def _block_stats(pairs, got, s, t, threshold):
+    """Over every candidate's pure blocks with a confidence hole: how many operands a hole may go on,
+    how many are holes, whether the source has one pure block only (nothing for alignment to choose),
+    and whether the aligned source block is the positional one (what the no-alignment ablation takes)."""
+    q = {"blocks": 0, "holeable_operands": 0, "holes": 0, "source_has_one_pure_block": 0,
+         "aligned_is_positional": 0}
+    for p in pairs:
+        src_toks, hyps = got[(s, p.id)]
+        sf = parse_body(s, p.text(s))
+        sb = pure_blocks(sf)
+        sr = roles(src_toks[1:], REGS[s])
+        sr = [type(sr[0])(-1, -1, "special")] + sr
+        for h in hyps:
+            try:
+                f = parse_body(t, detokenize(h.tokens))
+            except AsmSketchError:
+                continue
+            tr = roles(h.tokens, REGS[t])
+            if sum(r.kind == "op" for r in tr) != len(f.body):
+                continue
+            tb = pure_blocks(f)
+            hi, hr = confidence_holes(h, f, t, tb, threshold, tr)
+            for b in tb:
+                n = sum(b[0] <= x.line < b[1] for x in hi | hr)
+                if not n:
+                    continue
+                q["blocks"] += 1
+                q["holes"] += n
+                q["holeable_operands"] += len(immediate_operands(f, *b)) + len(register_operands(f, *b))
+                q["source_has_one_pure_block"] += len(sb) == 1
+                al = aligned_source_spans(h, [i for i, r in enumerate(tr) if b[0] <= r.line < b[1]], sr, sb)
+                po = positional_source_spans(f, b, sf, sb)
+                q["aligned_is_positional"] += bool(al) and bool(po) and al[-1] == po[0]
+    return q
 
 
 def _wrong_operands(t, f, ref):
@@ -243,6 +282,12 @@ def main():
     if not args.skip_sweep:
         res["sweep"] = sweep(pairs, got, [float(x) for x in args.sweep_thresholds.split(",")],
                              (ALIGN, RANDOM_HOLES), args.budget_s)
+    old = {}
+    if os.path.exists(OUT):
+        with open(OUT) as fh:
+            old = json.load(fh)
+    if old.get("functions") == res["functions"]:  # a run of some parts keeps the others' results
+        res = {**old, **res}
     with open(OUT, "w") as fh:
         json.dump(res, fh, indent=1)
 
