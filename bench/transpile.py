@@ -280,7 +280,8 @@ def _budget(res):
     if b is None:
         return "none"
     over = {d: rows.get("_sketch", {}).get("functions_over_budget") for d, rows in res["directions"].items()}
-    return f"{b:g} s wall per function and sketch method; functions that reached it: {over}"
+    said = "; ".join(f"{d}: {n}" for d, n in over.items() if n) or "none"
+    return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
 
 
 def write_doc(res):
