@@ -45,7 +45,7 @@ def cmd_transpile(args) -> int:
     from .corpus import wrap_function
     from .data import model_dir
     from .model import load
-    from .pipeline import ALIGN, sketch_candidate, verify
+    from .pipeline import ALIGN, sketch_candidate, solver_checked_first, verify
     from .tokens import tokenize_text
     from .toolchain import assemble, require_tool
 
@@ -70,7 +70,8 @@ def cmd_transpile(args) -> int:
         src_toks, hyps = guesser.translate(body, tgt_isa, beam=args.beam)
         if not hyps:
             raise AsmSketchError(f"function '{f.name}' is too long for the model ({len(toks)} tokens)")
-        cands = [sketch_candidate(h, src_toks, f, tgt_isa, args.threshold, ALIGN) for h in hyps]
+        cands = solver_checked_first([sketch_candidate(h, src_toks, f, tgt_isa, args.threshold, ALIGN) for h in hyps],
+                                     tgt_isa)
         ok = verify(src_isa, body, tgt_isa, [c.body for c in cands], nargs=8, n_inputs=args.inputs)
         print(f"function {f.name}: {len(cands)} candidates")
         for i, (c, passed) in enumerate(zip(cands, ok)):

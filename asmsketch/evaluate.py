@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 
 from .corpus import random_inputs, run_many
 from .errors import AsmSketchError
 from .isa import ARM, RISCV
-from .pipeline import ALIGN, NO_ALIGN, RANDOM_HOLES, parse_body, sketch_candidate
+from .pipeline import ALIGN, NO_ALIGN, RANDOM_HOLES, parse_body, sketch_candidate, solver_checked_first
 from .tokens import detokenize
 
 DIRECTIONS = ((ARM, RISCV), (RISCV, ARM))
@@ -47,9 +48,12 @@ class Runner:
 
 
 def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int = 20, audit_inputs: int = 300,
-             extra_methods: dict | None = None, progress=None, directions=DIRECTIONS, seed: int = 0) -> dict:
+             extra_methods: dict | None = None, progress=None, directions=DIRECTIONS, seed: int = 0,
+             budget_s: float | None = None, stop_at: float | None = None) -> dict:
     """extra_methods: name -> f(src_body, src_isa, tgt_isa) -> list of candidate bodies (best first).
-    With guesser None only the extra methods run."""
+    With guesser None only the extra methods run. budget_s: solver wall time per function and sketch
+    method; past it the remaining blocks keep the guess (counted in `_sketch.functions_over_budget`).
+    stop_at: a time.time() after which no new function starts (each row's n says how many ran)."""
     runner = Runner(n_inputs, audit_inputs, seed)
     out = {}
     for src_isa, tgt_isa in directions:
@@ -57,8 +61,10 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
         model_methods = ["greedy", "beam", "guess_sketch", "gs_random_holes", "gs_no_alignment"] if guesser else []
         methods = model_methods + list(extra_methods or {})
         rows = {m: {"p1": 0, "pk": 0, "false": 0, "n": 0} for m in methods}
-        solver_times, sketched, solved = [], 0, 0
+        solver_times, sketched, solved, over = [], 0, 0, {}
         for p in pairs:
+            if stop_at is not None and time.time() > stop_at:
+                break
             src_body = p.text(src_isa)
             src_func = parse_body(src_isa, src_body)
             cands = {}
@@ -70,8 +76,12 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
             rng = random.Random(f"{seed}-{p.id}")
             for method, mode in (("guess_sketch", ALIGN), ("gs_random_holes", RANDOM_HOLES),
                                  ("gs_no_alignment", NO_ALIGN)) if guesser else ():
-                cs = [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng) for h in beam]
-                cands[method] = [c.body for c in cs]
+                deadline = None if budget_s is None else time.time() + budget_s
+                cs = [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng, deadline=deadline)
+                      for h in beam]
+                cands[method] = [c.body for c in solver_checked_first(cs, tgt_isa)]
+                if any(s.status.startswith("skipped: time budget") for c in cs for s in c.sketches):
+                    over[method] = over.get(method, 0) + 1
                 if method == "guess_sketch":
                     for c in cs:
                         for s in c.sketches:
@@ -95,7 +105,8 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
                 progress(1)
         out[name] = {m: {"pass_at_1": r["p1"] / max(1, r["n"]), f"pass_at_{k}": r["pk"] / max(1, r["n"]),
                          "false_passes": r["false"], "n": r["n"]} for m, r in rows.items()}
-        out[name]["_sketch"] = {"blocks_sketched": sketched, "blocks_solved": solved,
+        out[name]["_sketch"] = {"blocks_sketched": sketched, "blocks_solved": solved, "budget_s": budget_s,
+                                "functions_over_budget": over,
                                 "solver_median_s": statistics.median(solver_times) if solver_times else None,
                                 "solver_times": [round(t, 4) for t in solver_times]}
     return out

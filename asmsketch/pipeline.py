@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .asm import Function, Imm, Reg, Shift, parse_functions
+from .asm import Function, parse_functions
 from .corpus import random_inputs, run_many, wrap_function
 from .errors import AsmSketchError
 from .isa import REGS, abi_map, canonical_reg
@@ -58,7 +59,7 @@ def _line_span_of_tokens(rls, lo, hi):
     return [i for i, r in enumerate(rls) if lo <= r.line < hi]
 
 
-def _aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
+def aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
     """Source spans for a target block, best first: the lines its tokens attend to (argmax per token),
     clipped to the pure block that gets most attention, then that whole pure block."""
     votes, lines = Counter(), []
@@ -80,7 +81,7 @@ def _aligned_source_spans(hyp: Hypothesis, tok_idx, src_roles, src_blocks):
     return [tight, best] if tight != best else [best]
 
 
-def _positional_source_spans(tgt_func, span, src_func, src_blocks):
+def positional_source_spans(tgt_func, span, src_func, src_blocks):
     """Without alignment: the source pure block at the same relative position."""
     mid = (span[0] + span[1]) / 2 / max(1, len(tgt_func.body))
     return [min(src_blocks, key=lambda b: abs((b[0] + b[1]) / 2 / max(1, len(src_func.body)) - mid))] \
@@ -126,16 +127,37 @@ def _map_regs(targets, sources, src_isa, tgt_isa, votes, positional: bool):
 
 
 def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str, threshold: float,
-                     mode: str = ALIGN, rng: random.Random | None = None, n_random: int | None = None) -> Candidate:
+                     mode: str = ALIGN, rng: random.Random | None = None, n_random: int | None = None,
+                     deadline: float | None = None) -> Candidate:
     """Punch holes where the model is unsure and solve each sketched pure block. A guess too broken to
-    analyse (unknown labels, unreadable lines) comes back unchanged: execution will judge it."""
+    analyse (unknown labels, unreadable lines) comes back unchanged: execution will judge it. Past
+    `deadline` (time.time()) no solver call starts: the blocks left keep the guess."""
     try:
-        return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random)
+        return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline)
     except AsmSketchError:
         return Candidate(detokenize(hyp.tokens), hyp.score)
 
 
-def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random) -> Candidate:
+def confidence_holes(hyp: Hypothesis, tgt_func: Function, tgt_isa: str, tgt_blocks, threshold: float,
+                     tgt_roles=None) -> tuple[set, set]:
+    """Operands of the pure blocks with a token the model gave probability below the threshold:
+    (immediate holes, holes on registers read). Only pure blocks can be sketched, so only they count."""
+    tgt_roles = tgt_roles or roles(hyp.tokens, REGS[tgt_isa])
+    imms = {h for b in tgt_blocks for h in immediate_operands(tgt_func, *b)}
+    readable = {h for b in tgt_blocks for h in register_operands(tgt_func, *b)}
+    holes, reg_holes = set(), set()
+    for i, r in enumerate(tgt_roles):
+        if hyp.probs[i] >= threshold or r.line < 0 or r.operand < 0:
+            continue
+        h = Hole(r.line, r.operand)
+        if r.kind == "imm" and h in imms:
+            holes.add(h)
+        elif r.kind == "reg" and h in readable:
+            reg_holes.add(h)
+    return holes, reg_holes
+
+
+def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline) -> Candidate:
     body = detokenize(hyp.tokens)
     cand = Candidate(body, hyp.score)
     try:
@@ -151,18 +173,7 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
         return cand
     tgt_blocks = pure_blocks(tgt_func)
     src_blocks = pure_blocks(src_func)
-    readable = {h for b in tgt_blocks for h in register_operands(tgt_func, *b)}
-    # holes: immediates with a token below the threshold (or random immediates for the ablation)
-    holes, reg_holes = set(), set()
-    for i, r in enumerate(tgt_roles):
-        if hyp.probs[i] >= threshold or r.line < 0 or r.operand < 0:
-            continue
-        args = tgt_func.body[r.line].args
-        arg = args[r.operand] if r.operand < len(args) else None
-        if r.kind == "imm" and isinstance(arg, (Imm, Shift)):
-            holes.add(Hole(r.line, r.operand))
-        elif r.kind == "reg" and isinstance(arg, Reg) and Hole(r.line, r.operand) in readable:
-            reg_holes.add(Hole(r.line, r.operand))
+    holes, reg_holes = confidence_holes(hyp, tgt_func, tgt_isa, tgt_blocks, threshold, tgt_roles)
     if mode == RANDOM_HOLES:  # as many holes of each kind, at random places of the pure blocks
         r_ = rng or random.Random(0)
         pool = [h for b in tgt_blocks for h in immediate_operands(tgt_func, *b)]
@@ -179,9 +190,9 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
             continue
         tok_idx = _line_span_of_tokens(tgt_roles, *span)
         if mode == NO_ALIGN:
-            sspans = _positional_source_spans(tgt_func, span, src_func, src_blocks)
+            sspans = positional_source_spans(tgt_func, span, src_func, src_blocks)
         else:
-            sspans = _aligned_source_spans(hyp, tok_idx, src_roles, src_blocks)
+            sspans = aligned_source_spans(hyp, tok_idx, src_roles, src_blocks)
         rep = SketchReport(span, None, [(h.line, h.operand) for h in stages[0]], "skipped: no aligned source block")
         cand.sketches.append(rep)
         t_in = block_inputs(tgt_isa, tgt_func.body[span[0]:span[1]])
@@ -203,6 +214,9 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
                 if solves >= MAX_SOLVES:
                     rep.status = "skipped: solver budget of this candidate spent"
                     continue
+                if deadline is not None and time.time() > deadline:
+                    rep.status = "skipped: time budget of this function spent"
+                    continue
                 solves += 1
                 # the tight span is a guess that is often wrong: a short budget before the whole block
                 res = solve_block(src_func, sblock, tgt_func, span, stage, in_map, list(out_map.items()),
@@ -222,6 +236,19 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
         new_func = fill(tgt_func, solved)
         cand.body = new_func.text(with_header=False)
     return cand
+
+
+def solver_checked_first(cands: list[Candidate], tgt_isa: str) -> list[Candidate]:
+    """Guess & Sketch's order of its candidates: those that parse and whose every sketched block z3
+    proved equal to its aligned source block first, then those with a block it could not fix, then those
+    it could not read; the beam's order within each group. No execution is involved."""
+    def group(c):
+        try:
+            parse_body(tgt_isa, c.body)
+        except AsmSketchError:
+            return 2
+        return int(any(s.status != "solved" for s in c.sketches))
+    return sorted(cands, key=group)  # stable: beam order within a group
 
 
 def verify(src_isa: str, src_body: str, tgt_isa: str, bodies: list[str], nargs: int, n_inputs: int = 20,
@@ -268,5 +295,6 @@ def verify_many(src_isa, src_bodies, tgt_isa, cand_lists, nargs_list, n_inputs=2
     return out
 
 
-__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport",
-           "sketch_candidate", "verify", "verify_many", "parse_body"]
+__all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "aligned_source_spans",
+           "confidence_holes", "positional_source_spans", "sketch_candidate", "solver_checked_first", "verify",
+           "verify_many", "parse_body"]

@@ -18,6 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # llama_peer
 
 import torch  # noqa: E402
 
@@ -60,7 +61,12 @@ def _combine_shards(shards: list[dict]) -> dict:
     for m in shards[0]:
         if m == "_sketch":
             times = [t for sh in shards for t in sh[m]["solver_times"]]
+            over = {}
+            for sh in shards:
+                for meth, n in sh[m].get("functions_over_budget", {}).items():
+                    over[meth] = over.get(meth, 0) + n
             out[m] = {"blocks_sketched": sum(sh[m]["blocks_sketched"] for sh in shards),
+                      "budget_s": shards[0][m].get("budget_s"), "functions_over_budget": over,
                       "blocks_solved": sum(sh[m]["blocks_solved"] for sh in shards),
                       "solver_median_s": statistics.median(times) if times else None}
             continue
@@ -141,9 +147,9 @@ def phase_solver(res, args):
                                 "fill_fails_execution": o["fill_fails_execution"]}}
 
 
-def _test_pairs(n):
-    """Held-out functions, one optimisation level each (in turn -O0, -O1, -O2)."""
-    seeds = list(data.TEST_SEEDS)[:n]
+def held_out_pairs(seeds, n):
+    """Held-out functions of a split, one optimisation level each (in turn -O0, -O1, -O2)."""
+    seeds = list(seeds)[:n]
     allp = {p.id: p for p in corpus.build_pairs(seeds)}
     out = []
     for i, s in enumerate(seeds):
@@ -159,7 +165,7 @@ def phase_eval(res, args):
     from asmsketch.model import load
     torch.set_num_threads(1)
     guesser = load(data.model_dir())
-    all_pairs = _test_pairs(args.functions)
+    all_pairs = held_out_pairs(data.TEST_SEEDS, args.functions)
     k, n_shards = map(int, args.shard.split("/")) if args.shard else (0, 1)
     pairs = all_pairs[k::n_shards]
 
@@ -171,7 +177,7 @@ def phase_eval(res, args):
     t0 = time.time()
     dirs = [d for d in evaluate.DIRECTIONS if args.direction in (None, f"{d[0]}_to_{d[1]}")]
     out = evaluate.evaluate(guesser, pairs, k=5, threshold=args.threshold, extra_methods=extra,
-                            progress=bar.update, directions=dirs)
+                            progress=bar.update, directions=dirs, budget_s=args.budget_s)
     bar.close()
     if n_shards > 1:
         res["eval_shard"] = {d: (k, n_shards, rows) for d, rows in out.items()}
@@ -194,20 +200,50 @@ def phase_shards(res, args):
         res.setdefault("partial_shards", {})[d] = sorted(got)
 
 
+def llama_chat(gguf: str):
+    """A FewShot chat callable backed by llama.cpp (one thread; plain weight buffers where this VM's AMX
+    crashes, as bench/llama_peer.py decides), and whether plain buffers were used."""
+    import llama_peer
+    plain = not llama_peer.extra_buffers_work(gguf)
+    if plain:
+        llama_peer.plain_buffers()
+    import llama_cpp
+    llm = llama_cpp.Llama(model_path=gguf, n_ctx=2048, n_threads=1, n_batch=512, verbose=False, seed=0)
+
+    def chat(messages, temperature, seed, max_tokens, stop):
+        text = ""
+        for chunk in llm.create_chat_completion(messages, temperature=temperature, seed=seed, max_tokens=max_tokens,
+                                                stream=True):
+            text += chunk["choices"][0]["delta"].get("content") or ""
+            if stop(text):
+                break
+        return text
+    return chat, plain
+
+
 def phase_smollm(res, args):
     from asmsketch import fewshot
-    torch.set_num_threads(1)
     shots = [p for p in corpus.build_pairs(range(600_000, 600_010)) if p.opt == 2][:1]
-    fs = fewshot.FewShot([(p.arm, p.riscv) for p in shots])
-    pairs = _test_pairs(args.smollm_functions)
-    bar = Progress(2 * len(pairs), "smollm2 few-shot")
+    chat, plain = llama_chat(fewshot.model_path())
+    fs = fewshot.FewShot([(p.arm, p.riscv) for p in shots], chat)
+    pairs = held_out_pairs(data.TEST_SEEDS, args.smollm_functions)
+    dirs = [d for d in evaluate.DIRECTIONS if args.direction in (None, f"{d[0]}_to_{d[1]}")]
+    bar = Progress(len(dirs) * len(pairs), "smollm2 few-shot")
     t0 = time.time()
+    stop_at = None if args.smollm_minutes is None else t0 + 60 * args.smollm_minutes
     out = evaluate.evaluate(None, pairs, k=5, extra_methods={"smollm2_fewshot": fs.translate},
-                            progress=bar.update)
+                            progress=bar.update, directions=dirs, stop_at=stop_at)
     bar.close()
     res["directions"] = {d: {"smollm2_fewshot": rows["smollm2_fewshot"]} for d, rows in out.items()}
-    res["smollm2_seconds"] = round(time.time() - t0, 1)
-    res["smollm2_functions"] = len(pairs)
+    prev = load_results().get("smollm2_seconds")
+    res["smollm2_seconds"] = {**(prev if isinstance(prev, dict) else {}),
+                              **{d: round(time.time() - t0, 1) for d in out}}
+    prev = load_results().get("smollm2_functions")
+    res["smollm2_functions"] = {**(prev if isinstance(prev, dict) else {}),
+                                **{d: rows["smollm2_fewshot"]["n"] for d, rows in out.items()}}
+    res["smollm2_runtime"] = (f"llama-cpp-python {__import__('llama_cpp').__version__}, one thread, greedy + "
+                              f"4 samples at temperature {fewshot.SAMPLE_TEMPERATURE}"
+                              + (", plain weight buffers" if plain else ""))
 
 
 def pct(x):
@@ -238,6 +274,16 @@ def plot(res, path="bench/results/transpile.png"):
     fig.savefig(path, dpi=110)
 
 
+def _budget(res):
+    sk = [rows.get("_sketch", {}) for rows in res.get("directions", {}).values()]
+    b = next((x.get("budget_s") for x in sk if x.get("budget_s")), None)
+    if b is None:
+        return "none"
+    over = {d: rows.get("_sketch", {}).get("functions_over_budget") for d, rows in res["directions"].items()}
+    said = "; ".join(f"{d}: {n}" for d, n in over.items() if n) or "none"
+    return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
+
+
 def write_doc(res):
     plot(res)
     lines = ["<!-- results: generated by bench/transpile.py -->", "", "![pass@k per method](../bench/results/transpile.png)", ""]
@@ -247,7 +293,14 @@ def write_doc(res):
                   "a candidate passes when it returns the source's results on 20 random inputs under unicorn; "
                   "each pass is re-run on 300 fresh inputs and a pass that fails there is a false pass. "
                   "Greedy decoding gives one candidate, so its pass@5 is its pass@1; the rule-based peer also "
-                  "gives one.", ""]
+                  "gives one. Guess & Sketch and its ablations put first the candidates whose every sketched block "
+                  "z3 proved equal to its source block (`pipeline.solver_checked_first`; no execution), so their "
+                  f"pass@1 is the first of that order. Solver budget: {_budget(res)}.", ""]
+        if "smollm2_runtime" in res:
+            n, sec = res.get("smollm2_functions", {}), res.get("smollm2_seconds", {})
+            runs = ", ".join(f"{n[d]} {d.replace('_to_', '→')} in {sec.get(d, 0):.0f} s" for d in n)
+            lines += [f"SmolLM2 stand-in: {res['smollm2_runtime']}; the first functions of the held-out list, as "
+                      f"many as its wall-time limit allowed: {runs}.", ""]
         for d, rows in res["directions"].items():
             lines += [f"**{d.replace('_to_', ' → ')}**", "", "| method | pass@1 % | pass@5 % | false passes | n |",
                       "|---|---:|---:|---:|---:|"]
@@ -311,8 +364,12 @@ def main():
                     help="eval one direction (two processes can share the work; results are merged)")
     ap.add_argument("--shard", help="K/N: eval functions K, K+N, ... only; the N shards' rows are combined "
                     "when the last one is saved (N processes share a long run)")
-    ap.add_argument("--smollm-functions", type=int, default=10)
+    ap.add_argument("--smollm-functions", type=int, default=200)
+    ap.add_argument("--smollm-minutes", type=float, help="wall minutes for the SmolLM2 phase: no function starts "
+                    "after them (n says how many ran)")
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--budget-s", type=float, default=120.0,
+                    help="solver wall seconds per function and sketch method (blocks left keep the guess)")
     ap.add_argument("--sem-instances", type=int, default=10)
     ap.add_argument("--sem-states", type=int, default=100)
     ap.add_argument("--corpus-pairs", type=int, default=2000)

@@ -102,6 +102,36 @@ def test_random_holes_punch_as_many_holes():
     assert sum(len(s.holes) for s in a.sketches) == sum(len(s.holes) for s in r.sketches)
 
 
+def test_confidence_holes_lie_in_pure_blocks_only():
+    """Only pure blocks can be sketched, so an unsure operand elsewhere is no hole (the random-holes
+    ablation gets exactly as many holes as are used)."""
+    p = next(p for p in pairs() if len(pure_blocks(pipeline.parse_body("riscv", p.riscv))) >= 1)
+    src_toks, hyp, src_func, bad = _corrupted_hypothesis(p, "arm", "riscv")
+    f = pipeline.parse_body("riscv", tokens.detokenize(bad))
+    unsure = type(hyp)(hyp.tokens, hyp.score, [0.0] * len(hyp.tokens), hyp.attention)
+    blocks = pure_blocks(f)
+    imm, reg = pipeline.confidence_holes(unsure, f, "riscv", blocks, 0.5)
+    assert imm and all(any(b[0] <= h.line < b[1] for b in blocks) for h in imm | reg)
+    assert pipeline.confidence_holes(unsure, f, "riscv", [], 0.5) == (set(), set())
+
+
+def test_solver_checked_candidates_come_first():
+    ok = pipeline.Candidate("\tret\n", -2.0, [pipeline.SketchReport((0, 1), (0, 1), [], "solved")])
+    unfixed = pipeline.Candidate("\tret\n", -1.0, [pipeline.SketchReport((0, 1), None, [], "no fix (x)")])
+    unreadable = pipeline.Candidate("\tnot an instruction x9\n", -0.5)
+    plain = pipeline.Candidate("\tret\n", -3.0)
+    got = pipeline.solver_checked_first([unreadable, unfixed, ok, plain], "riscv")
+    assert got == [ok, plain, unfixed, unreadable]
+
+
+def test_a_spent_time_budget_leaves_the_guess():
+    p = next(p for p in pairs() if p.opt == 2)
+    src_toks, hyp, src_func, bad = _corrupted_hypothesis(p, "arm", "riscv")
+    cand = pipeline.sketch_candidate(hyp, src_toks, src_func, "riscv", 0.5, pipeline.ALIGN, deadline=0.0)
+    assert cand.body == tokens.detokenize(bad)
+    assert cand.sketches and all(s.status == "skipped: time budget of this function spent" for s in cand.sketches)
+
+
 def test_confident_hypothesis_is_left_alone():
     p = pairs()[2]
     src_toks, hyp, src_func, _ = _corrupted_hypothesis(p, "riscv", "arm")
