@@ -8,9 +8,10 @@ per format, a GPTQ peer on the same tokens, and int2 GPTQ + LREC.
 
 Protocol as bench/quality.py: the first --max-tokens tokens of wiki-eval, windows of
 --context tokens, perplexity over every token after the first. Calibration: the first
---calib-tokens tokens of wiki-calib in windows of --calib-context. The input Hessians of
-every linear layer are gathered once from the float model (``hessian_seconds``) and serve
-every format; a format's ``seconds`` is that plus its own GPTQ time. The peer
+--calib-tokens tokens of wiki-calib in windows of --calib-context. Each calibrated format is
+packed as `elastiq quantize --method gptq` packs it (elastiq.calib.quantize_source: a decoder
+layer at a time, sequential, the sink-weighted Hessians); its ``seconds`` are that whole run,
+reading the checkpoint included. The peer
 (GPTQModel, run by bench/peer_gptqmodel.py in its own virtual environment, --peer-python)
 quantizes int4 g128 on the same calibration windows and is scored on the same windows.
 Writes bench/results/calibrate.json.
@@ -35,54 +36,23 @@ FORMATS = {"int2": "int2x4-g64", "int3": "int3", "int4": "int4", "nxfp4": "nxfp4
 EXTRA = "int2:gptq+search,int3:gptq+search,int3:search"  # more methods on some rows
 
 
-def gather_hessians(model, tok, args):
-    """The input Hessians of every decoder linear layer, the seconds and tokens it took, the windows."""
-    from torch import nn
-
-    from elastiq.calib import Hessians, calibration_windows
+def packed_copy(model, model_name: str, fmt: str, method: str, args):
+    """(packed model, seconds): round-to-nearest on a copy of ``model``, or calibrated by
+    ``method`` as `elastiq quantize --method` does it: streamed from the float checkpoint a
+    decoder layer at a time, each layer's Hessians from the inputs its packed predecessors give."""
+    from elastiq.calib import quantize_source
     from elastiq.data import load_text
-
-    wins = calibration_windows(tok, load_text("wiki-calib"), args.calib_tokens, args.calib_context)
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n}
-    t0 = time.perf_counter()
-    with torch.no_grad(), Hessians(linears) as hs:
-        for w in wins:
-            model.base_model(w[None], use_cache=False)  # the head is not packed: no need to run it
-    return hs, time.perf_counter() - t0, sum(len(w) for w in wins), wins
-
-
-def hessians(model, tok, args):
-    """``gather_hessians``, or what an earlier run saved to --hessians (so that formats can run
-    in parallel processes on one pass)."""
-    from elastiq.calib import Hessians
-
-    if args.hessians and args.hessians.is_file():
-        saved = torch.load(args.hessians)
-        hs = Hessians({})
-        hs.owner, hs.sums, hs.tokens = saved["owner"], saved["sums"], saved["tokens"]
-        return hs, saved["seconds"], saved["tokens_seen"]
-    hs, sec, tokens, _ = gather_hessians(model, tok, args)
-    if args.hessians:
-        tmp = args.hessians.with_suffix(".partial")
-        torch.save({"owner": hs.owner, "sums": hs.sums, "tokens": hs.tokens, "seconds": sec, "tokens_seen": tokens}, tmp)
-        tmp.rename(args.hessians)
-    return hs, sec, tokens
-
-
-def packed_copy(model, fmt: str, method: str, hessians):
-    """A copy of ``model`` with every decoder linear layer packed by ``method``; seconds of packing."""
-    from elastiq.calib import pack_linear
     from elastiq.options import CalibOptions
-    from elastiq.quant import quantize_model, replace_module
+    from elastiq.quant import quantize_model
 
-    q = copy.deepcopy(model)
     t0 = time.perf_counter()
     if method == "rtn":
+        q = copy.deepcopy(model)
         quantize_model(q, fmt, progress=False)
     else:
-        for name in [n for n in hessians.owner]:
-            replace_module(q, name, pack_linear(q.get_submodule(name), fmt, method, hessians[name], CalibOptions(method=method)))
-        quantize_model(q, fmt, progress=False)  # anything left (nothing, for this model)
+        o = CalibOptions(method=method, tokens=args.calib_tokens, context=args.calib_context, sink_weight=args.sink_weight,
+                         sequential=args.sequential)
+        q, _ = quantize_source(model_name, fmt, load_text("wiki-calib"), o, progress=False)
     return q, time.perf_counter() - t0
 
 
@@ -162,12 +132,17 @@ def main() -> None:
                     help="also score the GPTQ base with its SVD-started adapters before training")
     ap.add_argument("--rtn-from", type=Path, default=None,
                     help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
-    ap.add_argument("--hessians", type=Path, default=None, help="save the Hessians here, or read them if it exists")
+    ap.add_argument("--sink-weight", type=float, default=None,
+                    help="each calibration window's first token in the Hessians (default: CalibOptions')")
+    ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                    help="each layer's Hessians from the packed layers before it (CalibOptions.sequential)")
     ap.add_argument("--merge", type=Path, nargs="*", default=None, help="combine these partial results into --out, then stop")
     ap.add_argument("--update", action="store_true", help="merge what is measured now into the existing --out file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/calibrate.json")
     args = ap.parse_args()
+    from elastiq.options import CalibOptions
 
+    args.sink_weight = CalibOptions().sink_weight if args.sink_weight is None else args.sink_weight
     if args.merge:
         out = {}
         for part in args.merge:
@@ -188,26 +163,21 @@ def main() -> None:
         out["float_ppl"] = quality["float"] if "float" in quality else ppl(model, tok, text, args)
         print(f"float {out['float_ppl']:.3f}", flush=True)
     extra = [tuple(e.split(":")) for e in args.extra.split(",") if e and e.split(":")[0] in keys]
-    if keys:
-        hs, h_sec, h_tokens = hessians(model, tok, args)
-        out["hessian_seconds"], out["calib_tokens_seen"] = h_sec, h_tokens
-        print(f"Hessians of {len(hs.owner)} layers from {h_tokens} tokens in {h_sec:.0f} s", flush=True)
     for key in keys:
         fmt = FORMATS[key]
         row = {"format": fmt}
         if fmt in quality:
             row["ppl_rtn"], row["rtn_from"] = quality[fmt], str(args.rtn_from)
         else:
-            q, _ = packed_copy(model, fmt, "rtn", None)
+            q, _ = packed_copy(model, args.model, fmt, "rtn", args)
             row["ppl_rtn"] = ppl(q, tok, text, args)
             del q
         for method in ["gptq"] + [m for k, m in extra if k == key]:
-            q, sec = packed_copy(model, fmt, method, hs)
-            suffix = "" if method == "gptq" else "_" + method.replace("+", "_")
-            row[f"ppl_{method.replace('+', '_')}"] = ppl(q, tok, text, args)
-            row[f"{method.replace('+', '_')}_seconds" if suffix else "gptq_seconds"] = sec
+            q, sec = packed_copy(model, args.model, fmt, method, args)
+            name = method.replace("+", "_")
+            row[f"ppl_{name}"], row[f"{name}_seconds"] = ppl(q, tok, text, args), sec
             del q
-        row["seconds"] = out["hessian_seconds"] + row["gptq_seconds"]
+        row["seconds"] = row["gptq_seconds"]
         out[key] = row
         print(key, row, flush=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
@@ -226,7 +196,8 @@ def main() -> None:
     out["meta"] = {"model": args.model, "text": "wiki-eval", "max_tokens": args.max_tokens, "context": args.context,
                    "calib_text": "wiki-calib", "calib_tokens": args.calib_tokens, "calib_context": args.calib_context,
                    "threads": args.threads, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                   "formats": FORMATS, "gptq": {"damp": 0.01, "act_order": False, "batch": 128}}
+                   "formats": FORMATS, "gptq": {"damp": 0.01, "act_order": False, "batch": 128, "sink_weight": args.sink_weight,
+                            "sequential": args.sequential}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -375,15 +375,17 @@ def calibrate_table(data: dict) -> str:
     out = [f"{m['model']}, {m['max_tokens']} tokens of {m['text']}, context {m['context']}; calibration: "
            f"{data.get('calib_tokens_seen', m['calib_tokens'])} tokens of {m['calib_text']} in windows of "
            f"{m['calib_context']}; torch {m['torch']}, {m['threads']} threads, {m['date']}. Float perplexity {f:.3f}.", "",
-           "| key | format | RTN perplexity | GPTQ perplexity | GPTQ / float | GPTQ seconds (Hessians + GPTQ) |",
+           f"GPTQ: sequential {m['gptq'].get('sequential')}, sink weight {m['gptq'].get('sink_weight')}, "
+           f"damping {m['gptq']['damp']}, act-order {m['gptq']['act_order']}.", "",
+           "| key | format | RTN perplexity | GPTQ perplexity | GPTQ / float | GPTQ seconds |",
            "|---|---|---|---|---|---|"]
     for key in ("int2", "int3", "int4", "nxfp4", "nvfp4"):
         r = data.get(key)
         if r:
             out.append(f"| `{key}` | `{r['format']}` | {r['ppl_rtn']:,.3f} | {r['ppl_gptq']:,.3f} | "
-                       f"{r['ppl_gptq'] / f:.2f}x | {r['seconds']:.0f} ({data['hessian_seconds']:.0f} + {r['gptq_seconds']:.0f}) |")
+                       f"{r['ppl_gptq'] / f:.2f}x | {r['seconds']:.0f} |")
     extra = [(k, mk, v) for k, r in data.items() if isinstance(r, dict) and "ppl_rtn" in r
-             for mk, v in r.items() if mk.startswith("ppl_") and mk not in ("ppl_rtn", "ppl_gptq")]
+             for mk, v in r.items() if mk.startswith("ppl_") and mk not in ("ppl_rtn", "ppl_gptq") and v is not None]
     if extra:
         out += ["", "| key | method | perplexity |", "|---|---|---|"]
         out += [f"| `{k}` | {mk[4:].replace('_', '+', 1)} | {v:,.3f} |" for k, mk, v in extra]

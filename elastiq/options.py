@@ -17,6 +17,7 @@ INITS = ("svd", "zero")  # svd: from the quantization error (LoftQ-style); zero:
 HEAD_MODES = ("fused", "chunked", "whole")  # how the output head and the loss run (lrec.train.window_loss)
 UNITS = ("linear", "layer")  # what one step of the elastic chain moves
 METHODS = ("rtn", "gptq", "search", "gptq+search")  # how a base is cast (elastiq.calib)
+SINK_WEIGHT = 64.0  # a calibration window's first token in the Hessians (elastiq.calib.hessian says why)
 
 
 class _Options:
@@ -120,6 +121,8 @@ class CalibOptions(_Options):
     damp: float = 0.01  # fraction of the Hessian's mean diagonal added to it
     act_order: bool = False  # GPTQ visits columns by decreasing Hessian diagonal
     batch: int = 128  # GPTQ columns per lazy update
+    sequential: bool = True  # each layer's Hessians from the inputs the packed layers before it give (stream route)
+    sink_weight: float = SINK_WEIGHT  # how many tokens each window's first token counts as in the Hessians
 
     def __post_init__(self):
         _one_of("method", self.method, METHODS)
@@ -128,3 +131,5 @@ class CalibOptions(_Options):
         _positive("tokens", self.tokens, none_ok=True)
         if not 0 <= self.damp < 1:
             raise ValueError(f"damp must be in [0, 1), got {self.damp!r}")
+        if not self.sink_weight >= 1:
+            raise ValueError(f"sink_weight must be at least 1 (the first token counts once or more), got {self.sink_weight!r}")

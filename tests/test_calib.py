@@ -111,6 +111,25 @@ def test_hessians_are_shared_by_layers_fed_the_same_input_and_sum_x_xt():
     torch.testing.assert_close(hs["q"], seen["x"].T @ seen["x"])
 
 
+def test_each_sequences_first_token_counts_sink_weight_times():
+    model = make_tiny_llama()
+    attn = model.model.layers[0].self_attn
+    ids = torch.arange(60).reshape(3, 20)  # three windows of 20 tokens
+    seen = {}
+    hook = attn.q_proj.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0].detach().clone()))
+    with torch.no_grad(), Hessians({"q": attn.q_proj}, sink_weight=9.0) as hs:
+        model(ids)
+    hook.remove()
+    x = seen["x"].double()
+    weight = torch.ones(3, 20, dtype=torch.float64)
+    weight[:, 0] = 9.0
+    expected = torch.einsum("bti,bt,btj->ij", x, weight, x)
+    torch.testing.assert_close(hs["q"].double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert hs.tokens["q"] == 60
+    with pytest.raises(ValueError, match="sink_weight"):
+        CalibOptions(sink_weight=0.5)
+
+
 def _codes(model):
     return {n: m.packed() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
 
@@ -119,7 +138,7 @@ def _codes(model):
 def test_calibration_from_a_stream_equals_the_whole_model_in_memory(method, tmp_path, byte_tokenizer):
     fp = make_tiny_llama(3)
     fp.save_pretrained(tmp_path / "fp")
-    o = CalibOptions(method=method, tokens=400, context=40)
+    o = CalibOptions(method=method, tokens=400, context=40, sequential=False)  # in memory, every Hessian is the float model's
     mem = copy.deepcopy(fp)
     quantize_in_memory(mem, "int3", byte_tokenizer, TEXT, o, progress=False)
     streamed, report = quantize_stream(tmp_path / "fp", "int3", byte_tokenizer, TEXT, o, progress=False)
@@ -131,6 +150,19 @@ def test_calibration_from_a_stream_equals_the_whole_model_in_memory(method, tmp_
     rtn = copy.deepcopy(fp)
     elastiq.quantize(rtn, "int3")
     assert any(not torch.equal(a[n].codes, p.codes) for n, p in _codes(rtn).items())  # calibration changed something
+
+
+def test_sequential_packs_each_input_group_from_the_packed_layers_before_it(tmp_path, byte_tokenizer):
+    fp = make_tiny_llama(2)
+    fp.save_pretrained(tmp_path / "fp")
+    runs = {seq: _codes(quantize_stream(tmp_path / "fp", "int3", byte_tokenizer, TEXT,
+                                        CalibOptions(tokens=400, context=40, sequential=seq), progress=False)[0])
+            for seq in (False, True)}
+    same = {n for n in runs[True] if torch.equal(runs[True][n].codes, runs[False][n].codes)}
+    first = {f"model.layers.0.self_attn.{p}_proj" for p in "qkv"}  # the first group reads the float embedding either way
+    assert first <= same
+    assert "model.layers.0.self_attn.o_proj" not in same  # its input came through the packed q, k and v
+    assert not any(n.startswith("model.layers.1.") for n in same)  # the whole second layer reads the packed first
 
 
 def test_api_calibrates_and_the_manifest_records_it(tmp_path, byte_tokenizer):
@@ -154,6 +186,7 @@ def test_api_calibrates_and_the_manifest_records_it(tmp_path, byte_tokenizer):
     rec = json.loads((tmp_path / "m" / "elastiq.json").read_text())["calibration"]
     seen_tokens = sum(len(w) for w in calibration_windows(byte_tokenizer, TEXT * 3, 600, 60))
     assert rec["method"] == "gptq" and rec["tokens"] == seen_tokens and rec["context"] == 60 and rec["text"] is None
+    assert rec["sequential"] is True and rec["sink_weight"] == CalibOptions().sink_weight
     loaded, _ = elastiq.load(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, cal(x).logits)

@@ -53,7 +53,8 @@ def pack_linear(linear: nn.Linear, fmt, method: str, hessian: torch.Tensor | Non
 def record(options: CalibOptions, text_name: str | None, tokens: int, seconds: float) -> dict:
     """What a manifest says about how a model was calibrated."""
     return {"method": options.method, "text": text_name, "tokens": tokens, "context": options.context,
-            "damp": options.damp, "act_order": options.act_order, "batch": options.batch, "seconds": round(seconds, 1)}
+            "damp": options.damp, "act_order": options.act_order, "batch": options.batch,
+            "sequential": options.sequential, "sink_weight": options.sink_weight, "seconds": round(seconds, 1)}
 
 
 def _calibrated_linears(model, plan) -> dict[str, tuple[nn.Linear, F.Format]]:
@@ -77,7 +78,7 @@ def quantize_in_memory(model: nn.Module, plan, tokenizer, text: str, options: Ca
     model.eval()
     with progress_bar(enabled=progress) as prog:
         task = prog.add_task(f"{o.method}: Hessians", total=len(wins))
-        with Hessians({n: m for n, (m, _) in targets.items()}) as hs:
+        with Hessians({n: m for n, (m, _) in targets.items()}, o.sink_weight) as hs:
             for w in wins:
                 model(w[None], use_cache=False)
                 prog.advance(task)
@@ -114,12 +115,8 @@ def quantize_stream(directory, plan, tokenizer, text: str, options: CalibOptions
         prog.advance(task)
         for i in range(len(st.layers)):
             mods = by_layer.pop(i)  # popped: the list would keep the float weights alive
-            with Hessians({n: m for n, m, _ in mods}) as hs:
-                hidden = st.run_layer(i, hidden, calls)
-            for name, module, fmt in mods:
-                replace_module(st.model, name, pack_linear(module, fmt, o.method, hs[name] if name in hs else None, o))
-                report.quantized[name] = F.spec(fmt)
-            del mods, hs
+            hidden = _pack_layer(st, i, mods, hidden, calls, o, report)
+            del mods
             prog.advance(task)
     del hidden, calls
     rest = quantize_model(st.model, plan, progress=False)  # outside the layers: the embedding, a tied head
@@ -128,6 +125,29 @@ def quantize_stream(directory, plan, tokenizer, text: str, options: CalibOptions
     st.check_filled()
     st.model.elastiq_calibration = record(o, text_name, sum(len(w) for w in wins), time.perf_counter() - t0)
     return st.model, report
+
+
+def _pack_layer(st: LayerStream, i: int, mods, hidden, calls, o: CalibOptions, report: QuantReport):
+    """Pack decoder layer ``i``'s linear layers ``mods``; its output on every window.
+
+    Sequential (``o.sequential``, as GPTQ's "true sequential"): the layers fed one input (q, k
+    and v; then o; gate and up; down) are packed in the order the layer runs them, each from
+    Hessians of inputs that came through the layers packed before it, in this decoder layer
+    and the ones before (``hidden`` is the packed model's), and the output is the packed
+    layer's. Otherwise every Hessian comes from one run of the float layer, and so does the output."""
+    sequential = o.sequential and o.method != "rtn"
+    pending = list(mods)
+    out = None
+    while pending:
+        with Hessians({n: m for n, m, _ in pending}, o.sink_weight) as hs:
+            out = st.run_layer(i, hidden, calls) if out is None else st.forward_layer(i, hidden, calls)
+        stage = [t for t in pending if not sequential or (t[0] in hs and hs.owner[t[0]] == hs.first)] or pending
+        for name, module, fmt in stage:
+            replace_module(st.model, name, pack_linear(module, fmt, o.method, hs[name] if name in hs else None, o))
+            report.quantized[name] = F.spec(fmt)
+        pending = [t for t in pending if t not in stage]
+        del hs
+    return st.forward_layer(i, hidden, calls) if sequential and mods else out
 
 
 def quantize_source(model: str, plan, text: str, options: CalibOptions | None = None, embedding=None,

@@ -172,6 +172,10 @@ class LayerStream:
     def run_layer(self, i: int, hidden: list[torch.Tensor], calls: list[list[dict]]) -> list[torch.Tensor]:
         """Load decoder layer ``i``'s float weights and push every window's hidden states through it."""
         _load_params(self.model, self.weights, lambda n: n.startswith(f"{self.prefix}.{i}."))
+        return self.forward_layer(i, hidden, calls)
+
+    def forward_layer(self, i: int, hidden: list[torch.Tensor], calls: list[list[dict]]) -> list[torch.Tensor]:
+        """Decoder layer ``i`` as it stands (loaded, some of its linear layers perhaps packed) on every window."""
         layer = self.layers[i]
         return [layer(h, **calls[w][i]) for w, h in enumerate(hidden)]
 

@@ -84,7 +84,7 @@ def _hessians(model, units, tokenizer, text: str, method: str):
         return None
     o = CalibOptions(method=method)
     linears = {m: model.get_submodule(m) for u in units for m in u.modules if isinstance(model.get_submodule(m), nn.Linear)}
-    with Hessians(linears) as hs:
+    with Hessians(linears, o.sink_weight) as hs:
         for w in calibration_windows(tokenizer, text, o.tokens, o.context):
             model(w[None], use_cache=False)
     return hs

@@ -61,7 +61,7 @@ def stream_setup(directory, fmt, tokenizer, text: str, options: LrecOptions | No
         prog.advance(task)
         for i in range(len(layers)):
             mods = in_layer.pop(i)  # popped: the list would keep the float weights alive
-            with Hessians({n: m for n, m, _ in mods} if o.method != "rtn" else {}) as hs:
+            with Hessians({n: m for n, m, _ in mods} if o.method != "rtn" else {}, calib.sink_weight) as hs:
                 hidden = st.run_layer(i, hidden, calls)
             for name, module, f in mods:
                 packed = pack_linear(module, f, o.method, hs[name] if name in hs else None, calib)
