@@ -51,9 +51,16 @@ def packed_copy(model, model_name: str, fmt: str, method: str, args):
         quantize_model(q, fmt, progress=False)
     else:
         o = CalibOptions(method=method, tokens=args.calib_tokens, context=args.calib_context, sink_weight=args.sink_weight,
-                         sequential=args.sequential)
+                         sequential=args.sequential, damp=args.damp, act_order=args.act_order)
         q, _ = quantize_source(model_name, fmt, load_text("wiki-calib"), o, progress=False)
     return q, time.perf_counter() - t0
+
+
+def dev_text(tok) -> str:
+    """Held-out text for choosing settings: wiki-calib past the first 16,384 tokens (calibration reads at most those)."""
+    from elastiq.data import load_text, tokenize
+
+    return tok.decode(tokenize(tok, load_text("wiki-calib"), 20480)[16384:].tolist())
 
 
 def ppl(model, tok, text, args) -> float:
@@ -134,6 +141,10 @@ def main() -> None:
                     help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
     ap.add_argument("--sink-weight", type=float, default=None,
                     help="each calibration window's first token in the Hessians (default: CalibOptions')")
+    ap.add_argument("--damp", type=float, default=0.01, help="GPTQ damping (CalibOptions.damp)")
+    ap.add_argument("--act-order", action="store_true", help="GPTQ visits columns by decreasing Hessian diagonal")
+    ap.add_argument("--dev", action="store_true",
+                    help="also score calibrated rows on held-out text: wiki-calib tokens 16384-20479, which calibration never reads")
     ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
                     help="each layer's Hessians from the packed layers before it (CalibOptions.sequential)")
     ap.add_argument("--merge", type=Path, nargs="*", default=None, help="combine these partial results into --out, then stop")
@@ -176,6 +187,8 @@ def main() -> None:
             q, sec = packed_copy(model, args.model, fmt, method, args)
             name = method.replace("+", "_")
             row[f"ppl_{name}"], row[f"{name}_seconds"] = ppl(q, tok, text, args), sec
+            if args.dev:
+                row[f"dev_ppl_{name}"] = ppl(q, tok, dev_text(tok), args)
             del q
         row["seconds"] = row["gptq_seconds"]
         out[key] = row
@@ -196,7 +209,7 @@ def main() -> None:
     out["meta"] = {"model": args.model, "text": "wiki-eval", "max_tokens": args.max_tokens, "context": args.context,
                    "calib_text": "wiki-calib", "calib_tokens": args.calib_tokens, "calib_context": args.calib_context,
                    "threads": args.threads, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                   "formats": FORMATS, "gptq": {"damp": 0.01, "act_order": False, "batch": 128, "sink_weight": args.sink_weight,
+                   "formats": FORMATS, "gptq": {"damp": args.damp, "act_order": args.act_order, "batch": 128, "sink_weight": args.sink_weight,
                             "sequential": args.sequential}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
