@@ -165,6 +165,17 @@ def test_sequential_packs_each_input_group_from_the_packed_layers_before_it(tmp_
     assert not any(n.startswith("model.layers.1.") for n in same)  # the whole second layer reads the packed first
 
 
+def test_a_plan_that_skips_a_decoder_layer_streams_through_it(tmp_path, byte_tokenizer):
+    fp = make_tiny_llama(2)
+    fp.save_pretrained(tmp_path / "fp")
+    plan = {"model.layers.0.*": None, "*": "int4"}
+    model, report = quantize_stream(tmp_path / "fp", plan, byte_tokenizer, TEXT, CalibOptions(tokens=400, context=40),
+                                    progress=False)
+    packed = set(_codes(model))
+    assert packed and all(n.startswith("model.layers.1.") for n in packed) and len(packed) == 7
+    torch.testing.assert_close(model.model.layers[0].self_attn.q_proj.weight, fp.model.layers[0].self_attn.q_proj.weight)
+
+
 def test_api_calibrates_and_the_manifest_records_it(tmp_path, byte_tokenizer):
     model = make_tiny_llama(2)
     ids = byte_tokenizer(TEXT * 3)["input_ids"][:600]

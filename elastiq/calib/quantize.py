@@ -135,6 +135,8 @@ def _pack_layer(st: LayerStream, i: int, mods, hidden, calls, o: CalibOptions, r
     Hessians of inputs that came through the layers packed before it, in this decoder layer
     and the ones before (``hidden`` is the packed model's), and the output is the packed
     layer's. Otherwise every Hessian comes from one run of the float layer, and so does the output."""
+    if not mods:  # nothing to pack here (a plan that skips the layer): the float layer's output
+        return st.run_layer(i, hidden, calls)
     sequential = o.sequential and o.method != "rtn"
     pending = list(mods)
     out = None
@@ -147,7 +149,7 @@ def _pack_layer(st: LayerStream, i: int, mods, hidden, calls, o: CalibOptions, r
             report.quantized[name] = F.spec(fmt)
         pending = [t for t in pending if t not in stage]
         del hs
-    return st.forward_layer(i, hidden, calls) if sequential and mods else out
+    return st.forward_layer(i, hidden, calls) if sequential else out
 
 
 def quantize_source(model: str, plan, text: str, options: CalibOptions | None = None, embedding=None,
