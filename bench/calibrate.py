@@ -118,6 +118,8 @@ def run_lrec(args, model_name: str, text_eval: str) -> dict:
 
 
 def main() -> None:
+    from elastiq.options import CalibOptions  # no torch: the defaults below are CalibOptions'
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--formats", default=",".join(FORMATS), help=f"keys of {FORMATS}")
@@ -139,21 +141,18 @@ def main() -> None:
                     help="also score the GPTQ base with its SVD-started adapters before training")
     ap.add_argument("--rtn-from", type=Path, default=None,
                     help="take RTN perplexities from this bench/quality.py result (same protocol) where it has the format")
-    ap.add_argument("--sink-weight", type=float, default=None,
-                    help="each calibration window's first token in the Hessians (default: CalibOptions')")
-    ap.add_argument("--damp", type=float, default=0.01, help="GPTQ damping (CalibOptions.damp)")
+    ap.add_argument("--sink-weight", type=float, default=CalibOptions.sink_weight,
+                    help="each calibration window's first token in the Hessians (CalibOptions.sink_weight)")
+    ap.add_argument("--damp", type=float, default=CalibOptions.damp, help="GPTQ damping (CalibOptions.damp)")
     ap.add_argument("--act-order", action="store_true", help="GPTQ visits columns by decreasing Hessian diagonal")
     ap.add_argument("--dev", action="store_true",
                     help="also score calibrated rows on held-out text: wiki-calib tokens 16384-20479, which calibration never reads")
-    ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=CalibOptions.sequential,
                     help="each layer's Hessians from the packed layers before it (CalibOptions.sequential)")
     ap.add_argument("--merge", type=Path, nargs="*", default=None, help="combine these partial results into --out, then stop")
     ap.add_argument("--update", action="store_true", help="merge what is measured now into the existing --out file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/calibrate.json")
     args = ap.parse_args()
-    from elastiq.options import CalibOptions
-
-    args.sink_weight = CalibOptions().sink_weight if args.sink_weight is None else args.sink_weight
     if args.merge:
         out = {}
         for part in args.merge:
@@ -174,6 +173,7 @@ def main() -> None:
         out["float_ppl"] = quality["float"] if "float" in quality else ppl(model, tok, text, args)
         print(f"float {out['float_ppl']:.3f}", flush=True)
     extra = [tuple(e.split(":")) for e in args.extra.split(",") if e and e.split(":")[0] in keys]
+    dev = dev_text(tok) if args.dev else None
     for key in keys:
         fmt = FORMATS[key]
         row = {"format": fmt}
@@ -188,7 +188,7 @@ def main() -> None:
             name = method.replace("+", "_")
             row[f"ppl_{name}"], row[f"{name}_seconds"] = ppl(q, tok, text, args), sec
             if args.dev:
-                row[f"dev_ppl_{name}"] = ppl(q, tok, dev_text(tok), args)
+                row[f"dev_ppl_{name}"] = ppl(q, tok, dev, args)
             del q
         row["seconds"] = row["gptq_seconds"]
         out[key] = row
@@ -209,7 +209,7 @@ def main() -> None:
     out["meta"] = {"model": args.model, "text": "wiki-eval", "max_tokens": args.max_tokens, "context": args.context,
                    "calib_text": "wiki-calib", "calib_tokens": args.calib_tokens, "calib_context": args.calib_context,
                    "threads": args.threads, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                   "formats": FORMATS, "gptq": {"damp": args.damp, "act_order": args.act_order, "batch": 128, "sink_weight": args.sink_weight,
+                   "formats": FORMATS, "gptq": {"damp": args.damp, "act_order": args.act_order, "batch": CalibOptions.batch, "sink_weight": args.sink_weight,
                             "sequential": args.sequential}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -43,20 +43,6 @@ def table(d: dict) -> str:
         "", f"elastiq_mc accuracy (8 questions, tests/data/lm_eval): {d['mc_acc']:.3f}"])
 
 
-def lm_eval_ppl(lm, docs: list[str], tmp: Path) -> float:
-    """lm-eval's per-token perplexity of ``docs``, each a document of a local rolling task."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from elastiq.interop.lm_eval_model import text_task, token_perplexity
-
-    data = tmp / "text.jsonl"
-    data.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in docs))
-    out = simple_evaluate(model=lm, tasks=[text_task(data)], task_manager=TaskManager(include_defaults=False),
-                          log_samples=True, bootstrap_iters=0)
-    return token_perplexity(out["samples"]["elastiq_text"], lm.tokenizer)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -77,7 +63,7 @@ def main() -> None:
 
     from elastiq.data import load_text, tokenize
     from elastiq.evaluate import evaluate
-    from elastiq.interop.lm_eval_model import ElastiqLM, documents
+    from elastiq.interop.lm_eval_model import ElastiqLM, documents, rolling_perplexity
 
     torch.set_num_threads(args.threads)
     lm = ElastiqLM(pretrained=args.model, format=args.format, embedding=args.embedding, max_length=args.context)
@@ -90,8 +76,8 @@ def main() -> None:
     whole = tok.decode(ids)
     ours = evaluate(lm.model, tok, whole, context=args.context, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
-        theirs_docs = lm_eval_ppl(lm, docs, Path(tmp))
-        theirs = lm_eval_ppl(lm, [whole], Path(tmp))
+        theirs_docs, _ = rolling_perplexity(lm, docs, tmp)
+        theirs, _ = rolling_perplexity(lm, [whole], tmp)
     os.chdir(ROOT)  # the multiple-choice task names its data relative to the repository root
     mc = simple_evaluate(model=lm, tasks=["elastiq_mc"], bootstrap_iters=0,
                          task_manager=TaskManager(include_path=str(ROOT / "tests/data/lm_eval"), include_defaults=False))

@@ -1,7 +1,6 @@
 """The elastiq model for lm-evaluation-harness, on a tiny Llama: a rolling task over a local
 text whose perplexity matches elastiq.perplexity, a multiple-choice task whose data ships in
 tests/data/lm_eval, an elastic option, refusals."""
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ pytest.importorskip("lm_eval")
 from lm_eval import simple_evaluate  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from elastiq.interop.lm_eval_model import ElastiqLM, documents, text_task, token_perplexity  # noqa: E402
+from elastiq.interop.lm_eval_model import ElastiqLM, documents, rolling_perplexity  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "lm_eval"
 TEXT = ("Trees are perennial plants with an elongated stem, or trunk, usually supporting branches and leaves. "
@@ -29,12 +28,9 @@ def offline(monkeypatch, tmp_path):
 
 
 def rolling_ppl(lm, docs, tmp_path):
-    data = tmp_path / "text.jsonl"
-    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    out = simple_evaluate(model=lm, tasks=[text_task(data)], task_manager=TaskManager(include_defaults=False),
-                          log_samples=True, bootstrap_iters=0)
-    assert out["results"]["elastiq_text"]["word_perplexity,none"] > 1
-    return token_perplexity(out["samples"]["elastiq_text"], lm.tokenizer)
+    ppl, metrics = rolling_perplexity(lm, docs, tmp_path)
+    assert metrics["word_perplexity,none"] > 1
+    return ppl
 
 
 def test_rolling_perplexity_equals_elastiq_on_the_same_windows(model_dir, tmp_path):

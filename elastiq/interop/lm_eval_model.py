@@ -90,6 +90,22 @@ def documents(tokenizer, ids, size: int) -> list[str]:
     return out
 
 
+def rolling_perplexity(lm, docs: list[str], folder) -> tuple[float, dict]:
+    """(per-token perplexity, lm-eval's metrics) of ``docs`` scored by ``lm`` as documents of a
+    local rolling task (``text_task``), whose data file is written in ``folder``."""
+    import json
+    from pathlib import Path
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    data = Path(folder) / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in docs))
+    out = simple_evaluate(model=lm, tasks=[text_task(data)], task_manager=TaskManager(include_defaults=False),
+                          log_samples=True, bootstrap_iters=0)
+    return token_perplexity(out["samples"]["elastiq_text"], lm.tokenizer), out["results"]["elastiq_text"]
+
+
 def token_perplexity(samples: list[dict], tokenizer) -> float:
     """Per-token perplexity of a rolling task's logged samples: their summed log-likelihood
     over the tokens of their documents (lm-eval scores each document's every token, the
