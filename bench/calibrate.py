@@ -32,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FORMATS = {"int2": "int2x4-g64", "int3": "int3", "int4": "int4", "nxfp4": "nxfp4", "nvfp4": "nvfp4"}
+FORMATS = {"int2": "int2x4-g64", "int3": "int3", "int4": "int4", "nxfp4": "nxfp4", "nvfp4": "nvfp4",
+           "int3x8": "int3x8", "int4x16": "int4x16"}  # the last two keep every code, as GPTQ's symmetric intN does
 EXTRA = "int2:gptq+search,int3:gptq+search,int3:search"  # more methods on some rows
 
 
@@ -94,8 +95,8 @@ def run_peer(args, model_name: str, calib_wins) -> dict | None:
         return json.loads(lines[-1])
 
 
-def run_lrec(args, model_name: str, text_eval: str) -> dict:
-    """int2 from a GPTQ base, then LREC (elastiq.lrec) as `elastiq correct --method gptq` runs it."""
+def run_lrec(args, model_name: str, text_eval: str, key: str) -> dict:
+    """The format of ``key`` from a GPTQ base, then LREC (elastiq.lrec) as `elastiq correct --method gptq` runs it."""
     from elastiq.data import load_text
     from elastiq.evaluate import evaluate
     from elastiq.lrec import correct
@@ -104,7 +105,7 @@ def run_lrec(args, model_name: str, text_eval: str) -> dict:
 
     o = LrecOptions(method=args.lrec_method, rank=args.lrec_rank, steps=args.lrec_steps, calib_tokens=args.lrec_calib_tokens)
     t0 = time.perf_counter()
-    q, tok, targets = setup(model_name, FORMATS["int2"], load_text("wiki-calib"), o, progress=False)
+    q, tok, targets = setup(model_name, FORMATS[key], load_text("wiki-calib"), o, progress=False)
     t_setup = time.perf_counter() - t0
     base = (evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
             if args.lrec_before else None)
@@ -112,7 +113,7 @@ def run_lrec(args, model_name: str, text_eval: str) -> dict:
     log = correct(q, targets, o, progress=False)
     t_train = time.perf_counter() - t1
     after = evaluate(q, tok, text_eval, max_tokens=args.max_tokens, context=args.context, progress=False).perplexity
-    return {"format": FORMATS["int2"], "method": args.lrec_method, "rank": args.lrec_rank, "steps": args.lrec_steps,
+    return {"format": FORMATS[key], "method": args.lrec_method, "rank": args.lrec_rank, "steps": args.lrec_steps,
             "calib_tokens": args.lrec_calib_tokens, "ppl_base_with_svd_adapters": base, "ppl": after,
             "setup_seconds": t_setup, "train_seconds": t_train, "kl_first_last": [log.losses[0], log.losses[-1]]}
 
@@ -133,7 +134,8 @@ def main() -> None:
     ap.add_argument("--peer-python", default=str(Path("/work/wt/peer-venv/bin/python")),
                     help="python of the environment GPTQModel is installed in (see docs/calibrate.md)")
     ap.add_argument("--peer-out", type=Path, default=None, help="keep the peer's quantized model here")
-    ap.add_argument("--lrec-steps", type=int, default=40, help="LREC steps on the int2 GPTQ base (0: skip)")
+    ap.add_argument("--lrec-steps", type=int, default=40, help="LREC steps on each --lrec-formats GPTQ base (0: skip)")
+    ap.add_argument("--lrec-formats", default="int2", help="keys of the formats LREC corrects from a GPTQ base")
     ap.add_argument("--lrec-rank", type=int, default=16)
     ap.add_argument("--lrec-method", default="gptq")
     ap.add_argument("--lrec-calib-tokens", type=int, default=16384)
@@ -203,9 +205,11 @@ def main() -> None:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
     if args.lrec_steps:
         del model
-        out["int2_lrec"] = run_lrec(args, args.model, text)
-        out["int2_gptq_lrec_ppl"] = out["int2_lrec"]["ppl"]
-        print("int2 + LREC", out["int2_lrec"], flush=True)
+        for key in [k for k in args.lrec_formats.split(",") if k]:
+            out[f"{key}_lrec"] = run_lrec(args, args.model, text, key)
+            out[f"{key}_gptq_lrec_ppl"] = out[f"{key}_lrec"]["ppl"]
+            print(f"{key} + LREC", out[f"{key}_lrec"], flush=True)
+            args.out.write_text(json.dumps(out, indent=2) + "\n")
     out["meta"] = {"model": args.model, "text": "wiki-eval", "max_tokens": args.max_tokens, "context": args.context,
                    "calib_text": "wiki-calib", "calib_tokens": args.calib_tokens, "calib_context": args.calib_context,
                    "threads": args.threads, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

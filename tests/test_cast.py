@@ -95,6 +95,36 @@ def test_per_channel_scale():
     assert F.bits_per_element(fmt, row_length=100) == 8 + 16 / 100
 
 
+def test_int2x4_matches_a_direct_formula():
+    """levels (k + 1/2) s for k in -2..1, s = fp16(amax / 1.5) per group of 64, the nearest
+    level taken; computed here independently."""
+    x = _x(6, 128).double()
+    y = F.fake_quantize(x.float(), "int2x4-g64").double()
+    g = x.reshape(6, 2, 64)
+    s = (g.abs().amax(-1, keepdim=True) / 1.5).half().double()
+    want = ((torch.floor(g / s) + 0.5).clamp(-1.5, 1.5) * s).reshape_as(x)
+    assert torch.allclose(y, want, rtol=0, atol=1e-6 * float(x.abs().max()))
+
+
+@pytest.mark.parametrize("name,half", [("int4x16", 8), ("int3x8", 4)])
+def test_every_code_int_formats_pick_the_better_side_per_group(name, half):
+    """intNx2^N: integer levels -half..half-1 or -(half-1)..half, whichever rounds the group
+    with less squared error, times s = fp16(amax / half); computed here independently."""
+    fmt = F.get(name)
+    assert fmt.bits_per_element() == math.log2(2 * half) + (16 + 1) / 128
+    x = _x(6, 4 * 128).double()
+    y = F.fake_quantize(x.float(), fmt).double().reshape(6, 4, 128)
+    g = x.reshape(6, 4, 128)
+    s = (g.abs().amax(-1, keepdim=True) / half).half().double()
+    cands = [torch.round(g / s).clamp(lo, lo + 2 * half - 1) * s for lo in (-half, -half + 1)]
+    errs = torch.stack([((c - g) ** 2).sum(-1) for c in cands])
+    tol = 1e-6 * float(x.abs().max())
+    assert torch.allclose(((y - g) ** 2).sum(-1), errs.min(0).values, rtol=1e-6, atol=tol ** 2 * 128)
+    near = [(y - c).abs().amax(-1) <= tol for c in cands]
+    assert bool((near[0] | near[1]).all()), name
+    assert bool(near[0].any()) and bool(near[1].any()), "both sides get picked on random groups"
+
+
 def test_mxint8_matches_the_spec_formula():
     """MXINT8: X = 2**(floor(log2 amax) - 0), P = clamp(RNE(V / X * 64), -127, 127) / 64,
     computed here independently in float64."""

@@ -14,8 +14,8 @@ keys: ``elem`` (grid names joined by ``|`` for per-block choice), ``block`` (an
 integer or ``channel``), ``axis``, ``scale`` (a scale grid name), ``round``
 (floor/ceil/even/rceil), ``tscale`` (0/1: per-tensor float32 scale).
 Grid names: ``intN``, ``eXmY`` (OCP conventions: e4m3 = FN, e5m2 = IEEE, others
-all-finite; a suffix ``fn``/``ieee``/``none`` overrides), ``nf4``, ``ueXmY``
-(unsigned, all-ones = NaN; for scales), ``e8m0``, ``fp16``, ``bf16``, ``fp32``; a
+all-finite; a suffix ``fn``/``ieee``/``none`` overrides), ``nf4``, ``uniformN`` (all 2^N
+codes evenly spaced, no zero), ``ueXmY`` (unsigned, all-ones = NaN; for scales), ``e8m0``, ``fp16``, ``bf16``, ``fp32``; a
 grid followed by ``~V`` recycles its redundant code (-0) into the extra level V.
 """
 from __future__ import annotations
@@ -60,8 +60,25 @@ FP16 = Grid("float", 16, ebits=5, mbits=10, bias=15, special="ieee", name="fp16"
 BF16 = Grid("float", 16, ebits=8, mbits=7, bias=127, special="ieee", name="bf16")
 FP32 = Grid("float", 32, ebits=8, mbits=23, bias=127, special="ieee", name="fp32")
 NF4 = Grid("codebook", 4, levels=_nf4_levels(), name="nf4")
-# all four 2-bit codes, evenly spaced, no zero (intN grids are symmetric: int2 is ternary)
-UNIFORM2 = Grid("codebook", 2, levels=(-1.5, -0.5, 0.5, 1.5), name="uniform2")
+
+
+def uniform_grid(bits: int) -> Grid:
+    """All 2**bits codes, evenly spaced, no zero level: ±0.5, ±1.5, ... (an intN grid is
+    symmetric, so it keeps 2**bits - 1 levels: int2 is ternary, int4 has 15)."""
+    half = 1 << (bits - 1)
+    return Grid("codebook", bits, levels=tuple(k + 0.5 for k in range(-half, half)), name=f"uniform{bits}")
+
+
+def full_int_grid(bits: int, extra: str) -> Grid:
+    """All 2**bits codes of an integer grid: -2^(bits-1) ... 2^(bits-1) - 1 (``extra="neg"``, two's
+    complement, as GPTQ's symmetric intN) or its mirror (``"pos"``). Zero is a level; the scale
+    maps a block's amax to 2^(bits-1), so the short side clips its largest values by one step."""
+    half = 1 << (bits - 1)
+    lo, hi = (-half, half - 1) if extra == "neg" else (-half + 1, half)
+    return Grid("codebook", bits, levels=tuple(float(k) for k in range(lo, hi + 1)), name=f"int{bits}{extra}")
+
+
+UNIFORM2 = uniform_grid(2)
 
 _NAMED_GRIDS = {"e8m0": E8M0, "fp16": FP16, "bf16": BF16, "fp32": FP32, "nf4": NF4, "uniform2": UNIFORM2}
 
@@ -81,6 +98,10 @@ def grid(spec: str) -> Grid:
         g = _NAMED_GRIDS[s]
     elif m := re.fullmatch(r"int(\d+)", s):
         g = int_grid(int(m.group(1)))
+    elif (m := re.fullmatch(r"int(\d+)(neg|pos)", s)) and 2 <= int(m.group(1)) <= 8:
+        g = full_int_grid(int(m.group(1)), m.group(2))
+    elif (m := re.fullmatch(r"uniform(\d+)", s)) and 2 <= int(m.group(1)) <= 8:
+        g = uniform_grid(int(m.group(1)))
     elif m := re.fullmatch(r"(u?)e(\d+)m(\d+)(fn|ieee|none)?", s):
         unsigned, e, mb, special = m.group(1) == "u", int(m.group(2)), int(m.group(3)), m.group(4)
         if unsigned and special is None:
@@ -89,7 +110,7 @@ def grid(spec: str) -> Grid:
     else:
         raise ValueError(
             f"unknown grid {spec!r}: use intN, eXmY (optionally with suffix fn/ieee/none), ueXmY, "
-            f"nf4, e8m0, fp16, bf16 or fp32, optionally followed by ~V to recycle -0 into level V"
+            f"nf4, uniformN (N = 2..8), e8m0, fp16, bf16 or fp32, optionally followed by ~V to recycle -0 into level V"
         )
     if recycle is not None:
         g = replace(g, recycle=recycle, name=f"{g.name}~{recycle:g}")
@@ -114,6 +135,11 @@ def _presets() -> dict[str, Format]:
     for block in (64, 32):
         add(Format(f"int2x4-g{block}", (UNIFORM2,), FP16, block=block, rounding="even",
                    description=f"2 bits, 4 evenly spaced levels (±0.5, ±1.5), groups of {block}, FP16 scale = amax/1.5"))
+    for bits in (4, 3):  # every code used, zero kept: the short side is picked per block (one selector bit)
+        half = 1 << (bits - 1)
+        add(Format(f"int{bits}x{2 * half}", (full_int_grid(bits, "neg"), full_int_grid(bits, "pos")), FP16, block=128,
+                   rounding="even", description=f"{bits} bits, all {2 * half} codes: -{half}…{half - 1} or "
+                   f"-{half - 1}…{half}, the better per group of 128, FP16 scale = amax/{half}"))
     add(Format("int8-channel", (int_grid(8),), FP16, block=None, rounding="even", description="symmetric INT8, one FP16 scale per row"))
     add(Format("nf4", (NF4,), FP16, block=64, rounding="even", description="QLoRA NormalFloat-4, groups of 64, FP16 absmax scale"))
     add(Format("mxint8", (int_grid(8, step=2.0**-6),), E8M0, block=32, description="OCP MXINT8: int8 x 2^-6, E8M0 scale"))
