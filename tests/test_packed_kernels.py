@@ -18,7 +18,8 @@ from tolerance import assert_close, linear_scale
 
 needs_kernels = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the torch path is tested elsewhere")
 KERNEL_FORMATS = ["nxfp4", "mxfp4", "nvfp4", "nf4", "int4", "int4-g64", "mxfp4_cr", "int8", "int8-channel", "mxint8",
-                  "mxfp8_e4m3", "mxfp8_e5m2", "int3", "int2", "mxfp6_e2m3", "nxfp6", "nxfp5"]
+                  "mxfp8_e4m3", "mxfp8_e5m2", "int3", "int2", "mxfp6_e2m3", "nxfp6", "nxfp5",
+                  "int4x16", "int3x8", "int2x4-g64"]
 
 
 @needs_kernels
