@@ -70,6 +70,10 @@ def _combine_shards(shards: list[dict]) -> dict:
                       "blocks_solved": sum(sh[m]["blocks_solved"] for sh in shards),
                       "solver_median_s": statistics.median(times) if times else None}
             continue
+        if m == "_passed":
+            out[m] = {meth: {at: sorted({i for sh in shards for i in sh[m][meth][at]}) for at in ats}
+                      for meth, ats in shards[0][m].items()}
+            continue
         n = sum(sh[m]["n"] for sh in shards)
         out[m] = {k: sum(sh[m][k] * sh[m]["n"] for sh in shards) / max(1, n) for k in ("pass_at_1", "pass_at_5")}
         out[m].update(false_passes=sum(sh[m]["false_passes"] for sh in shards), n=n)
@@ -165,6 +169,9 @@ def phase_eval(res, args):
     from asmsketch.model import load
     torch.set_num_threads(1)
     guesser = load(data.model_dir())
+    c = guesser.model.c
+    res["eval_model"] = {"params": sum(p.numel() for p in guesser.model.parameters()),
+                         "d": c.d, "heads": c.heads, "enc_layers": c.enc_layers, "dec_layers": c.dec_layers, "ff": c.ff}
     all_pairs = held_out_pairs(data.TEST_SEEDS, args.functions)
     k, n_shards = map(int, args.shard.split("/")) if args.shard else (0, 1)
     pairs = all_pairs[k::n_shards]
@@ -274,6 +281,14 @@ def plot(res, path="bench/results/transpile.png"):
     fig.savefig(path, dpi=110)
 
 
+def _model_said(res):
+    m = res.get("eval_model")
+    if not m:
+        return ""
+    return (f" Guess model: {m['params']:,} parameters (d={m['d']}, {m['heads']} heads, {m['enc_layers']}+"
+            f"{m['dec_layers']} layers, ff {m['ff']}; `bench/results/asmsketch_train.json`).")
+
+
 def _budget(res):
     sk = [rows.get("_sketch", {}) for rows in res.get("directions", {}).values()]
     b = next((x.get("budget_s") for x in sk if x.get("budget_s")), None)
@@ -282,6 +297,29 @@ def _budget(res):
     over = {d: rows.get("_sketch", {}).get("functions_over_budget") for d, rows in res["directions"].items()}
     said = "; ".join(f"{d}: {n}" for d, n in over.items() if n) or "none"
     return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
+
+
+PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "beam"))
+
+
+def paired_lines(rows) -> list[str]:
+    """The paired comparison of Guess & Sketch with its ablations and the beam, function by function."""
+    passed = rows.get("_passed")
+    if not passed:
+        return []
+    out = ["| G&S against | pass@1: G&S only | other only | both | sign test p | pass@5: G&S only | other only | "
+           "both | sign test p |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for a, b in PAIRED:
+        if a not in passed or b not in passed:
+            continue
+        pr = evaluate.paired(passed, a, b)
+        cells = []
+        for at in ("at_1", "at_5"):
+            x = pr[at]
+            cells += [str(x[f"{a}_only"]), str(x[f"{b}_only"]), str(x["both"]),
+                      f"{evaluate.sign_test_p(x[f'{a}_only'], x[f'{b}_only']):.2g}"]
+        out.append(f"| {METHOD_NAMES.get(b, b)} | " + " | ".join(cells) + " |")
+    return out
 
 
 def write_doc(res):
@@ -295,7 +333,7 @@ def write_doc(res):
                   "Greedy decoding gives one candidate, so its pass@5 is its pass@1; the rule-based peer also "
                   "gives one. Guess & Sketch and its ablations put first the candidates whose every sketched block "
                   "z3 proved equal to its source block (`pipeline.solver_checked_first`; no execution), so their "
-                  f"pass@1 is the first of that order. Solver budget: {_budget(res)}.", ""]
+                  f"pass@1 is the first of that order. Solver budget: {_budget(res)}." + _model_said(res), ""]
         if "smollm2_runtime" in res:
             n, sec = res.get("smollm2_functions", {}), res.get("smollm2_seconds", {})
             runs = ", ".join(f"{n[d]} {d.replace('_to_', '→')} in {sec.get(d, 0):.0f} s" for d in n)
@@ -309,6 +347,9 @@ def write_doc(res):
                     continue
                 lines.append(f"| {METHOD_NAMES.get(m, m)} | {pct(r['pass_at_1'])} | {pct(r['pass_at_5'])} | "
                              f"{r['false_passes']} | {r['n']} |")
+            pl = paired_lines(rows)
+            if pl:
+                lines += ["", *pl]
             sk = rows.get("_sketch")
             if sk:
                 lines += ["", f"Sketched blocks: {sk['blocks_sketched']}, solved: {sk['blocks_solved']}, "
