@@ -1,7 +1,8 @@
 """Builds the tier A training corpus and trains the asmsketch guess model (cached).
 
     python bench/asmsketch_train.py --minutes 30
-    python bench/asmsketch_train.py --minutes 65 --d 256 --layers 3 --heads 8 --lr 1e-3
+    python bench/asmsketch_train.py --minutes 52 --d 256 --layers 3 --heads 8 --ff 512 --lr 1.5e-3 --warmup 200 \
+        --max-example-tokens 200 --results bench/results/asmsketch_train_model2.json   # the 4.2 M comparison
     python bench/asmsketch_train.py --copy-task --steps 400
 
 Writes the model to .cache/asmsketch/model (or $ASMSKETCH_CACHE/model) and
@@ -44,6 +45,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=model.Config.enc_layers, help="encoder and decoder layers each")
     ap.add_argument("--ff", type=int, help="feed-forward width (default 3 d)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (then cosine to lr/10)")
+    ap.add_argument("--results", help="results file (default bench/results/asmsketch_train.json; the copy "
+                    "task: asmsketch_copy.json)")
     ap.add_argument("--model-dir", help="where to save the model (default: the cache's model, which the "
                     "benchmarks and the command load)")
     args = ap.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
         out["model_dir"] = os.path.relpath(args.model_dir or data.model_dir())
         model.save(guesser.model, guesser.vocab, args.model_dir or data.model_dir())
     os.makedirs("bench/results", exist_ok=True)
-    name = f"bench/results/{'asmsketch_copy.json' if args.copy_task else 'asmsketch_train.json'}"
+    name = args.results or f"bench/results/{'asmsketch_copy.json' if args.copy_task else 'asmsketch_train.json'}"
     if os.path.exists(name):  # earlier runs stay, newest first, under previous_runs
         with open(name) as fh:
             old = json.load(fh)

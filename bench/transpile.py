@@ -27,7 +27,7 @@ from asmsketch.errors import AsmSketchError  # noqa: E402
 from asmsketch.pipeline import parse_body  # noqa: E402
 from asmsketch.progress import Progress  # noqa: E402
 
-RESULTS = "bench/results/transpile.json"
+RESULTS = DEFAULT_RESULTS = "bench/results/transpile.json"
 DOC = "docs/asmsketch.md"
 METHOD_NAMES = {"greedy": "model alone, greedy", "beam": "model alone, beam 5",
                 "guess_sketch": "Guess & Sketch", "gs_random_holes": "G&S, random holes (ablation)",
@@ -397,6 +397,7 @@ def write_doc(res):
 
 
 def main():
+    global RESULTS
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase", choices=["semantics", "corpus", "solver", "eval", "shards", "smollm", "doc", "all"],
                     default="all")
@@ -417,7 +418,10 @@ def main():
     ap.add_argument("--solver-functions", type=int, default=700)
     ap.add_argument("--solver-blocks", type=int, default=500)
     ap.add_argument("--solver-opcode", type=int, default=100)
+    ap.add_argument("--results", default=RESULTS, help="results file; another one (another model's run) leaves "
+                    "the docs alone")
     args = ap.parse_args()
+    RESULTS = args.results
     phases = ["semantics", "corpus", "solver", "eval", "smollm"] if args.phase == "all" else [args.phase]
     for ph in phases:
         if ph == "doc":
@@ -429,7 +433,8 @@ def main():
             print(f"{ph}: {e}", file=sys.stderr)
             continue
         save_results(res)
-    write_doc(load_results())
+    if RESULTS == DEFAULT_RESULTS:
+        write_doc(load_results())
     print(json.dumps({k: v for k, v in load_results().items() if k in ("semantics_mismatches", "solver")}, indent=1))
 
 
