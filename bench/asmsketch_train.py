@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=model.Config.heads)
     ap.add_argument("--layers", type=int, default=model.Config.enc_layers, help="encoder and decoder layers each")
     ap.add_argument("--ff", type=int, help="feed-forward width (default 3 d)")
-    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (then cosine to lr/10)")
+    ap.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine to lr/10 (default 100, or a tenth "
+                    "of --steps)")
     ap.add_argument("--results", help="results file (default bench/results/asmsketch_train.json; the copy "
                     "task: asmsketch_copy.json)")
     ap.add_argument("--model-dir", help="where to save the model (default: the cache's model, which the "
