@@ -61,6 +61,7 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
         model_methods = ["greedy", "beam", "guess_sketch", "gs_random_holes", "gs_no_alignment"] if guesser else []
         methods = model_methods + list(extra_methods or {})
         rows = {m: {"p1": 0, "pk": 0, "false": 0, "n": 0} for m in methods}
+        passed = {m: {"at_1": [], f"at_{k}": []} for m in methods}  # function ids, for paired counts
         solver_times, sketched, solved, over = [], 0, 0, {}
         for p in pairs:
             if stop_at is not None and time.time() > stop_at:
@@ -101,6 +102,10 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
                 r["p1"] += bool(verdicts) and verdicts[0][0]  # what the execution check claims
                 r["pk"] += any(ok for ok, _ in verdicts)
                 r["false"] += sum(bad for _, bad in verdicts)
+                if bool(verdicts) and verdicts[0][0]:
+                    passed[m]["at_1"].append(p.id)
+                if any(ok for ok, _ in verdicts):
+                    passed[m][f"at_{k}"].append(p.id)
             if progress:
                 progress(1)
         out[name] = {m: {"pass_at_1": r["p1"] / max(1, r["n"]), f"pass_at_{k}": r["pk"] / max(1, r["n"]),
@@ -109,4 +114,25 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
                                 "functions_over_budget": over,
                                 "solver_median_s": statistics.median(solver_times) if solver_times else None,
                                 "solver_times": [round(t, 4) for t in solver_times]}
+        out[name]["_passed"] = passed
     return out
+
+
+def paired(passed: dict, a: str, b: str) -> dict:
+    """For two methods run on the same functions: how many functions pass with a but not b, and with b but
+    not a, at each k (from evaluate's `_passed` lists of function ids). A difference of rates hides how
+    many functions each one wins; these two counts are what a sign test reads."""
+    return {at: {f"{a}_only": len(set(passed[a][at]) - set(passed[b][at])),
+                 f"{b}_only": len(set(passed[b][at]) - set(passed[a][at])),
+                 "both": len(set(passed[a][at]) & set(passed[b][at]))} for at in passed[a]}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (ties dropped): the probability of a split at least this uneven when each
+    discordant function is a coin flip."""
+    from math import comb
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(0, min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

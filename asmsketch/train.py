@@ -64,7 +64,7 @@ def _pad(seqs, pad):
 
 def train(pairs, config: dict | None = None, seconds: float = 60.0, max_tokens: int = 6000, lr: float = 1e-3,
           seed: int = 0, progress=None, max_steps: int | None = None,
-          max_example_tokens: int | None = None) -> tuple[Guesser, dict]:
+          max_example_tokens: int | None = None, warmup: int | None = None) -> tuple[Guesser, dict]:
     """Train for a wall-clock budget (or max_steps); returns the model and a log of losses.
     max_example_tokens: leave out longer examples (short ones teach the alignment fastest)."""
     torch.manual_seed(seed)
@@ -76,7 +76,7 @@ def train(pairs, config: dict | None = None, seconds: float = 60.0, max_tokens: 
     pad = vocab.stoi[PAD]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0, step, epoch, losses = time.time(), 0, 0, []
-    warm = 100 if not max_steps else max(1, max_steps // 10)
+    warm = warmup or (100 if not max_steps else max(1, max_steps // 10))
     est_total = max_steps or 10 ** 9
     model.train()
     while True:

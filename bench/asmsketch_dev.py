@@ -2,6 +2,7 @@
 (data.DEV_SEEDS), never the test split; writes bench/results/asmsketch_dev.json.
 
     python bench/asmsketch_dev.py --functions 100          # beams (cached), diagnosis, λ sweep
+    python bench/asmsketch_dev.py --skip-oracle --sweep-thresholds "" --out F   # diagnosis + beam pass only
 
 Diagnosis, per beam candidate whose instruction skeleton (opcodes per line) equals the compiled
 reference: which operands differ from the reference ("wrong"), how many of them the confidence holes
@@ -13,6 +14,7 @@ The sweep runs Guess & Sketch and the random-holes ablation on the same candidat
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -269,26 +271,32 @@ def main():
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-oracle", action="store_true")
     ap.add_argument("--budget-s", type=float, default=60.0)
+    ap.add_argument("--out", default=OUT, help="results file (another model's run: another file)")
     args = ap.parse_args()
     from asmsketch.model import load
     torch.set_num_threads(1)
     pairs = held_out_pairs(data.DEV_SEEDS, args.functions)
-    got = beams(pairs, load(data.model_dir()), os.path.join(data.cache_dir(), f"dev_beams_{args.functions}.pkl"))
+    guesser = load(data.model_dir())
+    tag = hashlib.sha1(open(os.path.join(data.model_dir(), "model.pt"), "rb").read()).hexdigest()[:10]
+    got = beams(pairs, guesser, os.path.join(data.cache_dir(), f"dev_beams_{args.functions}_{tag}.pkl"))
     lams = [float(x) for x in args.thresholds.split(",")]
-    res = {"functions": len(pairs), "diagnosis": diagnose(pairs, got, lams)}
+    c = guesser.model.c
+    res = {"functions": len(pairs), "diagnosis": diagnose(pairs, got, lams),
+           "model": {"params": sum(p.numel() for p in guesser.model.parameters()), "d": c.d,
+                     "enc_layers": c.enc_layers, "dec_layers": c.dec_layers, "ff": c.ff, "sha1": tag}}
     print(json.dumps(res, indent=1), flush=True)
     if not args.skip_oracle:
         res["oracle"] = oracle(pairs, got, 0.9)
     if not args.skip_sweep:
-        res["sweep"] = sweep(pairs, got, [float(x) for x in args.sweep_thresholds.split(",")],
+        res["sweep"] = sweep(pairs, got, [float(x) for x in args.sweep_thresholds.split(",") if x],
                              (ALIGN, RANDOM_HOLES), args.budget_s)
     old = {}
-    if os.path.exists(OUT):
-        with open(OUT) as fh:
+    if os.path.exists(args.out):
+        with open(args.out) as fh:
             old = json.load(fh)
-    if old.get("functions") == res["functions"]:  # a run of some parts keeps the others' results
-        res = {**old, **res}
-    with open(OUT, "w") as fh:
+    if old.get("functions") == res["functions"] and old.get("model", {}).get("sha1") == tag:
+        res = {**old, **res}  # a run of some parts keeps the others' results (of the same model)
+    with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
 
 

@@ -1,6 +1,8 @@
 """Builds the tier A training corpus and trains the asmsketch guess model (cached).
 
     python bench/asmsketch_train.py --minutes 30
+    python bench/asmsketch_train.py --minutes 52 --d 256 --layers 3 --heads 8 --ff 512 --lr 1.5e-3 --warmup 200 \
+        --max-example-tokens 200 --results bench/results/asmsketch_train_model2.json   # the 4.2 M comparison
     python bench/asmsketch_train.py --copy-task --steps 400
 
 Writes the model to .cache/asmsketch/model (or $ASMSKETCH_CACHE/model) and
@@ -38,6 +40,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--copy-task", action="store_true", help="train on copying random lines instead (a check)")
     ap.add_argument("--steps", type=int, help="a step budget instead of --minutes (load-independent)")
+    ap.add_argument("--d", type=int, default=model.Config.d, help="model width")
+    ap.add_argument("--heads", type=int, default=model.Config.heads)
+    ap.add_argument("--layers", type=int, default=model.Config.enc_layers, help="encoder and decoder layers each")
+    ap.add_argument("--ff", type=int, help="feed-forward width (default 3 d)")
+    ap.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine to lr/10 (default 100, or a tenth "
+                    "of --steps)")
+    ap.add_argument("--results", help="results file (default bench/results/asmsketch_train.json; the copy "
+                    "task: asmsketch_copy.json)")
+    ap.add_argument("--model-dir", help="where to save the model (default: the cache's model, which the "
+                    "benchmarks and the command load)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(data.cache_dir(), exist_ok=True)
@@ -54,7 +66,9 @@ def main() -> None:
         corpus.save_pairs(pairs, path)
     bar = Progress(1.0, "training")
     t0 = time.time()
-    guesser, log = train.train(pairs, config={"dropout": 0.0}, seconds=args.minutes * 60, max_steps=args.steps,
+    cfg = {"dropout": 0.0, "d": args.d, "heads": args.heads, "enc_layers": args.layers, "dec_layers": args.layers,
+           "ff": args.ff or 3 * args.d}
+    guesser, log = train.train(pairs, config=cfg, seconds=args.minutes * 60, max_steps=args.steps, warmup=args.warmup,
                                max_tokens=args.batch_tokens, lr=args.lr, max_example_tokens=args.max_example_tokens,
                                progress=lambda f, loss, step: bar.set(f, f"step {step} loss {loss:.3f}"))
     bar.close()
@@ -64,7 +78,8 @@ def main() -> None:
            "params": log["params"],
            "steps": log["steps"], "epochs_started": log["epochs"], "seconds": round(time.time() - t0, 1),
            "threads": args.threads, "config": guesser.model.c.__dict__, "lr": args.lr,
-           "batch_tokens": args.batch_tokens, "max_example_tokens": args.max_example_tokens,
+           "batch_tokens": args.batch_tokens, "max_example_tokens": args.max_example_tokens, "warmup": args.warmup,
+           "load_average_end": [round(x, 1) for x in os.getloadavg()],
            "loss_first": losses[0] if losses else None, "loss_last50_mean": sum(tail) / max(1, len(tail)),
            "loss_every_50": losses[::50]}
     if args.copy_task:
@@ -73,12 +88,17 @@ def main() -> None:
         out["exact_copies_greedy"] = sum(detokenize(guesser.translate(p.arm, "riscv", beam=1)[1][0].tokens) == p.arm
                                          for p in held_out)
     else:
-        model.save(guesser.model, guesser.vocab, data.model_dir())
+        out["model_dir"] = os.path.relpath(args.model_dir or data.model_dir())
+        model.save(guesser.model, guesser.vocab, args.model_dir or data.model_dir())
     os.makedirs("bench/results", exist_ok=True)
-    name = "asmsketch_copy.json" if args.copy_task else "asmsketch_train.json"
-    with open(f"bench/results/{name}", "w") as fh:
+    name = args.results or f"bench/results/{'asmsketch_copy.json' if args.copy_task else 'asmsketch_train.json'}"
+    if os.path.exists(name):  # earlier runs stay, newest first, under previous_runs
+        with open(name) as fh:
+            old = json.load(fh)
+        out["previous_runs"] = [{k: v for k, v in old.items() if k != "previous_runs"}] + old.get("previous_runs", [])
+    with open(name, "w") as fh:
         json.dump(out, fh, indent=1)
-    print(json.dumps({k: v for k, v in out.items() if k != "loss_every_50"}))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("loss_every_50", "previous_runs")}))
 
 
 if __name__ == "__main__":
