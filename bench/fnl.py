@@ -162,6 +162,12 @@ def main(argv=None):
                     help="with 'estimated': calibration mocks per f_NL for each mock's own estimate")
     ap.add_argument("--nn-epochs", type=int, default=6)
     ap.add_argument("--nn-weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+    ap.add_argument("--nn-fold-nside", type=int, default=0,
+                    help="0: k-fold over random pixels; n: folds of whole nside-n patches")
+    ap.add_argument("--nn-chains", type=int, default=2)
+    ap.add_argument("--nn-batch-size", type=int, default=4096)
+    ap.add_argument("--seed", type=int, default=1,
+                    help="seed of every mock (cases, covariance, calibration); the table uses 1")
     ap.add_argument("--jobs", type=int, choices=(1, 2), default=1,
                     help="2: the f_NL values split over two processes")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: the table's)")
@@ -169,9 +175,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS / "fnl.json"),
                     help="the plots and the docs block are written only for the default")
     a = ap.parse_args(argv)
-    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=a.nn_epochs, lr=0.05, batch_size=4096,
-                         weight_decay=a.nn_weight_decay)
-    s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn,
+    nn = NetworkSettings(n_folds=5, n_chains=a.nn_chains, epochs=a.nn_epochs, lr=0.05, batch_size=a.nn_batch_size,
+                         weight_decay=a.nn_weight_decay, fold_nside=a.nn_fold_nside)
+    s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn, seed=a.seed,
                          n_calibration=a.calibration_mocks, fnl_values=tuple(a.fnl),
                          calibration_contamination=a.calibration_contamination,
                          n_calibration_per_mock=a.calibration_per_mock)
