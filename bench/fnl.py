@@ -48,10 +48,11 @@ def pair(row, key) -> str:
 def table(res: dict) -> str:
     s = res["settings"]
     estimated = s.get("calibration_contamination") == "estimated"
-    lines = [f"nside {s['nside']}, {s['kind']} mocks, {res['cases'][0]['n_mocks']} mocks per case, covariance "
+    lines = [f"nside {s['nside']}, {s['kind']} mocks" + (f" (seed {s['seed']})" if s.get("seed", 1) != 1 else "") + ","
+             f" {res['cases'][0]['n_mocks']} mocks per case, covariance "
              f"from {res['n_cov_mocks']} clean f_NL = 0 mocks, {res['n_bins']} bins over ell "
              f"{res['ell_edges'][0]}-{res['ell_edges'][-1] - 1}; network: {s['network']['n_folds']} folds, "
-             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, "
+             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, batch {s['network']['batch_size']}, "
              + (f"weight decay {s['network']['weight_decay']:g}, " if s['network'].get('weight_decay') else "")
              + "folds of "
              f"{'random pixels' if not s['network'].get('fold_nside') else 'nside-%d patches' % s['network']['fold_nside']}"
