@@ -48,10 +48,11 @@ def pair(row, key) -> str:
 def table(res: dict) -> str:
     s = res["settings"]
     estimated = s.get("calibration_contamination") == "estimated"
-    lines = [f"nside {s['nside']}, {s['kind']} mocks, {res['cases'][0]['n_mocks']} mocks per case, covariance "
+    lines = [f"nside {s['nside']}, {s['kind']} mocks" + (f" (seed {s['seed']})" if s.get("seed", 1) != 1 else "") + ","
+             f" {res['cases'][0]['n_mocks']} mocks per case, covariance "
              f"from {res['n_cov_mocks']} clean f_NL = 0 mocks, {res['n_bins']} bins over ell "
              f"{res['ell_edges'][0]}-{res['ell_edges'][-1] - 1}; network: {s['network']['n_folds']} folds, "
-             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, "
+             f"{s['network']['n_chains']} chains, {s['network']['epochs']} epochs, batch {s['network']['batch_size']}, "
              + (f"weight decay {s['network']['weight_decay']:g}, " if s['network'].get('weight_decay') else "")
              + "folds of "
              f"{'random pixels' if not s['network'].get('fold_nside') else 'nside-%d patches' % s['network']['fold_nside']}"
@@ -162,6 +163,12 @@ def main(argv=None):
                     help="with 'estimated': calibration mocks per f_NL for each mock's own estimate")
     ap.add_argument("--nn-epochs", type=int, default=6)
     ap.add_argument("--nn-weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+    ap.add_argument("--nn-fold-nside", type=int, default=0,
+                    help="0: k-fold over random pixels; n: folds of whole nside-n patches")
+    ap.add_argument("--nn-chains", type=int, default=2)
+    ap.add_argument("--nn-batch-size", type=int, default=4096)
+    ap.add_argument("--seed", type=int, default=1,
+                    help="seed of every mock (cases, covariance, calibration); the table uses 1")
     ap.add_argument("--jobs", type=int, choices=(1, 2), default=1,
                     help="2: the f_NL values split over two processes")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: the table's)")
@@ -169,9 +176,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS / "fnl.json"),
                     help="the plots and the docs block are written only for the default")
     a = ap.parse_args(argv)
-    nn = NetworkSettings(n_folds=5, n_chains=2, epochs=a.nn_epochs, lr=0.05, batch_size=4096,
-                         weight_decay=a.nn_weight_decay)
-    s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn,
+    nn = NetworkSettings(n_folds=5, n_chains=a.nn_chains, epochs=a.nn_epochs, lr=0.05, batch_size=a.nn_batch_size,
+                         weight_decay=a.nn_weight_decay, fold_nside=a.nn_fold_nside)
+    s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, n_mcmc=a.mcmc, mcmc_steps=2000, network=nn, seed=a.seed,
                          n_calibration=a.calibration_mocks, fnl_values=tuple(a.fnl),
                          calibration_contamination=a.calibration_contamination,
                          n_calibration_per_mock=a.calibration_per_mock)

@@ -34,7 +34,7 @@ def _campaign(a):
         raise FnlInputError(f"--nside {a.nside}: use a power of two, 16 or more")
     s = CampaignSettings(nside=a.nside, n_mocks=a.mocks, fnl_values=tuple(a.fnl), kind=a.kind, ell_max=a.ell_max,
                          n_mcmc=a.mcmc, mcmc_steps=a.steps, seed=a.seed,
-                         network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs),
+                         network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs, fold_nside=a.nn_fold_nside),
                          n_calibration=a.calibration_mocks, calibration_contamination=a.calibration_contamination)
     res = run_campaign(s, cases, n_cov=a.cov_mocks, cache_dir=a.cache)
     _write_json(a.out, res)
@@ -70,7 +70,7 @@ def _fit(a):
     maps = read_user_maps(a.counts, a.mask, a.templates)
     res, post = fit_user_maps(maps, mitigation=a.mitigation, n_cov=a.cov_mocks, ell_max=a.ell_max,
                               mcmc_steps=a.steps, pixel_window=not a.no_pixel_window,
-                              network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs), cache_dir=a.cache,
+                              network=NetworkSettings(n_chains=a.nn_chains, epochs=a.nn_epochs, fold_nside=a.nn_fold_nside), cache_dir=a.cache,
                               n_calibration=a.calibration_mocks, calibration_contamination=a.calibration_contamination)
     _write_json(a.out, res)
     if a.plot:
@@ -104,6 +104,8 @@ def build_parser():
     c.add_argument("--steps", type=int, default=2000)
     c.add_argument("--nn-chains", type=int, default=3)
     c.add_argument("--nn-epochs", type=int, default=60)
+    c.add_argument("--nn-fold-nside", type=int, default=0,
+                   help="0: the network's k-fold deals random pixels; n: whole nside-n patches")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--calibration-mocks", type=int, default=20,
                    help="mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
@@ -129,6 +131,8 @@ def build_parser():
     f.add_argument("--steps", type=int, default=3000)
     f.add_argument("--nn-chains", type=int, default=3)
     f.add_argument("--nn-epochs", type=int, default=60)
+    f.add_argument("--nn-fold-nside", type=int, default=0,
+                   help="0: the network's k-fold deals random pixels; n: whole nside-n patches")
     f.add_argument("--calibration-mocks", type=int, default=20,
                    help="mocks per calibration f_NL (0 and 100) for the mitigation's over-correction (0: none)")
     f.add_argument("--calibration-contamination", choices=CALIBRATION_CHOICES, default="none",

@@ -93,11 +93,11 @@ def nn_selection_fit(counts, fracgood, features, settings: NetworkSettings = Net
 
 def fold_groups(pixels, npix, settings: NetworkSettings) -> np.ndarray:
     """The group each footprint pixel is dealt into a fold with: itself, or its nside-n patch."""
-    if not settings.fold_nside:
-        return np.arange(len(pixels))
     import healpy as hp
 
     nside = hp.npix2nside(npix)
+    if not settings.fold_nside or nside <= settings.fold_nside:   # a map no finer than the patches
+        return np.arange(len(pixels))
     shift = 2 * int(np.log2(nside // settings.fold_nside))
     return hp.ring2nest(nside, pixels) >> shift
 

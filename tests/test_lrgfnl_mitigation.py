@@ -62,3 +62,4 @@ def test_patch_folds_keep_each_patch_in_one_fold():
     theta, phi = hp.pix2ang(64, pixels)
     np.testing.assert_array_equal(groups, hp.ang2pix(8, theta, phi, nest=True))
     assert np.array_equal(fold_groups(pixels, len(s.mask), NetworkSettings()), np.arange(len(pixels)))
+    assert np.array_equal(fold_groups(pixels, len(s.mask), NetworkSettings(fold_nside=64)), np.arange(len(pixels)))
