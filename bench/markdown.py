@@ -379,11 +379,15 @@ def calibrate_table(data: dict) -> str:
            f"damping {m['gptq']['damp']}, act-order {m['gptq']['act_order']}.", "",
            "| key | format | RTN perplexity | GPTQ perplexity | GPTQ / float | GPTQ seconds |",
            "|---|---|---|---|---|---|"]
-    for key in ("int2", "int3", "int4", "nxfp4", "nvfp4"):
+    for key in ("int2", "int3", "int3x8", "int4", "int4x16", "nxfp4", "nvfp4"):
         r = data.get(key)
         if r:
             out.append(f"| `{key}` | `{r['format']}` | {r['ppl_rtn']:,.3f} | {r['ppl_gptq']:,.3f} | "
                        f"{r['ppl_gptq'] / f:.2f}x | {r['seconds']:.0f} |")
+    dev = [(k, r) for k, r in data.items() if isinstance(r, dict) and "dev_ppl_gptq" in r]
+    if dev:
+        out += ["", "| key | GPTQ perplexity on held-out wiki-calib (tokens 16,384-20,479) |", "|---|---|"]
+        out += [f"| `{k}` | {r['dev_ppl_gptq']:,.3f} |" for k, r in dev]
     extra = [(k, mk, v) for k, r in data.items() if isinstance(r, dict) and "ppl_rtn" in r
              for mk, v in r.items() if mk.startswith("ppl_") and mk not in ("ppl_rtn", "ppl_gptq") and v is not None]
     if extra:
@@ -392,17 +396,17 @@ def calibrate_table(data: dict) -> str:
     p = data.get("peer")
     if p and "ppl" in p:
         out += ["", "| int4 g128 | perplexity | calibration seconds |", "|---|---|---|",
-                f"| elastiq GPTQ (`int4`) | {data['int4']['ppl_gptq']:.3f} | {data['int4']['seconds']:.0f} |" if "int4" in data else "",
+                *[f"| elastiq GPTQ (`{k}`) | {data[k]['ppl_gptq']:.3f} | {data[k]['seconds']:.0f} |" for k in ("int4", "int4x16") if k in data],
                 f"| {p['name']} | {p['ppl']:.3f} | {p['seconds']:.0f} |"]
     elif p:
         out += ["", f"Peer {p.get('name')}: did not run ({p.get('error', '')[-200:]!r})."]
-    lr = data.get("int2_lrec")
-    if lr:
-        out += ["", "| int2 + LREC | format | base | rank | steps | calibration tokens | perplexity before training | after | after / float | set-up s | training s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
-                f"| `int2` | `{lr['format']}` | {lr['method']} | {lr['rank']} | {lr['steps']} | {lr['calib_tokens']} | "
+    lrec = [(k.removesuffix("_lrec"), r) for k, r in data.items() if k.endswith("_lrec") and isinstance(r, dict)]
+    if lrec:
+        out += ["", "| GPTQ + LREC | format | base | rank | steps | calibration tokens | perplexity before training | after | after / float | set-up s | training s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| `{k}` | `{lr['format']}` | {lr['method']} | {lr['rank']} | {lr['steps']} | {lr['calib_tokens']} | "
                 f"{_num(lr['ppl_base_with_svd_adapters'], ',.1f')} | {lr['ppl']:,.2f} | {lr['ppl'] / f:.2f}x | {lr['setup_seconds']:.0f} | "
-                f"{lr['train_seconds']:.0f} |"]
+                f"{lr['train_seconds']:.0f} |" for k, lr in lrec]
     return "\n".join(x for x in out if x is not None)
 
 
