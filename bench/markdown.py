@@ -391,8 +391,9 @@ def calibrate_table(data: dict) -> str:
     extra = [(k, mk, v) for k, r in data.items() if isinstance(r, dict) and "ppl_rtn" in r
              for mk, v in r.items() if mk.startswith("ppl_") and mk not in ("ppl_rtn", "ppl_gptq") and v is not None]
     if extra:
-        out += ["", "| key | method | perplexity |", "|---|---|---|"]
-        out += [f"| `{k}` | {mk[4:].replace('_', '+', 1)} | {v:,.3f} |" for k, mk, v in extra]
+        out += ["", "| key | method | perplexity | on held-out wiki-calib |", "|---|---|---|---|"]
+        out += [f"| `{k}` | {mk[4:].replace('_', '+', 1)} | {v:,.3f} | {_num(data[k].get('dev_' + mk), ',.3f')} |"
+                for k, mk, v in extra]
     p = data.get("peer")
     if p and "ppl" in p:
         out += ["", "| int4 g128 | perplexity | calibration seconds |", "|---|---|---|",

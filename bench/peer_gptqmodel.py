@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as Fn
+# bench/ is first on sys.path, and its kernels.py would shadow the `kernels` package transformers imports
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+import torch.nn.functional as Fn  # noqa: E402
 
 
 def main() -> None:
