@@ -87,7 +87,7 @@ def run_peer(args, model_name: str, calib_wins) -> dict | None:
         cmd = [args.peer_python, str(ROOT / "bench/peer_gptqmodel.py"), str(float_checkpoint_dir(model_name)), str(data),
                str(args.peer_out or Path(tmp) / "quantized"), "--threads", str(args.threads)]
         env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(args.threads)}  # its default, half the cores, fails on 2
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)  # GPTQModel writes logs/ into its cwd
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if r.returncode or not lines:
             print(f"peer failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
