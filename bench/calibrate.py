@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FORMATS = {"int2": "int2x4-g64", "int3": "int3", "int4": "int4", "nxfp4": "nxfp4", "nvfp4": "nvfp4",
-           "int3x8": "int3x8", "int4x16": "int4x16"}  # the last two keep every code, as GPTQ's symmetric intN does
+           "int3x8": "int3x8", "int4x16": "int4x16"}  # the last two use every code (zero kept; the short side picked per group)
 EXTRA = "int2:gptq+search,int3:gptq+search,int3:search"  # more methods on some rows
 
 

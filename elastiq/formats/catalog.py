@@ -15,8 +15,9 @@ integer or ``channel``), ``axis``, ``scale`` (a scale grid name), ``round``
 (floor/ceil/even/rceil), ``tscale`` (0/1: per-tensor float32 scale).
 Grid names: ``intN``, ``eXmY`` (OCP conventions: e4m3 = FN, e5m2 = IEEE, others
 all-finite; a suffix ``fn``/``ieee``/``none`` overrides), ``nf4``, ``uniformN`` (all 2^N
-codes evenly spaced, no zero), ``ueXmY`` (unsigned, all-ones = NaN; for scales), ``e8m0``, ``fp16``, ``bf16``, ``fp32``; a
-grid followed by ``~V`` recycles its redundant code (-0) into the extra level V.
+codes evenly spaced, no zero), ``intNneg``/``intNpos`` (all 2^N integer codes, the extra
+one on the negative or positive side), ``ueXmY`` (unsigned, all-ones = NaN; for scales),
+``e8m0``, ``fp16``, ``bf16``, ``fp32``; a grid followed by ``~V`` recycles its redundant code (-0) into the extra level V.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def full_int_grid(bits: int, extra: str) -> Grid:
 
 UNIFORM2 = uniform_grid(2)
 
-_NAMED_GRIDS = {"e8m0": E8M0, "fp16": FP16, "bf16": BF16, "fp32": FP32, "nf4": NF4, "uniform2": UNIFORM2}
+_NAMED_GRIDS = {"e8m0": E8M0, "fp16": FP16, "bf16": BF16, "fp32": FP32, "nf4": NF4}  # uniformN: by pattern
 
 
 @lru_cache(maxsize=None)
@@ -110,7 +111,7 @@ def grid(spec: str) -> Grid:
     else:
         raise ValueError(
             f"unknown grid {spec!r}: use intN, eXmY (optionally with suffix fn/ieee/none), ueXmY, "
-            f"nf4, uniformN (N = 2..8), e8m0, fp16, bf16 or fp32, optionally followed by ~V to recycle -0 into level V"
+            f"nf4, uniformN or intNneg/intNpos (N = 2..8), e8m0, fp16, bf16 or fp32, optionally followed by ~V to recycle -0 into level V"
         )
     if recycle is not None:
         g = replace(g, recycle=recycle, name=f"{g.name}~{recycle:g}")
