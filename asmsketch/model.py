@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from .tokens import BOS, EOS, PAD, TO, Vocab, tokenize_text
 
+N_ALTERNATIVES = 4  # tokens kept per step for the sketch's opcode holes (the chosen one and three others)
+
 
 @dataclass
 class Config:
@@ -144,6 +146,7 @@ class Hypothesis:
     score: float  # length-normalised log-probability
     probs: list[float]  # probability of each emitted token
     attention: list[list[float]]  # per emitted token: weights over source tokens
+    # per emitted token: the model's most likely tokens at that step, with their probabilities
     alternatives: list[list[tuple[str, float]]] = field(default_factory=list)
 
 
@@ -168,7 +171,7 @@ class Guesser:
         kv, mask = m.encode(src, v.stoi[PAD])
         max_new = min(max_new or 2 * len(src_toks) + 20, m.c.max_len - 1)
         eos = v.stoi[EOS]
-        beams = [([], 0.0, [], [])]  # ids, logp, probs, attention rows
+        beams = [([], 0.0, [], [], [])]  # ids, logp, probs, attention rows, alternatives
         caches = [dict() for _ in m.dec]
         last = torch.tensor([[v.stoi[BOS]]])
         done: list[Hypothesis] = []
@@ -179,18 +182,21 @@ class Guesser:
             logp = F.log_softmax(logits[:, -1].float(), -1)
             att = w[:, :, -1].mean(1)  # (n, S)
             top_lp, top_id = logp.topk(beam, -1)
+            alt_p, alt_id = logp.topk(min(N_ALTERNATIVES, logp.shape[-1]), -1)
+            alt_p, alt_id = alt_p.exp().tolist(), alt_id.tolist()
             cands = []
-            for bi, (ids, lp, probs, atts) in enumerate(beams):
+            for bi, (ids, lp, probs, atts, alts) in enumerate(beams):
                 for j in range(beam):
                     cands.append((lp + top_lp[bi, j].item(), bi, top_id[bi, j].item(), top_lp[bi, j].item()))
             cands.sort(key=lambda c: -c[0])
             new, keep = [], []
             for total, bi, tid, tlp in cands:
-                ids, _, probs, atts = beams[bi]
-                entry = (ids + [tid], total, probs + [math.exp(tlp)], atts + [att[bi].tolist()])
+                ids, _, probs, atts, alts = beams[bi]
+                step_alts = [(v.itos[a], p) for a, p in zip(alt_id[bi], alt_p[bi])]
+                entry = (ids + [tid], total, probs + [math.exp(tlp)], atts + [att[bi].tolist()], alts + [step_alts])
                 if tid == eos:
                     toks = v.decode(entry[0][:-1])
-                    done.append(Hypothesis(toks, total / len(entry[0]), entry[2][:-1], entry[3][:-1]))
+                    done.append(Hypothesis(toks, total / len(entry[0]), entry[2][:-1], entry[3][:-1], entry[4][:-1]))
                 else:
                     new.append(entry)
                     keep.append(bi)
@@ -206,8 +212,8 @@ class Guesser:
             beams = new
             last = torch.tensor([[b[0][-1]] for b in beams])
         if len(done) < (n_best or beam):  # out of room: unfinished beams still count as (likely wrong) guesses
-            for ids, lp, probs, atts in beams[: (n_best or beam) - len(done)]:
-                done.append(Hypothesis(v.decode(ids), lp / max(1, len(ids)), probs, atts))
+            for ids, lp, probs, atts, alts in beams[: (n_best or beam) - len(done)]:
+                done.append(Hypothesis(v.decode(ids), lp / max(1, len(ids)), probs, atts, alts))
         done.sort(key=lambda h: -h.score)
         return src_toks, done[: (n_best or beam)]
 

@@ -1,5 +1,8 @@
 """Guess & Sketch: beam hypotheses -> uncertain tokens -> holes in pure blocks -> aligned source block
--> CEGIS fill -> candidates; and the execution check that decides whether a candidate passes."""
+-> CEGIS fill -> candidates; and the execution check that decides whether a candidate passes.
+
+Holes go on uncertain immediates first, then on registers read, then on opcodes; an opcode hole may
+take the model's own next choices at that token that run with the line's operands."""
 
 from __future__ import annotations
 
@@ -8,18 +11,23 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import z3
+
 from .asm import Function, parse_functions
 from .corpus import random_inputs, run_many, wrap_function
 from .errors import AsmSketchError
+from .asm import Imm, Instr, Shift
 from .isa import REGS, abi_map, canonical_reg
 from .model import Hypothesis
-from .semantics import pure_blocks
-from .sketch import (Hole, block_inputs, block_outputs, fill, immediate_operands, register_operands,
+from .semantics import (SUPPORTED, Unsupported, hole_domain, is_pure, pure_blocks, rv_operands_fit, step,
+                        value_ok)
+from .sketch import (OPCODE, Hole, block_inputs, block_outputs, fill, immediate_operands, register_operands,
                      solve_block)
 from .tokens import detokenize, roles
 
 ALIGN, NO_ALIGN, RANDOM_HOLES = "align", "no_align", "random_holes"
 MAX_REG_HOLES = 3
+MAX_OP_HOLES = 2  # per block: each multiplies the solver's choices by up to N_ALTERNATIVES
 MAX_SOLVES = 8  # solver calls per candidate: bounds the time a badly wrong guess can take
 
 
@@ -157,6 +165,50 @@ def confidence_holes(hyp: Hypothesis, tgt_func: Function, tgt_isa: str, tgt_bloc
     return holes, reg_holes
 
 
+def _runs_with_operands(func: Function, ins: Instr, op: str) -> bool:
+    """Whether `op` with `ins`'s operands is a pure instruction we model and can encode."""
+    var = Instr(op, ins.args, ins.label)
+    if not is_pure(func, var) or (func.isa == "riscv" and not rv_operands_fit(var)):
+        return False
+    try:
+        step(func.isa, var, {canonical_reg(func.isa, r): z3.BitVec(r, 64) for r in REGS[func.isa]})
+    except (Unsupported, KeyError):
+        return False
+    for k, a in enumerate(ins.args):
+        if isinstance(a, (Imm, Shift)):
+            v = a.value if isinstance(a, Imm) else a.amount
+            d = hole_domain(func.isa, var, k, z3.BitVecVal(v & ((1 << 64) - 1), 64))
+            if d is None or z3.is_false(z3.simplify(d)) or not value_ok(func.isa, var, k, v):
+                return False
+    return True
+
+
+def opcode_options(hyp: Hypothesis, tgt_func: Function, tgt_blocks, tgt_roles) -> dict:
+    """Lines of the pure blocks whose opcode token has other likely tokens (the model's own next choices)
+    that run with the line's operands: line -> (opcodes, the guess's first; the guess's probability)."""
+    lines = {ln for b in tgt_blocks for ln in range(*b)}
+    out = {}
+    for i, r in enumerate(tgt_roles):
+        if r.kind != "op" or r.line not in lines or i >= len(hyp.alternatives):
+            continue
+        ins = tgt_func.body[r.line]
+        alts = [t for t, _ in hyp.alternatives[i] if t != ins.op and t in SUPPORTED[tgt_func.isa]]
+        alts = [t for t in dict.fromkeys(alts) if _runs_with_operands(tgt_func, ins, t)]
+        if alts:
+            out[r.line] = ((ins.op, *alts), hyp.probs[i])
+    return out
+
+
+def _op_holes(options: dict, threshold: float, mode: str, rng, n_conf: int | None = None) -> dict:
+    """Opcode holes, least confident first (the ablation: as many random lines, in random order); the
+    caller keeps the first MAX_OP_HOLES of each block. Hole -> opcodes."""
+    unsure = sorted((ln for ln, (_, p) in options.items() if p < threshold), key=lambda ln: options[ln][1])
+    if mode == RANDOM_HOLES:
+        pool = sorted(options)
+        unsure = rng.sample(pool, min(len(pool), len(unsure) if n_conf is None else n_conf))
+    return {Hole(ln, OPCODE): options[ln][0] for ln in unsure}
+
+
 def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline) -> Candidate:
     body = detokenize(hyp.tokens)
     cand = Candidate(body, hyp.score)
@@ -174,8 +226,9 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
     tgt_blocks = pure_blocks(tgt_func)
     src_blocks = pure_blocks(src_func)
     holes, reg_holes = confidence_holes(hyp, tgt_func, tgt_isa, tgt_blocks, threshold, tgt_roles)
+    r_ = rng or random.Random(0)
+    op_holes = _op_holes(opcode_options(hyp, tgt_func, tgt_blocks, tgt_roles), threshold, mode, r_)
     if mode == RANDOM_HOLES:  # as many holes of each kind, at random places of the pure blocks
-        r_ = rng or random.Random(0)
         pool = [h for b in tgt_blocks for h in immediate_operands(tgt_func, *b)]
         holes = set(r_.sample(pool, min(len(pool), len(holes) if n_random is None else n_random)))
         rpool = [h for b in tgt_blocks for h in register_operands(tgt_func, *b)]
@@ -185,7 +238,9 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
         def inside(hs):
             return sorted((h for h in hs if span[0] <= h.line < span[1]), key=lambda h: (h.line, h.operand))
         bh, br = inside(holes), inside(reg_holes)[:MAX_REG_HOLES]
-        stages = ([bh] if bh else []) + ([bh + br] if br else [])  # immediates first, then operands
+        bo = [h for h in op_holes if span[0] <= h.line < span[1]][:MAX_OP_HOLES]  # in op_holes' order
+        # immediates first, then registers read, then opcodes
+        stages = ([bh] if bh else []) + ([bh + br] if br else []) + ([bh + br + bo] if bo else [])
         if not stages:
             continue
         tok_idx = _line_span_of_tokens(tgt_roles, *span)
@@ -220,13 +275,13 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
                 solves += 1
                 # the tight span is a guess that is often wrong: a short budget before the whole block
                 res = solve_block(src_func, sblock, tgt_func, span, stage, in_map, list(out_map.items()),
-                                  timeout_ms=300 if n_try < len(sspans) - 1 else 3000)
+                                  timeout_ms=300 if n_try < len(sspans) - 1 else 3000, op_options=op_holes)
                 rep.seconds += res.seconds
                 if res.values is None:
                     rep.status = f"no fix ({res.reason})"
                     continue
                 rep.status = "solved"
-                rep.values = {(h.line, h.operand): v for h, v in res.values.items()}
+                rep.values = {(h.line, h.operand): v for h, v in res.values.items()}  # operand -1: the opcode
                 solved.update(res.values)
                 done = True
                 break

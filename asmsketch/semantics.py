@@ -24,6 +24,8 @@ RV_PURE = {"add", "addi", "sub", "mul", "mulh", "mulhu", "mulhsu", "and", "andi"
            "addiw", "subw", "mulw", "sllw", "slliw", "srlw", "srliw", "sraw", "sraiw", "lui", "li", "mv",
            "neg", "negw", "not", "sext.w", "seqz", "snez", "sltz", "sgtz"}
 SUPPORTED = {ARM: ARM_PURE, "riscv": RV_PURE}
+RV_IMM_FORMS = {"addi", "andi", "ori", "xori", "slli", "srli", "srai", "slti", "sltiu", "addiw", "slliw",
+                "srliw", "sraiw", "lui", "li"}  # the RV64 opcodes whose last operand is an immediate
 FLAG_SETTERS = {"adds", "subs", "ands", "negs"}
 FLAG_READERS = {"csel", "csinc", "csinv", "csneg", "cset", "csetm", "cinc", "cinv", "cneg", "adc", "sbc",
                 "ccmp", "ccmn"}
@@ -36,6 +38,13 @@ class RegChoice:
     sel: object
 
 
+@dataclass(frozen=True)
+class OpChoice:
+    """An opcode hole: the line runs as variants[sel], the same operands under another opcode."""
+    variants: tuple  # Instr, one per opcode option
+    sel: object
+
+
 def _read_choice(st: dict, x: RegChoice):
     v = st[x.options[-1]]
     for i in range(len(x.options) - 2, -1, -1):
@@ -45,6 +54,13 @@ def _read_choice(st: dict, x: RegChoice):
 
 def _bv(v, width=64):
     return v if z3.is_expr(v) else z3.BitVecVal(v & ((1 << width) - 1), width)
+
+
+def rv_operands_fit(ins: Instr) -> bool:
+    """RV64 takes an immediate in the I-forms only, and needs one there (the semantics below read an
+    immediate or a register alike, so this is checked apart)."""
+    imm = isinstance(ins.args[-1], Imm) if ins.args else False
+    return imm == (ins.op in RV_IMM_FORMS) and not any(isinstance(x, Imm) for x in ins.args[:-1])
 
 
 def _reads_flags(func: Function) -> bool:
@@ -300,6 +316,14 @@ def _rv_step(ins: Instr, st: dict):
 
 
 def step(isa: str, ins: Instr, st: dict) -> dict:
+    if isinstance(ins, OpChoice):  # each variant on its own copy, merged register by register
+        outs = [step(isa, v, dict(st)) for v in ins.variants]
+        merged = dict(outs[-1])
+        for i in range(len(outs) - 2, -1, -1):
+            for r, val in outs[i].items():
+                if r not in merged or not val.eq(merged[r]):
+                    merged[r] = z3.If(ins.sel == i, val, merged.get(r, val))
+        return merged
     try:
         return (_arm_step if isa == ARM else _rv_step)(ins, st)
     except (IndexError, AttributeError, TypeError) as e:
@@ -367,7 +391,11 @@ def arm_mov_domain(h, wide: bool):
 def hole_domain(isa: str, ins: Instr, index: int, h):
     """z3 constraint on hole `h` (64-bit, signed value) at operand `index` so it can be encoded.
     `ins` is the instruction with its holes as terms, so that operands constrained together (a
-    bit-field's lsb and width) stay correct when both are holes."""
+    bit-field's lsb and width) stay correct when both are holes. For a line whose opcode is a hole too,
+    the constraint of the opcode chosen."""
+    if isinstance(ins, OpChoice):
+        doms = [hole_domain(isa, v, index, h) for v in ins.variants]
+        return z3.And([z3.Implies(ins.sel == i, z3.BoolVal(False) if d is None else d) for i, d in enumerate(doms)])
     op, a = ins.op, ins.args
     arg = a[index]
     wide = not (isinstance(a[0], Reg) and a[0].name.startswith("w"))

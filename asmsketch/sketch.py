@@ -1,8 +1,9 @@
 """Sketches and their solver: holes in a target block, filled by CEGIS so that the block computes what
 its aligned source block computes, for all inputs.
 
-A hole is an operand (immediate or shift amount) of one target instruction. Inputs are the live-in
-registers; the specification equates mapped live-out registers of the two blocks.
+A hole is an operand (immediate, shift amount or register read) of one target instruction, or its
+opcode (operand OPCODE), which the solver chooses among a few options with the same operands. Inputs
+are the live-in registers; the specification equates mapped live-out registers of the two blocks.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import z3
 
 from .asm import Function, Imm, Instr, Reg, Shift, live_after, reads_writes
 from .isa import canonical_reg
-from .semantics import RegChoice, Unsupported, hole_domain, run_block, value_ok
+from .semantics import OpChoice, RegChoice, Unsupported, hole_domain, run_block, value_ok
 
 MASK = (1 << 64) - 1
+OPCODE = -1  # the operand index of an opcode hole
 RLIMIT_PER_MS = 500  # z3 resource units per "millisecond" of budget (roughly, on this project's CPUs)
 
 
 @dataclass(frozen=True)
 class Hole:
     line: int  # instruction index in the target function
-    operand: int  # operand index in that instruction
+    operand: int  # operand index in that instruction, or OPCODE
 
 
 @dataclass
@@ -62,14 +64,15 @@ def block_outputs(func: Function, start: int, end: int) -> list[str]:
     return [r for r in written if r in live]
 
 
-def _holed(isa: str, instrs: list[Instr], holes: dict, reg_options: tuple = ()) -> list[Instr]:
+def _holed(isa: str, instrs: list[Instr], holes: dict, reg_options: tuple = (), op_options: dict | None = None):
     """Instructions with hole operands replaced by z3 terms. holes: (local line, operand) -> term;
-    a register operand becomes a choice among reg_options."""
+    a register operand becomes a choice among reg_options, an opcode (OPCODE) a choice among
+    op_options[local line]."""
     out = []
     for li, ins in enumerate(instrs):
         args = list(ins.args)
         for (hl, ho), term in holes.items():
-            if hl != li:
+            if hl != li or ho == OPCODE:
                 continue
             a = args[ho]
             if isinstance(a, Imm):
@@ -80,7 +83,10 @@ def _holed(isa: str, instrs: list[Instr], holes: dict, reg_options: tuple = ()) 
                 args[ho] = RegChoice(reg_options, term)
             else:
                 raise Unsupported(f"operand {ho} of '{ins.op}' is not an immediate")
-        out.append(ins.with_args(args))
+        if (li, OPCODE) in holes:
+            out.append(OpChoice(tuple(Instr(op, args, ins.label) for op in op_options[li]), holes[(li, OPCODE)]))
+        else:
+            out.append(ins.with_args(args))
     return out
 
 
@@ -98,11 +104,13 @@ def solve_block(*args, **kwargs) -> SolveResult:
 
 def _solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_span: tuple[int, int],
                  holes: list[Hole], reg_map: dict[str, str], outputs: list[tuple[str, str]],
-                 seed: int = 0, n_examples: int = 4, max_iters: int = 24, timeout_ms: int = 3000) -> SolveResult:
+                 seed: int = 0, n_examples: int = 4, max_iters: int = 24, timeout_ms: int = 3000,
+                 op_options: dict | None = None) -> SolveResult:
     """CEGIS: find hole values with tgt_block(x) == src_block(x) on the mapped outputs, for all x.
 
     reg_map: target live-in register -> source register it carries (unmapped inputs are free);
-    outputs: (target register, source register) pairs that must be equal after the blocks.
+    outputs: (target register, source register) pairs that must be equal after the blocks;
+    op_options: opcode hole -> the opcodes it may take (the guess's first).
     """
     t0 = time.perf_counter()
     src_ins = src.body[src_span[0]:src_span[1]]
@@ -124,12 +132,14 @@ def _solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_sp
         src_state.setdefault(s, xs.setdefault(s, z3.BitVec(f"in_{s}", 64)))
     hv = {h: z3.BitVec(f"hole_{h.line}_{h.operand}", 64) for h in holes}
     local = {(h.line - tgt_span[0], h.operand): v for h, v in hv.items()}
-    reg_holes = [h for h in holes if isinstance(tgt.body[h.line].args[h.operand], Reg)]
+    op_holes = {h: tuple(op_options[h]) for h in holes if h.operand == OPCODE}
+    reg_holes = [h for h in holes if h.operand != OPCODE and isinstance(tgt.body[h.line].args[h.operand], Reg)]
     options = tuple(register_options(tgt, tgt_span)) if reg_holes else ()
     for r in options:  # a register chosen for a hole that nothing else reads is a free input
         tgt_state.setdefault(r, z3.BitVec(f"free_{r}", 64))
     try:
-        holed = _holed(tgt.isa, tgt_ins, local, options)
+        holed = _holed(tgt.isa, tgt_ins, local, options,
+                       {h.line - tgt_span[0]: ops for h, ops in op_holes.items()})
         tgt_out = run_block(tgt.isa, holed, tgt_state)
         src_out = run_block(src.isa, src_ins, src_state)
     except (Unsupported, KeyError) as e:
@@ -139,8 +149,8 @@ def _solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_sp
     inputs = [v for _, v in inputs]
     domain = []
     for h, v in hv.items():
-        if h in reg_holes:
-            domain.append(z3.ULT(v, len(options)))
+        if h in reg_holes or h in op_holes:
+            domain.append(z3.ULT(v, len(options) if h in reg_holes else len(op_holes[h])))
             continue
         d = hole_domain(tgt.isa, holed[h.line - tgt_span[0]], h.operand, v)
         if d is None:
@@ -151,7 +161,7 @@ def _solve_block(src: Function, src_span: tuple[int, int], tgt: Function, tgt_sp
     examples = [[1] * len(inputs), [2] * len(inputs)] + [
         [rng.choice((rng.getrandbits(64), rng.randrange(-50, 50) & MASK)) for _ in inputs]
         for _ in range(max(0, n_examples - 2))]
-    cegis = _Cegis(tgt, holes, hv, reg_holes, inputs, domain, max_iters, timeout_ms * RLIMIT_PER_MS)
+    cegis = _Cegis(tgt, holes, hv, reg_holes, op_holes, inputs, domain, max_iters, timeout_ms * RLIMIT_PER_MS)
     abstract = _abstract_products([src_out[s] for _, s in outputs], [tgt_out[t] for t, _ in outputs], spec)
     it = 0
     if abstract:  # products matched operand for operand: no multiplier for z3 to bit-blast, so large
@@ -204,8 +214,8 @@ class _Cegis:
     """Counterexample-guided search for hole values: z3 fits them to examples, then checks them for
     all inputs; a counterexample becomes an example."""
 
-    def __init__(self, tgt, holes, hv, reg_holes, inputs, domain, max_iters, rlimit):
-        self.tgt, self.holes, self.hv, self.reg_holes = tgt, holes, hv, reg_holes
+    def __init__(self, tgt, holes, hv, reg_holes, op_holes, inputs, domain, max_iters, rlimit):
+        self.tgt, self.holes, self.hv, self.reg_holes, self.op_holes = tgt, holes, hv, reg_holes, op_holes
         self.inputs, self.domain, self.max_iters, self.rlimit = inputs, domain, max_iters, rlimit
 
     def _at(self, spec, ex):
@@ -214,7 +224,15 @@ class _Cegis:
     def named(self, vals, options):
         for h in self.reg_holes:  # an index into the options -> the register's name
             vals[h] = options[vals[h]]
+        for h, ops in self.op_holes.items():  # an index into the opcodes -> the opcode
+            vals[h] = ops[vals[h]]
         return vals
+
+    def _chosen(self, line: int, vals) -> Instr:
+        """The target line under the opcode the values choose (its own where the opcode is no hole)."""
+        ins = self.tgt.body[line]
+        h = Hole(line, OPCODE)
+        return Instr(self.op_holes[h][vals[h]], ins.args, ins.label) if h in self.op_holes else ins
 
     def run(self, synth_spec, verify_spec, examples, fresh: random.Random | None = None):
         """(values or None, iterations, reason). fresh: the verification spec abstracts the products, so
@@ -233,8 +251,8 @@ class _Cegis:
                 return None, it, "no fill satisfies the examples" if res == z3.unsat else "synthesis timed out"
             m = synth.model()
             vals = {h: _signed(m.eval(v, model_completion=True).as_long()) for h, v in hv.items()}
-            bad = [h for h in self.holes
-                   if h not in self.reg_holes and not value_ok(self.tgt.isa, self.tgt.body[h.line], h.operand, vals[h])]
+            bad = [h for h in self.holes if h not in self.reg_holes and h not in self.op_holes
+                   and not value_ok(self.tgt.isa, self._chosen(h.line, vals), h.operand, vals[h])]
             if bad:
                 synth.add(z3.Or([hv[h] != z3.BitVecVal(vals[h] & MASK, 64) for h in bad]))
                 continue
@@ -260,7 +278,12 @@ class _Cegis:
 def fill(func: Function, values: dict) -> Function:
     """The function with holes replaced by solved values (printed in a form the assembler takes)."""
     body = [Instr(i.op, list(i.args), i.label) for i in func.body]
+    for h, v in values.items():  # opcodes first: how an immediate is printed depends on its opcode
+        if h.operand == OPCODE:
+            body[h.line].op = v
     for h, v in values.items():
+        if h.operand == OPCODE:
+            continue
         ins = body[h.line]
         a = ins.args[h.operand]
         if isinstance(a, Shift):
@@ -304,5 +327,5 @@ def register_options(func: Function, span: tuple[int, int]) -> list[str]:
     return names
 
 
-__all__ = ["Hole", "SolveResult", "block_inputs", "block_outputs", "fill", "immediate_operands",
+__all__ = ["OPCODE", "Hole", "SolveResult", "block_inputs", "block_outputs", "fill", "immediate_operands",
            "register_operands", "register_options", "solve_block"]
