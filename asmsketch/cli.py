@@ -77,7 +77,7 @@ def cmd_transpile(args) -> int:
         for i, (c, passed) in enumerate(zip(cands, ok)):
             spans = "; ".join(f"target lines {s.target_lines[0] + 1}-{s.target_lines[1]} <- source lines "
                               f"{(s.source_lines[0] + 1, s.source_lines[1]) if s.source_lines else '?'}: "
-                              f"{len(s.holes)} hole(s) {s.status}" for s in c.sketches) or "no holes"
+                              f"{s.holes_said()} {s.status}" for s in c.sketches) or "no holes"
             print(f"  #{i + 1} score {c.score:.3f} {'PASS' if passed else 'fail'} | {spans}")
         best = next((c for c, p in zip(cands, ok) if p), None)
         if best is None:

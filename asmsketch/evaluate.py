@@ -17,6 +17,10 @@ from .pipeline import ALIGN, NO_ALIGN, RANDOM_HOLES, parse_body, sketch_candidat
 from .tokens import detokenize
 
 DIRECTIONS = ((ARM, RISCV), (RISCV, ARM))
+# (method, where the holes go, opcode holes too): Guess & Sketch, its two ablations, and the method
+# before opcode holes (operand holes only)
+SKETCH_METHODS = (("guess_sketch", ALIGN, True), ("gs_random_holes", RANDOM_HOLES, True),
+                  ("gs_no_alignment", NO_ALIGN, True), ("gs_operand_holes", ALIGN, False))
 
 
 class Runner:
@@ -58,7 +62,7 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
     out = {}
     for src_isa, tgt_isa in directions:
         name = f"{src_isa}_to_{tgt_isa}"
-        model_methods = ["greedy", "beam", "guess_sketch", "gs_random_holes", "gs_no_alignment"] if guesser else []
+        model_methods = ["greedy", "beam"] + [m for m, _, _ in SKETCH_METHODS] if guesser else []
         methods = model_methods + list(extra_methods or {})
         rows = {m: {"p1": 0, "pk": 0, "false": 0, "n": 0} for m in methods}
         passed = {m: {"at_1": [], f"at_{k}": []} for m in methods}  # function ids, for paired counts
@@ -75,11 +79,10 @@ def evaluate(guesser, pairs, k: int = 5, threshold: float = 0.9, n_inputs: int =
                 cands = {"greedy": [detokenize(h.tokens) for h in greedy[:1]],
                          "beam": [detokenize(h.tokens) for h in beam]}
             rng = random.Random(f"{seed}-{p.id}")
-            for method, mode in (("guess_sketch", ALIGN), ("gs_random_holes", RANDOM_HOLES),
-                                 ("gs_no_alignment", NO_ALIGN)) if guesser else ():
+            for method, mode, opcode_holes in SKETCH_METHODS if guesser else ():
                 deadline = None if budget_s is None else time.time() + budget_s
-                cs = [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng, deadline=deadline)
-                      for h in beam]
+                cs = [sketch_candidate(h, src_toks, src_func, tgt_isa, threshold, mode, rng, deadline=deadline,
+                                       opcode_holes=opcode_holes) for h in beam]
                 cands[method] = [c.body for c in solver_checked_first(cs, tgt_isa)]
                 if any(s.status.startswith("skipped: time budget") for c in cs for s in c.sketches):
                     over[method] = over.get(method, 0) + 1

@@ -40,6 +40,10 @@ class SketchReport:
     seconds: float = 0.0
     values: dict = field(default_factory=dict)
 
+    def holes_said(self) -> str:
+        n_op = sum(operand == OPCODE for _, operand in self.holes)
+        return f"{len(self.holes)} hole(s)" + (f", {n_op} on opcodes" if n_op else "")
+
 
 @dataclass
 class Candidate:
@@ -136,12 +140,14 @@ def _map_regs(targets, sources, src_isa, tgt_isa, votes, positional: bool):
 
 def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str, threshold: float,
                      mode: str = ALIGN, rng: random.Random | None = None, n_random: int | None = None,
-                     deadline: float | None = None) -> Candidate:
+                     deadline: float | None = None, opcode_holes: bool = True) -> Candidate:
     """Punch holes where the model is unsure and solve each sketched pure block. A guess too broken to
     analyse (unknown labels, unreadable lines) comes back unchanged: execution will judge it. Past
-    `deadline` (time.time()) no solver call starts: the blocks left keep the guess."""
+    `deadline` (time.time()) no solver call starts: the blocks left keep the guess. opcode_holes=False
+    sketches operands only (the method before opcode holes, for comparison)."""
     try:
-        return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline)
+        return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline,
+                                 opcode_holes)
     except AsmSketchError:
         return Candidate(detokenize(hyp.tokens), hyp.score)
 
@@ -209,7 +215,8 @@ def _op_holes(options: dict, threshold: float, mode: str, rng, n_conf: int | Non
     return {Hole(ln, OPCODE): options[ln][0] for ln in unsure}
 
 
-def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline) -> Candidate:
+def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline,
+                      opcode_holes) -> Candidate:
     body = detokenize(hyp.tokens)
     cand = Candidate(body, hyp.score)
     try:
@@ -227,7 +234,8 @@ def _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_
     src_blocks = pure_blocks(src_func)
     holes, reg_holes = confidence_holes(hyp, tgt_func, tgt_isa, tgt_blocks, threshold, tgt_roles)
     r_ = rng or random.Random(0)
-    op_holes = _op_holes(opcode_options(hyp, tgt_func, tgt_blocks, tgt_roles), threshold, mode, r_)
+    op_holes = _op_holes(opcode_options(hyp, tgt_func, tgt_blocks, tgt_roles), threshold, mode, r_) \
+        if opcode_holes else {}
     if mode == RANDOM_HOLES:  # as many holes of each kind, at random places of the pure blocks
         pool = [h for b in tgt_blocks for h in immediate_operands(tgt_func, *b)]
         holes = set(r_.sample(pool, min(len(pool), len(holes) if n_random is None else n_random)))
@@ -351,5 +359,5 @@ def verify_many(src_isa, src_bodies, tgt_isa, cand_lists, nargs_list, n_inputs=2
 
 
 __all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "aligned_source_spans",
-           "confidence_holes", "positional_source_spans", "sketch_candidate", "solver_checked_first", "verify",
+           "confidence_holes", "opcode_options", "positional_source_spans", "sketch_candidate", "solver_checked_first", "verify",
            "verify_many", "parse_body"]

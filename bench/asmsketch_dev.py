@@ -31,7 +31,7 @@ from asmsketch.asm import Imm, Reg, Shift  # noqa: E402
 from asmsketch.errors import AsmSketchError  # noqa: E402
 from asmsketch.isa import REGS, canonical_reg  # noqa: E402
 from asmsketch.pipeline import (ALIGN, NO_ALIGN, RANDOM_HOLES, aligned_source_spans,  # noqa: E402
-                                confidence_holes, parse_body, positional_source_spans, sketch_candidate,
+                                confidence_holes, opcode_options, parse_body, positional_source_spans, sketch_candidate,
                                 solver_checked_first)
 from asmsketch.progress import Progress  # noqa: E402
 from asmsketch.semantics import pure_blocks  # noqa: E402
@@ -76,7 +76,10 @@ def diagnose(pairs, got, thresholds, seed=0):
         rows = {"candidates": 0, "unparsable": 0, "skeleton_differs": 0, "line_count_differs": 0,
                 "skeleton_same": 0, "exact": 0,
                 "wrong_imm": 0, "wrong_reg_read": 0, "wrong_other": 0, "wrong_outside_pure": 0,
-                "all_wrong_holeable": 0, "by_threshold": {}}
+                "all_wrong_holeable": 0, "by_threshold": {},
+                # same lines and operand counts, other opcodes: what opcode holes (λ = 0.9) may repair
+                "opcodes_differ_only": 0, "wrong_opcodes": 0, "wrong_opcode_among_options": 0,
+                "wrong_opcode_unsure": 0, "cands_every_opcode_among_unsure_options": 0}
         per_lam = {lam: {"holes_imm": 0, "holes_reg": 0, "covered_conf": 0, "covered_random": 0,
                          "cands_all_covered_conf": 0, "cands_all_covered_random": 0} for lam in thresholds}
         rng = random.Random(seed)
@@ -93,6 +96,8 @@ def diagnose(pairs, got, thresholds, seed=0):
                 if [(i.op, len(i.args)) for i in f.body] != [(i.op, len(i.args)) for i in ref.body]:
                     rows["skeleton_differs"] += 1
                     rows["line_count_differs"] += len(f.body) != len(ref.body)
+                    if [len(i.args) for i in f.body] == [len(i.args) for i in ref.body]:
+                        _opcode_stats(rows, h, f, ref, t)
                     continue
                 rows["skeleton_same"] += 1
                 blocks = pure_blocks(f)
@@ -126,6 +131,20 @@ def diagnose(pairs, got, thresholds, seed=0):
         rows["sketched_blocks"] = _block_stats(pairs, got, s, t, 0.9)
         out[d] = rows
     return out
+
+
+def _opcode_stats(rows, h, f, ref, t, threshold=0.9):
+    """A candidate whose lines differ from the reference in opcodes only: are the wrong ones among the
+    model's options at that line (opcode_options), and unsure (below λ, where opcode holes go)?"""
+    opts = opcode_options(h, f, pure_blocks(f), roles(h.tokens, REGS[t]))
+    bad = [li for li, (a, b) in enumerate(zip(f.body, ref.body)) if a.op != b.op]
+    among = [li for li in bad if li in opts and ref.body[li].op in opts[li][0]]
+    unsure = [li for li in among if opts[li][1] < threshold]
+    rows["opcodes_differ_only"] += 1
+    rows["wrong_opcodes"] += len(bad)
+    rows["wrong_opcode_among_options"] += len(among)
+    rows["wrong_opcode_unsure"] += len(unsure)
+    rows["cands_every_opcode_among_unsure_options"] += len(unsure) == len(bad)
 
 
 def _block_stats(pairs, got, s, t, threshold):
@@ -223,7 +242,7 @@ def oracle(pairs, got, threshold):
     return out
 
 
-def sweep(pairs, got, thresholds, modes, budget_s):
+def sweep(pairs, got, thresholds, modes, budget_s, opcode_holes=True):
     """pass@1 / pass@5 of Guess & Sketch and of random holes for each λ on the dev functions, and pass@1
     when the sketched candidates are ordered by pipeline.solver_checked_first."""
     runner = evaluate.Runner(20, 0)
@@ -248,8 +267,8 @@ def sweep(pairs, got, thresholds, modes, budget_s):
                     src_func = parse_body(s, src_body)
                     rng = random.Random(f"0-{p.id}")
                     deadline = time.time() + budget_s
-                    cands = [sketch_candidate(h, src_toks, src_func, t, lam, mode, rng, deadline=deadline)
-                             for h in hyps]
+                    cands = [sketch_candidate(h, src_toks, src_func, t, lam, mode, rng, deadline=deadline,
+                                              opcode_holes=opcode_holes) for h in hyps]
                     oks = [runner.passes(s, src_body, t, c.body, p.nargs, p.id)[0] for c in cands]
                     p1 += bool(oks) and oks[0]
                     p5 += any(oks)
@@ -257,9 +276,10 @@ def sweep(pairs, got, thresholds, modes, budget_s):
                     r1 += bool(oks) and oks[cands.index(first)]
                     bar.update(1)
                 bar.close()
-                out[d][f"{lam} {mode}"] = {"pass_at_1": p1 / len(pairs), "pass_at_5": p5 / len(pairs),
+                key = f"{lam} {mode}" + ("" if opcode_holes else " no_opcode_holes")
+                out[d][key] = {"pass_at_1": p1 / len(pairs), "pass_at_5": p5 / len(pairs),
                                           "pass_at_1_reranked": r1 / len(pairs), "seconds": round(time.time() - t0, 1)}
-                print(d, lam, mode, out[d][f"{lam} {mode}"], flush=True)
+                print(d, key, out[d][key], flush=True)
     return out
 
 
@@ -271,6 +291,7 @@ def main():
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-oracle", action="store_true")
     ap.add_argument("--budget-s", type=float, default=60.0)
+    ap.add_argument("--no-opcode-holes", action="store_true", help="the sweep sketches operands only")
     ap.add_argument("--out", default=OUT, help="results file (another model's run: another file)")
     args = ap.parse_args()
     from asmsketch.model import load
@@ -289,12 +310,15 @@ def main():
         res["oracle"] = oracle(pairs, got, 0.9)
     if not args.skip_sweep:
         res["sweep"] = sweep(pairs, got, [float(x) for x in args.sweep_thresholds.split(",") if x],
-                             (ALIGN, RANDOM_HOLES), args.budget_s)
+                             (ALIGN, RANDOM_HOLES), args.budget_s, not args.no_opcode_holes)
     old = {}
     if os.path.exists(args.out):
         with open(args.out) as fh:
             old = json.load(fh)
     if old.get("functions") == res["functions"] and old.get("model", {}).get("sha1") == tag:
+        for d, rows in old.get("sweep", {}).items():  # a sweep of other settings keeps these rows
+            res.setdefault("sweep", {}).setdefault(d, {})
+            res["sweep"][d] = {**rows, **res["sweep"][d]}
         res = {**old, **res}  # a run of some parts keeps the others' results (of the same model)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)

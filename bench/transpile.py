@@ -31,7 +31,8 @@ RESULTS = DEFAULT_RESULTS = "bench/results/transpile.json"
 DOC = "docs/asmsketch.md"
 METHOD_NAMES = {"greedy": "model alone, greedy", "beam": "model alone, beam 5",
                 "guess_sketch": "Guess & Sketch", "gs_random_holes": "G&S, random holes (ablation)",
-                "gs_no_alignment": "G&S, no alignment (ablation)", "rule_based": "rule-based transpiler (ours)",
+                "gs_no_alignment": "G&S, no alignment (ablation)",
+                "gs_operand_holes": "G&S, operand holes only (no opcode holes)", "rule_based": "rule-based transpiler (ours)",
                 "smollm2_fewshot": "SmolLM2-135M few-shot (stand-in for GPT-4)"}
 
 
@@ -299,7 +300,8 @@ def _budget(res):
     return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
 
 
-PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "beam"))
+PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "gs_operand_holes"),
+          ("guess_sketch", "beam"))
 
 
 def paired_lines(rows) -> list[str]:
