@@ -70,7 +70,8 @@ def cmd_transpile(args) -> int:
         src_toks, hyps = guesser.translate(body, tgt_isa, beam=args.beam)
         if not hyps:
             raise AsmSketchError(f"function '{f.name}' is too long for the model ({len(toks)} tokens)")
-        cands = solver_checked_first([sketch_candidate(h, src_toks, f, tgt_isa, args.threshold, ALIGN) for h in hyps],
+        cands = solver_checked_first([sketch_candidate(h, src_toks, f, tgt_isa, args.threshold, ALIGN,
+                                                       opcode_holes=args.opcode_holes) for h in hyps],
                                      tgt_isa)
         ok = verify(src_isa, body, tgt_isa, [c.body for c in cands], nargs=8, n_inputs=args.inputs)
         print(f"function {f.name}: {len(cands)} candidates")
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
     t.add_argument("--model", help="model directory (default: the cache)")
     t.add_argument("--beam", type=int, default=5)
     t.add_argument("--threshold", type=float, default=0.9, help="confidence below which a token becomes a hole")
+    t.add_argument("--opcode-holes", action="store_true",
+                   help="also put holes on unsure opcodes, chosen among the model's next choices (slower)")
     t.add_argument("--inputs", type=int, default=100, help="random inputs for the execution check")
     r = sub.add_parser("train", help="build the tier A corpus and train the guess model")
     r.add_argument("--functions", type=int, default=6000)

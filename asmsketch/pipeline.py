@@ -1,8 +1,8 @@
 """Guess & Sketch: beam hypotheses -> uncertain tokens -> holes in pure blocks -> aligned source block
 -> CEGIS fill -> candidates; and the execution check that decides whether a candidate passes.
 
-Holes go on uncertain immediates first, then on registers read, then on opcodes; an opcode hole may
-take the model's own next choices at that token that run with the line's operands."""
+Holes go on uncertain immediates first, then on registers read, and, as an option, on opcodes; an
+opcode hole may take the model's own next choices at that token that run with the line's operands."""
 
 from __future__ import annotations
 
@@ -140,11 +140,11 @@ def _map_regs(targets, sources, src_isa, tgt_isa, votes, positional: bool):
 
 def sketch_candidate(hyp: Hypothesis, src_toks, src_func: Function, tgt_isa: str, threshold: float,
                      mode: str = ALIGN, rng: random.Random | None = None, n_random: int | None = None,
-                     deadline: float | None = None, opcode_holes: bool = True) -> Candidate:
+                     deadline: float | None = None, opcode_holes: bool = False) -> Candidate:
     """Punch holes where the model is unsure and solve each sketched pure block. A guess too broken to
     analyse (unknown labels, unreadable lines) comes back unchanged: execution will judge it. Past
-    `deadline` (time.time()) no solver call starts: the blocks left keep the guess. opcode_holes=False
-    sketches operands only (the method before opcode holes, for comparison)."""
+    `deadline` (time.time()) no solver call starts: the blocks left keep the guess. opcode_holes adds a
+    third stage with holes on unsure opcodes (an option: see docs/asmsketch.md, "Opcode holes")."""
     try:
         return _sketch_candidate(hyp, src_toks, src_func, tgt_isa, threshold, mode, rng, n_random, deadline,
                                  opcode_holes)

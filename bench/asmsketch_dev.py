@@ -242,7 +242,7 @@ def oracle(pairs, got, threshold):
     return out
 
 
-def sweep(pairs, got, thresholds, modes, budget_s, opcode_holes=True):
+def sweep(pairs, got, thresholds, modes, budget_s, opcode_holes=False):
     """pass@1 / pass@5 of Guess & Sketch and of random holes for each λ on the dev functions, and pass@1
     when the sketched candidates are ordered by pipeline.solver_checked_first."""
     runner = evaluate.Runner(20, 0)
@@ -276,7 +276,7 @@ def sweep(pairs, got, thresholds, modes, budget_s, opcode_holes=True):
                     r1 += bool(oks) and oks[cands.index(first)]
                     bar.update(1)
                 bar.close()
-                key = f"{lam} {mode}" + ("" if opcode_holes else " no_opcode_holes")
+                key = f"{lam} {mode}" + (" opcode_holes" if opcode_holes else "")
                 out[d][key] = {"pass_at_1": p1 / len(pairs), "pass_at_5": p5 / len(pairs),
                                           "pass_at_1_reranked": r1 / len(pairs), "seconds": round(time.time() - t0, 1)}
                 print(d, key, out[d][key], flush=True)
@@ -291,7 +291,7 @@ def main():
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-oracle", action="store_true")
     ap.add_argument("--budget-s", type=float, default=60.0)
-    ap.add_argument("--no-opcode-holes", action="store_true", help="the sweep sketches operands only")
+    ap.add_argument("--opcode-holes", action="store_true", help="the sweep puts holes on unsure opcodes too")
     ap.add_argument("--out", default=OUT, help="results file (another model's run: another file)")
     args = ap.parse_args()
     from asmsketch.model import load
@@ -310,7 +310,7 @@ def main():
         res["oracle"] = oracle(pairs, got, 0.9)
     if not args.skip_sweep:
         res["sweep"] = sweep(pairs, got, [float(x) for x in args.sweep_thresholds.split(",") if x],
-                             (ALIGN, RANDOM_HOLES), args.budget_s, not args.no_opcode_holes)
+                             (ALIGN, RANDOM_HOLES), args.budget_s, args.opcode_holes)
     old = {}
     if os.path.exists(args.out):
         with open(args.out) as fh:

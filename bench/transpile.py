@@ -32,7 +32,7 @@ DOC = "docs/asmsketch.md"
 METHOD_NAMES = {"greedy": "model alone, greedy", "beam": "model alone, beam 5",
                 "guess_sketch": "Guess & Sketch", "gs_random_holes": "G&S, random holes (ablation)",
                 "gs_no_alignment": "G&S, no alignment (ablation)",
-                "gs_operand_holes": "G&S, operand holes only (no opcode holes)", "rule_based": "rule-based transpiler (ours)",
+                "gs_opcode_holes": "G&S with opcode holes (option)", "rule_based": "rule-based transpiler (ours)",
                 "smollm2_fewshot": "SmolLM2-135M few-shot (stand-in for GPT-4)"}
 
 
@@ -300,7 +300,7 @@ def _budget(res):
     return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
 
 
-PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "gs_operand_holes"),
+PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "gs_opcode_holes"),
           ("guess_sketch", "beam"))
 
 

@@ -128,9 +128,12 @@ def test_guess_and_sketch_repairs_an_uncertain_opcode(src, tgt):
         if before:
             continue  # the swap happened to be harmless
         tried += 1
-        cand = pipeline.sketch_candidate(hyp, src_toks, s_func, tgt, 0.5, pipeline.NO_ALIGN)
+        cand = pipeline.sketch_candidate(hyp, src_toks, s_func, tgt, 0.5, pipeline.NO_ALIGN, opcode_holes=True)
         fixed += pipeline.verify(src, p.text(src), tgt, [cand.body], p.nargs)[0]
-        r = pipeline.sketch_candidate(hyp, src_toks, s_func, tgt, 0.5, pipeline.RANDOM_HOLES, random.Random(0))
+        without = pipeline.sketch_candidate(hyp, src_toks, s_func, tgt, 0.5, pipeline.NO_ALIGN)
+        assert all(h[1] != OPCODE for s in without.sketches for h in s.holes)  # an option, off by default
+        r = pipeline.sketch_candidate(hyp, src_toks, s_func, tgt, 0.5, pipeline.RANDOM_HOLES, random.Random(0),
+                                      opcode_holes=True)
         assert sum(h[1] == OPCODE for s in r.sketches for h in s.holes) <= 1
         if tried == 6:
             break
