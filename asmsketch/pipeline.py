@@ -359,5 +359,5 @@ def verify_many(src_isa, src_bodies, tgt_isa, cand_lists, nargs_list, n_inputs=2
 
 
 __all__ = ["ALIGN", "NO_ALIGN", "RANDOM_HOLES", "Candidate", "SketchReport", "aligned_source_spans",
-           "confidence_holes", "opcode_options", "positional_source_spans", "sketch_candidate", "solver_checked_first", "verify",
-           "verify_many", "parse_body"]
+           "confidence_holes", "opcode_options", "positional_source_spans", "sketch_candidate",
+           "solver_checked_first", "verify", "verify_many", "parse_body"]
