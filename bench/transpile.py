@@ -258,6 +258,13 @@ def pct(x):
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def method_order(rows) -> list[str]:
+    """A direction's methods in METHOD_NAMES' order, whichever phase wrote a row first."""
+    order = list(METHOD_NAMES)
+    return sorted((m for m in rows if not m.startswith("_")),
+                  key=lambda m: order.index(m) if m in order else len(order))
+
+
 def plot(res, path="bench/results/transpile.png"):
     """pass@1 / pass@5 per method and direction, as bars."""
     if "directions" not in res:
@@ -268,8 +275,8 @@ def plot(res, path="bench/results/transpile.png"):
     dirs = list(res["directions"])
     fig, axes = plt.subplots(1, len(dirs), figsize=(6 * len(dirs), 4), sharey=True)
     for ax, d in zip(axes if len(dirs) > 1 else [axes], dirs):
-        rows = {m: r for m, r in res["directions"][d].items() if not m.startswith("_")}
-        names = list(rows)
+        rows = res["directions"][d]
+        names = method_order(rows)
         x = range(len(names))
         ax.bar([i - 0.2 for i in x], [100 * rows[m]["pass_at_1"] for m in names], 0.4, label="pass@1")
         ax.bar([i + 0.2 for i in x], [100 * rows[m]["pass_at_5"] for m in names], 0.4, label="pass@5")
@@ -358,9 +365,8 @@ def results_block(res) -> str:
         for d, rows in res["directions"].items():
             lines += [f"**{d.replace('_to_', ' → ')}**", "", "| method | pass@1 % | pass@5 % | false passes | n |",
                       "|---|---:|---:|---:|---:|"]
-            for m, r in rows.items():
-                if m.startswith("_"):
-                    continue
+            for m in method_order(rows):
+                r = rows[m]
                 lines.append(f"| {METHOD_NAMES.get(m, m)} | {pct(r['pass_at_1'])} | {pct(r['pass_at_5'])} | "
                              f"{r['false_passes']} | {r['n']} |")
             pl = paired_lines(rows)
