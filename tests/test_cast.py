@@ -125,6 +125,19 @@ def test_every_code_int_formats_pick_the_better_side_per_group(name, half):
     assert bool(near[0].any()) and bool(near[1].any()), "both sides get picked on random groups"
 
 
+@pytest.mark.parametrize("name,half", [("int4x16", 8), ("int3x8", 4)])
+def test_every_code_int_formats_saturate_to_their_largest_code_and_stay_there(name, half):
+    """A value far beyond what the largest FP16 scale reaches saturates to +half x 65504, the side
+    with the larger positive code; cast again it stays (both sides' squared errors are about 5e24
+    there, so a float32 comparison tied and picked the other side: found by the property test)."""
+    x = torch.zeros(2, 128)
+    x[0, -1], x[1, 5] = 2199023779840.0, -3.0e30
+    once = F.fake_quantize(x, name)
+    assert once[0, -1].item() == half * 65504.0 and once[1, 5].item() == -half * 65504.0
+    assert torch.equal(once.count_nonzero(1), torch.tensor([1, 1]))
+    assert torch.equal(F.fake_quantize(once, name), once)
+
+
 def test_mxint8_matches_the_spec_formula():
     """MXINT8: X = 2**(floor(log2 amax) - 0), P = clamp(RNE(V / X * 64), -127, 127) / 64,
     computed here independently in float64."""

@@ -175,14 +175,13 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: tor
                 vals = torch.where(take, deq[:, None] * g.recycle, vals)
         if single:
             return codes, scode, None, vals, deq, qmul
-        d = vals - xb
-        cands.append((codes, scode, vals, torch.nan_to_num((d * d).sum(1), nan=0.0, posinf=math.inf), deq, qmul))
-    sel = torch.stack([c[3] for c in cands], 1).argmin(1)  # first of equals wins
+        cands.append((codes, scode, vals, deq, qmul))
+    sel = _least_error(xb, [c[2] for c in cands])
     codes = torch.empty(xb.shape, dtype=torch.int32, device=xb.device)
     scode = torch.empty_like(cands[0][1])
     vals = torch.empty_like(xb) if want_values else None
-    deq, qmul = torch.empty_like(cands[0][4]), torch.empty_like(cands[0][5])
-    for i, (c, s, v, _, dq, qm) in enumerate(cands):  # copy each candidate's winning blocks only
+    deq, qmul = torch.empty_like(cands[0][3]), torch.empty_like(cands[0][4])
+    for i, (c, s, v, dq, qm) in enumerate(cands):  # copy each candidate's winning blocks only
         rows = (sel == i).nonzero().squeeze(1)
         codes.index_copy_(0, rows, c.index_select(0, rows).to(torch.int32))
         scode.index_copy_(0, rows, s.index_select(0, rows))
@@ -191,6 +190,21 @@ def _encode_chunk(xb: torch.Tensor, fmt: Format, ts, want_values: bool, out: tor
         if want_values:
             vals.index_copy_(0, rows, v.index_select(0, rows))
     return codes, scode, sel, vals, deq, qmul
+
+
+def _least_error(xb: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
+    """Per block, the candidate with the least squared error; the first of equals wins. Compared as
+    differences from the first candidate, sum of (v - v0)(v + v0 - 2x) in float64: the squared errors
+    themselves are differences of large numbers where a block saturates (|x| far above what its scale
+    can reach), and in float32 two candidates then tie by rounding and re-casting the result changes it."""
+    x = xb.double()
+    v0 = vals[0].double()
+    diffs = [torch.zeros(xb.shape[0], dtype=torch.float64, device=xb.device)]
+    for v in vals[1:]:
+        v = v.double()
+        t = torch.where(v == v0, 0.0, (v - v0) * (v + v0 - 2 * x))  # 0 where they agree, even at x = inf
+        diffs.append(torch.nan_to_num(t.sum(1), nan=0.0))
+    return torch.stack(diffs, 1).argmin(1)
 
 
 def _prepare(x, fmt):
