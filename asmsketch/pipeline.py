@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import z3
 
-from .asm import Function, parse_functions
+from .asm import Function, Imm, Instr, Shift, parse_functions
 from .corpus import random_inputs, run_many, wrap_function
 from .errors import AsmSketchError
-from .asm import Imm, Instr, Shift
 from .isa import REGS, abi_map, canonical_reg
 from .model import Hypothesis
 from .semantics import (SUPPORTED, Unsupported, hole_domain, is_pure, pure_blocks, rv_operands_fit, step,
@@ -205,13 +204,13 @@ def opcode_options(hyp: Hypothesis, tgt_func: Function, tgt_blocks, tgt_roles) -
     return out
 
 
-def _op_holes(options: dict, threshold: float, mode: str, rng, n_conf: int | None = None) -> dict:
+def _op_holes(options: dict, threshold: float, mode: str, rng) -> dict:
     """Opcode holes, least confident first (the ablation: as many random lines, in random order); the
     caller keeps the first MAX_OP_HOLES of each block. Hole -> opcodes."""
     unsure = sorted((ln for ln, (_, p) in options.items() if p < threshold), key=lambda ln: options[ln][1])
     if mode == RANDOM_HOLES:
         pool = sorted(options)
-        unsure = rng.sample(pool, min(len(pool), len(unsure) if n_conf is None else n_conf))
+        unsure = rng.sample(pool, min(len(pool), len(unsure)))
     return {Hole(ln, OPCODE): options[ln][0] for ln in unsure}
 
 

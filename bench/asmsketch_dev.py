@@ -31,8 +31,8 @@ from asmsketch.asm import Imm, Reg, Shift  # noqa: E402
 from asmsketch.errors import AsmSketchError  # noqa: E402
 from asmsketch.isa import REGS, canonical_reg  # noqa: E402
 from asmsketch.pipeline import (ALIGN, NO_ALIGN, RANDOM_HOLES, aligned_source_spans,  # noqa: E402
-                                confidence_holes, opcode_options, parse_body, positional_source_spans, sketch_candidate,
-                                solver_checked_first)
+                                confidence_holes, opcode_options, parse_body, positional_source_spans,
+                                sketch_candidate, solver_checked_first)
 from asmsketch.progress import Progress  # noqa: E402
 from asmsketch.semantics import pure_blocks  # noqa: E402
 from asmsketch.sketch import immediate_operands, register_operands  # noqa: E402
@@ -278,7 +278,7 @@ def sweep(pairs, got, thresholds, modes, budget_s, opcode_holes=False):
                 bar.close()
                 key = f"{lam} {mode}" + (" opcode_holes" if opcode_holes else "")
                 out[d][key] = {"pass_at_1": p1 / len(pairs), "pass_at_5": p5 / len(pairs),
-                                          "pass_at_1_reranked": r1 / len(pairs), "seconds": round(time.time() - t0, 1)}
+                               "pass_at_1_reranked": r1 / len(pairs), "seconds": round(time.time() - t0, 1)}
                 print(d, key, out[d][key], flush=True)
     return out
 

@@ -307,8 +307,8 @@ def _budget(res):
     return f"{b:g} s wall per function and sketch method; functions that reached it: {said}"
 
 
-PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"), ("guess_sketch", "gs_opcode_holes"),
-          ("guess_sketch", "beam"))
+PAIRED = (("guess_sketch", "gs_random_holes"), ("guess_sketch", "gs_no_alignment"),
+          ("guess_sketch", "gs_opcode_holes"), ("guess_sketch", "beam"))
 
 
 def paired_lines(rows) -> list[str]:

@@ -203,7 +203,7 @@ def _least_error(xb: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
     for v in vals[1:]:
         v = v.double()
         t = torch.where(v == v0, 0.0, (v - v0) * (v + v0 - 2 * x))  # 0 where they agree, even at x = inf
-        diffs.append(torch.nan_to_num(t.sum(1), nan=0.0))
+        diffs.append(torch.nan_to_num(t.sum(1), nan=0.0, posinf=math.inf, neginf=-math.inf))
     return torch.stack(diffs, 1).argmin(1)
 
 
